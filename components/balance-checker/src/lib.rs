@@ -1,0 +1,169 @@
+//! The balance-checker service: owns customer credit. For every placed order it holds
+//! the total if the free credit suffices (else rejects with `insufficient_balance`),
+//! commits the hold when the order is confirmed, and releases it when the order is
+//! rejected or cancelled.
+
+mod db;
+
+use serde_json::json;
+use service_kit::Env;
+use service_kit::db::{Db, DbError, Migration};
+use service_kit::http::{Request, Response, method_not_allowed, percent_decode};
+use service_kit::ids::now_ms;
+use service_kit::messaging::{HandlerError, Messaging};
+use service_kit::worker::{Worker, WorkerService, unavailable};
+use shop_domain::envelope::{Envelope, event_types};
+use shop_domain::order::RejectReason;
+use shop_domain::validation::{ValidationError, parse_credit, parse_email};
+
+use db::queries::{self, Account, AccountView, Hold};
+
+/// The balance-checker worker.
+#[derive(Default)]
+pub struct BalanceChecker;
+
+spin_host::export_service!(WorkerService<BalanceChecker>);
+
+impl Worker for BalanceChecker {
+    const NAME: &'static str = "balance-checker";
+
+    fn migrations() -> Vec<Migration> {
+        db::migrations::all()
+    }
+
+    fn route(&self, request: &Request, env: &Env, _messaging: &Messaging) -> Option<Response> {
+        let segments = request.segments();
+        let response = match (request.method.as_str(), segments.as_slice()) {
+            ("GET", ["accounts", email]) => show(env, &percent_decode(email)),
+            ("POST", ["accounts", email, "credit"]) => credit(request, env, &percent_decode(email)),
+            (_, ["accounts", ..]) => method_not_allowed(),
+            _ => return None,
+        };
+        Some(response)
+    }
+
+    fn apply(&self, tx: &Db, event: &Envelope, _env: &Env, messaging: &Messaging) -> Result<(), HandlerError> {
+        let order_id = event.data["order_id"]
+            .as_str()
+            .ok_or_else(|| HandlerError::Permanent(format!("{} without order_id", event.event_type)))?;
+        match event.event_type.as_str() {
+            event_types::ORDER_PLACED => check(tx, order_id, event, messaging),
+            event_types::ORDER_CONFIRMED => commit(tx, order_id),
+            event_types::ORDER_REJECTED | event_types::ORDER_CANCELLED => release(tx, order_id, event),
+            other => Err(HandlerError::Permanent(format!("balance-checker does not handle {other}"))),
+        }
+    }
+}
+
+fn view(customer: &str, account: &Account) -> AccountView {
+    AccountView { customer: customer.to_owned(), balance_cents: account.balance_cents, held_cents: account.held_cents }
+}
+
+fn show(env: &Env, email: &str) -> Response {
+    let email = match parse_email("email", email) {
+        Ok(email) => email,
+        Err(e) => return Response::invalid(&[e]),
+    };
+    match queries::account(&Db::new(env.sql), &email) {
+        Ok(account) => Response::json(200, &view(&email, &account)),
+        Err(e) => unavailable(&e),
+    }
+}
+
+fn credit(request: &Request, env: &Env, email: &str) -> Response {
+    let email = match parse_email("email", email) {
+        Ok(email) => email,
+        Err(e) => return Response::invalid(&[e]),
+    };
+    let amount = match request.json().map(|body| parse_credit(&body)) {
+        Ok(Ok(amount)) => amount,
+        Ok(Err(errors)) => return Response::invalid(&errors),
+        Err(problem) => return problem,
+    };
+    let outcome = Db::new(env.sql).transaction(|tx| {
+        let mut account = queries::account(tx, &email)?;
+        let (Some(balance), Some(credited)) =
+            (account.balance_cents.checked_add(amount.cents()), account.credited_cents.checked_add(amount.cents()))
+        else {
+            return Ok(Response::invalid(&[ValidationError {
+                field: "amount_cents".into(),
+                message: "the balance would overflow".into(),
+            }]));
+        };
+        account.balance_cents = balance;
+        account.credited_cents = credited;
+        queries::save_account(tx, &email, &account, now_ms())?;
+        Ok::<_, DbError>(Response::json(200, &view(&email, &account)))
+    });
+    outcome.unwrap_or_else(|e| unavailable(&e))
+}
+
+/// Holds the order's total if the free credit suffices; answers orders either way.
+fn check(tx: &Db, order_id: &str, event: &Envelope, messaging: &Messaging) -> Result<(), HandlerError> {
+    if queries::hold(tx, order_id)?.is_some() {
+        // Seen before (or released before it arrived): nothing to hold.
+        return Ok(());
+    }
+    let customer = event.data["customer"]
+        .as_str()
+        .ok_or_else(|| HandlerError::Permanent("order.placed without customer".into()))?;
+    let total = event.data["total_cents"]
+        .as_i64()
+        .filter(|t| *t >= 0)
+        .ok_or_else(|| HandlerError::Permanent("order.placed without a valid total_cents".into()))?;
+    let now = now_ms();
+    let mut account = queries::account(tx, customer)?;
+    let (state, event_type, data) = if account.balance_cents >= total {
+        account.balance_cents -= total;
+        account.held_cents += total;
+        queries::save_account(tx, customer, &account, now)?;
+        ("held", event_types::BALANCE_HELD, json!({"order_id": order_id, "amount_cents": total}))
+    } else {
+        let reason = RejectReason::InsufficientBalance.to_string();
+        ("rejected", event_types::BALANCE_REJECTED, json!({"order_id": order_id, "reason": reason}))
+    };
+    let amount_cents = if state == "held" { total } else { 0 };
+    queries::save_hold(tx, order_id, &Hold { customer: customer.to_owned(), amount_cents, state: state.into() }, now)?;
+    messaging.publish(tx, event_type, order_id, &event.correlation_id, data, &["orders"])?;
+    Ok(())
+}
+
+/// The order is confirmed: held credit becomes spent.
+fn commit(tx: &Db, order_id: &str) -> Result<(), HandlerError> {
+    let Some(mut hold) = queries::hold(tx, order_id)? else {
+        return Err(HandlerError::Permanent(format!("order.confirmed for {order_id} without a hold")));
+    };
+    if hold.state != "held" {
+        return Ok(());
+    }
+    let now = now_ms();
+    let mut account = queries::account(tx, &hold.customer)?;
+    account.held_cents -= hold.amount_cents;
+    account.spent_cents += hold.amount_cents;
+    queries::save_account(tx, &hold.customer, &account, now)?;
+    hold.state = "committed".into();
+    queries::save_hold(tx, order_id, &hold, now)?;
+    Ok(())
+}
+
+/// The order is rejected or cancelled: held or spent credit goes back to the balance.
+fn release(tx: &Db, order_id: &str, event: &Envelope) -> Result<(), HandlerError> {
+    let now = now_ms();
+    let Some(mut hold) = queries::hold(tx, order_id)? else {
+        // The release overtook order.placed: remember it so the late placement holds nothing.
+        let customer = event.data["customer"].as_str().unwrap_or_default().to_owned();
+        queries::save_hold(tx, order_id, &Hold { customer, amount_cents: 0, state: "released".into() }, now)?;
+        return Ok(());
+    };
+    let mut account = queries::account(tx, &hold.customer)?;
+    match hold.state.as_str() {
+        "held" => account.held_cents -= hold.amount_cents,
+        "committed" => account.spent_cents -= hold.amount_cents,
+        _ => return Ok(()),
+    }
+    account.balance_cents += hold.amount_cents;
+    queries::save_account(tx, &hold.customer, &account, now)?;
+    hold.state = "released".into();
+    queries::save_hold(tx, order_id, &hold, now)?;
+    Ok(())
+}

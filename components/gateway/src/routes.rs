@@ -1,0 +1,273 @@
+//! The public API (see `openapi.yaml`) and where each call goes.
+
+use serde_json::{Value, json};
+use service_kit::Env;
+use service_kit::http::{ACTOR_HEADER, CORRELATION_HEADER, ROLE_HEADER, Request, Response, method_not_allowed, not_found, percent_encode};
+use service_kit::ports::OutboundRequest;
+use shop_domain::auth::{Claims, Role};
+use shop_domain::cursor::decode_cursor;
+use shop_domain::order::OrderStatus;
+use shop_domain::validation::{
+    ValidationError, parse_compat_order, parse_credit, parse_email, parse_limit, parse_place_order, parse_product, parse_sku,
+};
+
+use crate::auth::{authenticate, forbidden, require_admin, require_self_or_staff, require_staff};
+
+/// The services that keep dead letters.
+const MESSAGING_SERVICES: [&str; 4] = ["orders", "balance-checker", "stock-checker", "vouchers"];
+/// The most orders one batch may place.
+const MAX_BATCH: usize = 100;
+
+/// Answers one public request.
+pub fn route(request: &Request, env: &Env) -> Response {
+    let segments = request.segments();
+    if segments.as_slice() == ["healthz"] {
+        return if request.method == "GET" { Response::json(200, &json!({"status": "ok"})) } else { method_not_allowed() };
+    }
+    let ["api", "v1", rest @ ..] = segments.as_slice() else { return not_found() };
+    let claims = match authenticate(request, env) {
+        Ok(claims) => claims,
+        Err(problem) => return problem,
+    };
+    let call = Call { request, env, claims: &claims };
+    let answer = match (request.method.as_str(), rest) {
+        ("GET", ["products"]) => call.list_products(),
+        ("GET", ["products", sku]) => call.with_sku(sku, |sku| call.forward("stock-checker", "GET", &format!("/products/{sku}"), Vec::new())),
+        ("PUT", ["products", sku]) => call.put_product(sku),
+        (_, ["products", ..]) => Err(method_not_allowed()),
+        ("GET", ["accounts", email]) => call.with_email(email, |email| {
+            require_self_or_staff(&claims, email)?;
+            call.forward("balance-checker", "GET", &format!("/accounts/{}", percent_encode(email)), Vec::new())
+        }),
+        ("POST", ["accounts", email, "credit"]) => call.credit(email),
+        (_, ["accounts", ..]) => Err(method_not_allowed()),
+        ("POST", ["orders"]) => call.place_order(),
+        ("POST", ["orders", "batch"]) => call.place_batch(),
+        ("POST", ["order"]) => call.place_compat(),
+        ("GET", ["orders"]) => call.list_orders(),
+        ("GET", ["orders", id]) => call.forward("orders", "GET", &format!("/orders/{}", percent_encode(id)), Vec::new()),
+        ("POST", ["orders", id, action @ ("ship" | "deliver")]) => {
+            require_staff(&claims).and_then(|()| call.forward("orders", "POST", &format!("/orders/{}/{action}", percent_encode(id)), Vec::new()))
+        }
+        ("POST", ["orders", id, "cancel"]) => call.forward("orders", "POST", &format!("/orders/{}/cancel", percent_encode(id)), Vec::new()),
+        (_, ["orders" | "order", ..]) => Err(method_not_allowed()),
+        ("GET", ["vouchers"]) => call.list_vouchers(),
+        (_, ["vouchers"]) => Err(method_not_allowed()),
+        ("GET", ["admin", "dead-letters"]) => require_admin(&claims).and_then(|()| call.dead_letters()),
+        ("POST", ["admin", "dead-letters", id, "retry"]) => require_admin(&claims).and_then(|()| call.retry_dead_letter(id)),
+        (_, ["admin", ..]) => Err(method_not_allowed()),
+        _ => Err(not_found()),
+    };
+    answer.unwrap_or_else(|problem| problem)
+}
+
+/// One authenticated call.
+struct Call<'a> {
+    request: &'a Request,
+    env: &'a Env<'a>,
+    claims: &'a Claims,
+}
+
+type Answer = Result<Response, Response>;
+
+impl Call<'_> {
+    /// Sends the call on to `service` as the authenticated caller and relays its answer.
+    fn forward(&self, service: &str, method: &str, path: &str, body: Vec<u8>) -> Answer {
+        let mut headers = vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            (ACTOR_HEADER.to_owned(), self.claims.sub.clone()),
+            (ROLE_HEADER.to_owned(), role_name(self.claims.role).to_owned()),
+            (CORRELATION_HEADER.to_owned(), self.request.correlation_id().unwrap_or_default().to_owned()),
+        ];
+        if let Some(key) = self.request.header("idempotency-key") {
+            headers.push(("idempotency-key".to_owned(), key.to_owned()));
+        }
+        let outbound = OutboundRequest { method: method.into(), url: format!("{}{path}", (self.env.service_url)(service)), headers, body };
+        match self.env.http.send(outbound) {
+            Ok(response) => {
+                let keep = ["content-type", "location", "idempotent-replayed"];
+                let headers = response.headers.into_iter().filter(|(n, _)| keep.contains(&n.as_str())).collect();
+                Ok(Response { status: response.status, headers, body: response.body })
+            }
+            Err(e) => Err(Response::problem(502, "bad-gateway", "Service unreachable", &format!("{service}: {e}"))),
+        }
+    }
+
+    fn json(&self) -> Result<Value, Response> {
+        self.request.json()
+    }
+
+    fn with_sku(&self, raw: &str, then: impl FnOnce(&str) -> Answer) -> Answer {
+        let sku = parse_sku("sku", &service_kit::http::percent_decode(raw)).map_err(|e| Response::invalid(&[e]))?;
+        then(&sku)
+    }
+
+    fn with_email(&self, raw: &str, then: impl FnOnce(&str) -> Answer) -> Answer {
+        let email = parse_email("email", &service_kit::http::percent_decode(raw)).map_err(|e| Response::invalid(&[e]))?;
+        then(&email)
+    }
+
+    fn list_products(&self) -> Answer {
+        let mut query = Vec::new();
+        if let Some(limit) = self.request.query_param("limit") {
+            parse_limit(Some(&limit)).map_err(|e| Response::invalid(&[e]))?;
+            query.push(format!("limit={}", percent_encode(&limit)));
+        }
+        if let Some(cursor) = self.request.query_param("cursor") {
+            decode_cursor(&cursor).map_err(|e| Response::invalid(&[e]))?;
+            query.push(format!("cursor={}", percent_encode(&cursor)));
+        }
+        self.forward("stock-checker", "GET", &format!("/products?{}", query.join("&")), Vec::new())
+    }
+
+    fn put_product(&self, raw_sku: &str) -> Answer {
+        require_staff(self.claims)?;
+        self.with_sku(raw_sku, |sku| {
+            let product = parse_product(&self.json()?).map_err(|e| Response::invalid(&e))?;
+            let body = json!({"name": product.name, "price_cents": product.price_cents, "stock": product.stock});
+            self.forward("stock-checker", "PUT", &format!("/products/{sku}"), body.to_string().into_bytes())
+        })
+    }
+
+    fn credit(&self, raw_email: &str) -> Answer {
+        require_staff(self.claims)?;
+        self.with_email(raw_email, |email| {
+            let amount = parse_credit(&self.json()?).map_err(|e| Response::invalid(&e))?;
+            let body = json!({"amount_cents": amount}).to_string().into_bytes();
+            self.forward("balance-checker", "POST", &format!("/accounts/{}/credit", percent_encode(email)), body)
+        })
+    }
+
+    fn place_order(&self) -> Answer {
+        let body = self.json()?;
+        self.place(&body)
+    }
+
+    fn place(&self, body: &Value) -> Answer {
+        let order = parse_place_order(body).map_err(|e| Response::invalid(&e))?;
+        require_self_or_staff(self.claims, &order.customer)?;
+        if let Some(key) = self.request.header("idempotency-key") {
+            if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(Response::invalid(&[ValidationError {
+                    field: "Idempotency-Key".into(),
+                    message: "must be 1 to 255 visible ASCII characters".into(),
+                }]));
+            }
+        }
+        self.forward("orders", "POST", "/orders", body.to_string().into_bytes())
+    }
+
+    fn place_compat(&self) -> Answer {
+        let email = self.request.query_param("email");
+        let value = self.request.query_param("value");
+        let order = parse_compat_order(email.as_deref(), value.as_deref()).map_err(|e| Response::invalid(&e))?;
+        let cents = match order.content {
+            shop_domain::validation::OrderContent::Value(value) => value.cents(),
+            shop_domain::validation::OrderContent::Items(_) => return Err(not_found()),
+        };
+        self.place(&json!({"customer": order.customer, "value_cents": cents}))
+    }
+
+    fn place_batch(&self) -> Answer {
+        let body = self.json()?;
+        let orders = match &body {
+            Value::Array(list) => list.clone(),
+            Value::Object(map) => map.get("orders").and_then(Value::as_array).cloned().unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        if orders.is_empty() || orders.len() > MAX_BATCH {
+            return Err(Response::invalid(&[ValidationError {
+                field: "orders".into(),
+                message: format!("must be a non-empty list of at most {MAX_BATCH} orders"),
+            }]));
+        }
+        if !self.claims.role.allows_staff() {
+            let foreign = orders.iter().any(|o| o.get("customer").and_then(Value::as_str) != Some(self.claims.sub.as_str()));
+            if foreign {
+                return Err(forbidden("customers may only place orders for themselves"));
+            }
+        }
+        self.forward("orders", "POST", "/orders/batch", json!({"orders": orders}).to_string().into_bytes())
+    }
+
+    fn list_orders(&self) -> Answer {
+        let mut query = Vec::new();
+        let mut errors = Vec::new();
+        if let Some(customer) = self.request.query_param("customer") {
+            match parse_email("customer", &customer) {
+                Ok(customer) => {
+                    require_self_or_staff(self.claims, &customer)?;
+                    query.push(format!("customer={}", percent_encode(&customer)));
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if let Some(status) = self.request.query_param("status") {
+            match OrderStatus::parse(&status) {
+                Some(status) => query.push(format!("status={}", status.as_str())),
+                None => errors.push(ValidationError { field: "status".into(), message: format!("unknown status {status}") }),
+            }
+        }
+        if let Some(limit) = self.request.query_param("limit") {
+            match parse_limit(Some(&limit)) {
+                Ok(limit) => query.push(format!("limit={limit}")),
+                Err(e) => errors.push(e),
+            }
+        }
+        if let Some(cursor) = self.request.query_param("cursor") {
+            match decode_cursor(&cursor) {
+                Ok(_) => query.push(format!("cursor={}", percent_encode(&cursor))),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Response::invalid(&errors));
+        }
+        self.forward("orders", "GET", &format!("/orders?{}", query.join("&")), Vec::new())
+    }
+
+    fn list_vouchers(&self) -> Answer {
+        let customer = match self.request.query_param("customer") {
+            Some(customer) => Some(parse_email("customer", &customer).map_err(|e| Response::invalid(&[e]))?),
+            None if self.claims.role.allows_staff() => None,
+            None => Some(self.claims.sub.clone()),
+        };
+        let query = match &customer {
+            Some(customer) => {
+                require_self_or_staff(self.claims, customer)?;
+                format!("?customer={}", percent_encode(customer))
+            }
+            None => String::new(),
+        };
+        self.forward("vouchers", "GET", &format!("/vouchers{query}"), Vec::new())
+    }
+
+    fn dead_letters(&self) -> Answer {
+        let mut items = Vec::new();
+        for service in MESSAGING_SERVICES {
+            let answer = self.forward(service, "GET", "/internal/dead-letters", Vec::new())?;
+            match answer.json_body() {
+                Some(Value::Array(list)) if answer.is_success() => items.extend(list),
+                _ => return Err(Response::problem(502, "bad-gateway", "Dead letters unavailable", &format!("{service} answered {}", answer.status))),
+            }
+        }
+        Ok(Response::json(200, &json!({"items": items})))
+    }
+
+    fn retry_dead_letter(&self, id: &str) -> Answer {
+        let decoded = service_kit::http::percent_decode(id);
+        let Some((service, local)) = decoded.split_once(':') else { return Err(not_found()) };
+        if !MESSAGING_SERVICES.contains(&service) || local.is_empty() {
+            return Err(not_found());
+        }
+        self.forward(service, "POST", &format!("/internal/dead-letters/{}/retry", percent_encode(local)), Vec::new())
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Customer => "customer",
+        Role::Staff => "staff",
+        Role::Admin => "admin",
+    }
+}

@@ -1,0 +1,4 @@
+//! The orders database: schema migrations and queries.
+
+pub mod migrations;
+pub mod queries;

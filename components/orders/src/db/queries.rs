@@ -1,0 +1,256 @@
+//! Reads and writes of the orders tables.
+
+use serde::Serialize;
+use serde_json::Value;
+use service_kit::SqlValue;
+use service_kit::db::{Db, DbError, Row};
+use shop_domain::order::OrderStatus;
+use shop_domain::time::rfc3339_from_millis;
+
+/// Which checker's answer a column holds.
+#[derive(Debug, Clone, Copy)]
+pub enum Check {
+    /// balance-checker's answer.
+    Balance,
+    /// stock-checker's answer.
+    Stock,
+}
+
+impl Check {
+    fn column(self) -> &'static str {
+        match self {
+            Check::Balance => "balance_check",
+            Check::Stock => "stock_check",
+        }
+    }
+}
+
+/// An order row.
+#[derive(Debug, Clone)]
+pub struct OrderRecord {
+    /// Order id.
+    pub id: String,
+    /// Customer email.
+    pub customer: String,
+    /// Priced lines as JSON text.
+    pub items: String,
+    /// Total in cents.
+    pub total_cents: i64,
+    /// Current status.
+    pub status: OrderStatus,
+    /// Rejection reason.
+    pub reason: Option<String>,
+    /// "held" or "rejected" once balance-checker answered.
+    pub balance_check: Option<String>,
+    /// "held" or "rejected" once stock-checker answered.
+    pub stock_check: Option<String>,
+    /// When the checks time out (ms).
+    pub checks_deadline: i64,
+    /// Re-sends of `order.placed` so far.
+    pub check_resends: i64,
+    /// The signed `order.placed` envelope (for re-sends).
+    pub placed_event: String,
+    /// The voucher issued for it, as JSON text.
+    pub voucher: Option<String>,
+    /// Correlation id of the request that placed it.
+    pub correlation_id: String,
+    /// Creation time (ms).
+    pub created_at: i64,
+}
+
+/// One entry of an order's status history.
+#[derive(Debug, Serialize)]
+pub struct HistoryEntry {
+    /// Status entered.
+    pub status: String,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// The API representation of an order.
+#[derive(Debug, Serialize)]
+pub struct OrderView {
+    /// Order id.
+    pub id: String,
+    /// Customer email.
+    pub customer: String,
+    /// Lines with their unit prices.
+    pub items: Value,
+    /// Total in cents.
+    pub total_cents: i64,
+    /// Current status.
+    pub status: &'static str,
+    /// Rejection reason, if rejected.
+    pub reason: Option<String>,
+    /// Every status the order went through.
+    pub history: Vec<HistoryEntry>,
+    /// The voucher issued for it.
+    pub voucher: Option<Value>,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+}
+
+const COLUMNS: &str = "id, customer, items, total_cents, status, reason, balance_check, stock_check, checks_deadline, \
+                       check_resends, placed_event, voucher, correlation_id, created_at";
+
+fn record(row: &Row) -> Result<OrderRecord, DbError> {
+    let status = row.text("status")?;
+    Ok(OrderRecord {
+        id: row.text("id")?,
+        customer: row.text("customer")?,
+        items: row.text("items")?,
+        total_cents: row.i64("total_cents")?,
+        status: OrderStatus::parse(&status).ok_or_else(|| DbError(format!("unknown status {status}")))?,
+        reason: row.opt_text("reason")?,
+        balance_check: row.opt_text("balance_check")?,
+        stock_check: row.opt_text("stock_check")?,
+        checks_deadline: row.i64("checks_deadline")?,
+        check_resends: row.i64("check_resends")?,
+        placed_event: row.text("placed_event")?,
+        voucher: row.opt_text("voucher")?,
+        correlation_id: row.text("correlation_id")?,
+        created_at: row.i64("created_at")?,
+    })
+}
+
+/// The order with `id`.
+pub fn load(db: &Db, id: &str) -> Result<Option<OrderRecord>, DbError> {
+    db.query_opt(&format!("SELECT {COLUMNS} FROM orders WHERE id = $1"), &[id.into()])?
+        .map(|row| record(&row))
+        .transpose()
+}
+
+/// The API view of an order, with its history.
+pub fn view(db: &Db, order: &OrderRecord) -> Result<OrderView, DbError> {
+    let history = db
+        .query("SELECT status, at FROM order_history WHERE order_id = $1 ORDER BY seq", &[order.id.as_str().into()])?
+        .iter()
+        .map(|row| Ok(HistoryEntry { status: row.text("status")?, at: rfc3339_from_millis(row.i64("at")?) }))
+        .collect::<Result<_, DbError>>()?;
+    Ok(OrderView {
+        id: order.id.clone(),
+        customer: order.customer.clone(),
+        items: serde_json::from_str(&order.items).unwrap_or(Value::Array(Vec::new())),
+        total_cents: order.total_cents,
+        status: order.status.as_str(),
+        reason: order.reason.clone(),
+        history,
+        voucher: order.voucher.as_deref().and_then(|v| serde_json::from_str(v).ok()),
+        created_at: rfc3339_from_millis(order.created_at),
+    })
+}
+
+/// Stores a new order in status `placed` with its first history entry.
+pub fn insert(tx: &Db, order: &OrderRecord) -> Result<(), DbError> {
+    tx.execute(
+        &format!("INSERT INTO orders ({COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)"),
+        &[
+            order.id.as_str().into(),
+            order.customer.as_str().into(),
+            order.items.as_str().into(),
+            order.total_cents.into(),
+            order.status.as_str().into(),
+            order.reason.clone().into(),
+            order.balance_check.clone().into(),
+            order.stock_check.clone().into(),
+            order.checks_deadline.into(),
+            order.check_resends.into(),
+            order.placed_event.as_str().into(),
+            order.voucher.clone().into(),
+            order.correlation_id.as_str().into(),
+            order.created_at.into(),
+        ],
+    )?;
+    append_history(tx, &order.id, order.status, order.created_at)
+}
+
+/// Moves an order to `status` (with `reason` for rejections) and records it in the history.
+pub fn set_status(tx: &Db, id: &str, status: OrderStatus, reason: Option<&str>, now: i64) -> Result<(), DbError> {
+    tx.execute(
+        "UPDATE orders SET status = $1, reason = COALESCE($2, reason), updated_at = $3 WHERE id = $4",
+        &[status.as_str().into(), reason.map(str::to_owned).into(), now.into(), id.into()],
+    )?;
+    append_history(tx, id, status, now)
+}
+
+fn append_history(tx: &Db, id: &str, status: OrderStatus, at: i64) -> Result<(), DbError> {
+    tx.execute(
+        "INSERT INTO order_history (order_id, seq, status, at) \
+         VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM order_history WHERE order_id = $1), $2, $3)",
+        &[id.into(), status.as_str().into(), at.into()],
+    )
+}
+
+/// Records a checker's answer ("held" or "rejected").
+pub fn set_check(tx: &Db, id: &str, check: Check, answer: &str) -> Result<(), DbError> {
+    tx.execute(
+        &format!("UPDATE orders SET {} = $1 WHERE id = $2", check.column()),
+        &[answer.into(), id.into()],
+    )
+}
+
+/// Records a re-send of the checks and the new deadline.
+pub fn set_resent(tx: &Db, id: &str, resends: i64, deadline: i64) -> Result<(), DbError> {
+    tx.execute(
+        "UPDATE orders SET check_resends = $1, checks_deadline = $2 WHERE id = $3",
+        &[resends.into(), deadline.into(), id.into()],
+    )
+}
+
+/// Attaches the issued voucher.
+pub fn set_voucher(tx: &Db, id: &str, voucher: &Value) -> Result<(), DbError> {
+    tx.execute("UPDATE orders SET voucher = $1 WHERE id = $2", &[voucher.to_string().into(), id.into()])
+}
+
+/// Orders still waiting for checks whose deadline passed.
+pub fn overdue(db: &Db, now: i64, limit: i64) -> Result<Vec<OrderRecord>, DbError> {
+    db.query(
+        &format!("SELECT {COLUMNS} FROM orders WHERE status = 'placed' AND checks_deadline <= $1 ORDER BY checks_deadline LIMIT $2"),
+        &[now.into(), limit.into()],
+    )?
+    .iter()
+    .map(record)
+    .collect()
+}
+
+/// A page of orders, oldest first, after the `(created_at, id)` position `after`.
+pub fn list(
+    db: &Db,
+    customer: Option<&str>,
+    status: Option<OrderStatus>,
+    after: Option<(i64, String)>,
+    limit: u32,
+) -> Result<Vec<OrderRecord>, DbError> {
+    let (after_at, after_id) = after.unwrap_or((i64::MIN, String::new()));
+    db.query(
+        &format!(
+            "SELECT {COLUMNS} FROM orders WHERE ($1 IS NULL OR customer = $1) AND ($2 IS NULL OR status = $2) \
+             AND (created_at > $3 OR (created_at = $3 AND id > $4)) ORDER BY created_at, id LIMIT $5"
+        ),
+        &[
+            customer.map(str::to_owned).into(),
+            status.map(|s| s.as_str().to_owned()).into(),
+            after_at.into(),
+            after_id.into(),
+            SqlValue::Integer(i64::from(limit)),
+        ],
+    )?
+    .iter()
+    .map(record)
+    .collect()
+}
+
+/// The request and order stored under an idempotency key.
+pub fn find_idempotency_key(db: &Db, scoped_key: &str) -> Result<Option<(String, String)>, DbError> {
+    db.query_opt("SELECT request, order_id FROM order_idempotency_keys WHERE scoped_key = $1", &[scoped_key.into()])?
+        .map(|row| Ok((row.text("request")?, row.text("order_id")?)))
+        .transpose()
+}
+
+/// Stores an idempotency key with the request it answered.
+pub fn insert_idempotency_key(tx: &Db, scoped_key: &str, request: &str, order_id: &str, now: i64) -> Result<(), DbError> {
+    tx.execute(
+        "INSERT INTO order_idempotency_keys (scoped_key, request, order_id, created_at) VALUES ($1, $2, $3, $4)",
+        &[scoped_key.into(), request.into(), order_id.into(), now.into()],
+    )
+}

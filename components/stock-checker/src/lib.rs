@@ -1,0 +1,201 @@
+//! The stock-checker service: owns the catalogue. For every placed order it reserves all
+//! lines or none (rejecting with `out_of_stock` naming the sku), turns the reservation
+//! into a sale when the order is confirmed, and returns the units when the order is
+//! rejected or cancelled. It also prices order lines for orders.
+
+mod db;
+
+use serde_json::{Value, json};
+use service_kit::Env;
+use service_kit::db::{Db, DbError, Migration};
+use service_kit::http::{Request, Response, method_not_allowed, percent_decode};
+use service_kit::ids::now_ms;
+use service_kit::messaging::{HandlerError, Messaging};
+use service_kit::worker::{Worker, WorkerService, unavailable};
+use shop_domain::cursor::{decode_cursor, encode_cursor};
+use shop_domain::envelope::{Envelope, event_types};
+use shop_domain::order::RejectReason;
+use shop_domain::validation::{ValidationError, parse_limit, parse_product, parse_sku};
+
+use db::queries::{self, HeldLine};
+
+/// The stock-checker worker.
+#[derive(Default)]
+pub struct StockChecker;
+
+spin_host::export_service!(WorkerService<StockChecker>);
+
+impl Worker for StockChecker {
+    const NAME: &'static str = "stock-checker";
+
+    fn migrations() -> Vec<Migration> {
+        db::migrations::all()
+    }
+
+    fn route(&self, request: &Request, env: &Env, _messaging: &Messaging) -> Option<Response> {
+        let segments = request.segments();
+        let response = match (request.method.as_str(), segments.as_slice()) {
+            ("GET", ["products"]) => list(request, env),
+            ("GET", ["products", sku]) => show(env, &percent_decode(sku)),
+            ("PUT", ["products", sku]) => save(request, env, &percent_decode(sku)),
+            (_, ["products", ..]) => method_not_allowed(),
+            ("POST", ["internal", "prices"]) => prices(request, env),
+            _ => return None,
+        };
+        Some(response)
+    }
+
+    fn apply(&self, tx: &Db, event: &Envelope, _env: &Env, messaging: &Messaging) -> Result<(), HandlerError> {
+        let order_id = event.data["order_id"]
+            .as_str()
+            .ok_or_else(|| HandlerError::Permanent(format!("{} without order_id", event.event_type)))?;
+        match event.event_type.as_str() {
+            event_types::ORDER_PLACED => reserve(tx, order_id, event, messaging),
+            event_types::ORDER_CONFIRMED => commit(tx, order_id),
+            event_types::ORDER_REJECTED | event_types::ORDER_CANCELLED => release(tx, order_id),
+            other => Err(HandlerError::Permanent(format!("stock-checker does not handle {other}"))),
+        }
+    }
+}
+
+fn show(env: &Env, sku: &str) -> Response {
+    let sku = match parse_sku("sku", sku) {
+        Ok(sku) => sku,
+        Err(e) => return Response::invalid(&[e]),
+    };
+    match queries::find(&Db::new(env.sql), &sku) {
+        Ok(Some(product)) => Response::json(200, &product),
+        Ok(None) => Response::problem(404, "not-found", "Product not found", &format!("no product {sku}")),
+        Err(e) => unavailable(&e),
+    }
+}
+
+fn list(request: &Request, env: &Env) -> Response {
+    let limit = match parse_limit(request.query_param("limit").as_deref()) {
+        Ok(limit) => limit,
+        Err(e) => return Response::invalid(&[e]),
+    };
+    let after = match request.query_param("cursor").map(|c| decode_cursor(&c)) {
+        None => String::new(),
+        Some(Ok(after)) => after,
+        Some(Err(e)) => return Response::invalid(&[e]),
+    };
+    match queries::page(&Db::new(env.sql), &after, limit) {
+        Ok(items) => {
+            let next = (items.len() == limit as usize).then(|| items.last().map(|p| encode_cursor(&p.sku))).flatten();
+            Response::json(200, &json!({"items": items, "next_cursor": next}))
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+fn save(request: &Request, env: &Env, sku: &str) -> Response {
+    let sku = match parse_sku("sku", sku) {
+        Ok(sku) => sku,
+        Err(e) => return Response::invalid(&[e]),
+    };
+    let input = match request.json().map(|body| parse_product(&body)) {
+        Ok(Ok(input)) => input,
+        Ok(Err(errors)) => return Response::invalid(&errors),
+        Err(problem) => return problem,
+    };
+    let outcome = Db::new(env.sql).transaction(|tx| {
+        let existed = queries::find(tx, &sku)?.is_some();
+        queries::upsert(tx, &sku, &input.name, input.price_cents.cents(), input.stock, now_ms())?;
+        let product = queries::find(tx, &sku)?.ok_or_else(|| DbError(format!("product {sku} vanished")))?;
+        Ok::<_, DbError>(Response::json(if existed { 200 } else { 201 }, &product))
+    });
+    outcome.unwrap_or_else(|e| unavailable(&e))
+}
+
+/// Unit prices of the requested skus; unknown skus are left out.
+fn prices(request: &Request, env: &Env) -> Response {
+    let body = match request.json() {
+        Ok(body) => body,
+        Err(problem) => return problem,
+    };
+    let Some(skus) = body["skus"].as_array() else {
+        return Response::invalid(&[ValidationError { field: "skus".into(), message: "must be an array".into() }]);
+    };
+    let db = Db::new(env.sql);
+    let mut prices = serde_json::Map::new();
+    for sku in skus.iter().filter_map(Value::as_str) {
+        match queries::find(&db, sku) {
+            Ok(Some(product)) => {
+                prices.insert(sku.to_owned(), product.price_cents.into());
+            }
+            Ok(None) => {}
+            Err(e) => return unavailable(&e),
+        }
+    }
+    Response::json(200, &json!({"prices": prices}))
+}
+
+/// Reserves every line or none; answers orders either way.
+fn reserve(tx: &Db, order_id: &str, event: &Envelope, messaging: &Messaging) -> Result<(), HandlerError> {
+    if queries::hold(tx, order_id)?.is_some() {
+        return Ok(());
+    }
+    let lines: Vec<HeldLine> = serde_json::from_value(event.data["items"].clone())
+        .map_err(|e| HandlerError::Permanent(format!("order.placed with invalid items: {e}")))?;
+    let now = now_ms();
+    let mut short = None;
+    for line in &lines {
+        let free = queries::find(tx, &line.sku)?.map_or(0, |p| p.stock);
+        if line.quantity <= 0 || free < line.quantity {
+            short = Some(line.sku.clone());
+            break;
+        }
+    }
+    let (state, event_type, data) = match short {
+        None => {
+            for line in &lines {
+                queries::adjust(tx, &line.sku, -line.quantity, line.quantity, 0, now)?;
+            }
+            ("held", event_types::STOCK_HELD, json!({"order_id": order_id}))
+        }
+        Some(sku) => {
+            let reason = RejectReason::OutOfStock { sku }.to_string();
+            ("rejected", event_types::STOCK_REJECTED, json!({"order_id": order_id, "reason": reason}))
+        }
+    };
+    let held: &[HeldLine] = if state == "held" { &lines } else { &[] };
+    queries::save_hold(tx, order_id, held, state, now)?;
+    messaging.publish(tx, event_type, order_id, &event.correlation_id, data, &["orders"])?;
+    Ok(())
+}
+
+/// The order is confirmed: reserved units are sold.
+fn commit(tx: &Db, order_id: &str) -> Result<(), HandlerError> {
+    let Some((lines, state)) = queries::hold(tx, order_id)? else {
+        return Err(HandlerError::Permanent(format!("order.confirmed for {order_id} without a hold")));
+    };
+    if state != "held" {
+        return Ok(());
+    }
+    let now = now_ms();
+    for line in &lines {
+        queries::adjust(tx, &line.sku, 0, -line.quantity, line.quantity, now)?;
+    }
+    queries::save_hold(tx, order_id, &lines, "committed", now)?;
+    Ok(())
+}
+
+/// The order is rejected or cancelled: reserved or sold units become free again.
+fn release(tx: &Db, order_id: &str) -> Result<(), HandlerError> {
+    let now = now_ms();
+    let Some((lines, state)) = queries::hold(tx, order_id)? else {
+        // The release overtook order.placed: remember it so the late placement reserves nothing.
+        queries::save_hold(tx, order_id, &[], "released", now)?;
+        return Ok(());
+    };
+    for line in &lines {
+        match state.as_str() {
+            "held" => queries::adjust(tx, &line.sku, line.quantity, -line.quantity, 0, now)?,
+            "committed" => queries::adjust(tx, &line.sku, line.quantity, 0, -line.quantity, now)?,
+            _ => return Ok(()),
+        }
+    }
+    queries::save_hold(tx, order_id, &lines, "released", now)?;
+    Ok(())
+}

@@ -1,0 +1,9 @@
+-- Issued vouchers: at most one per order.
+CREATE TABLE IF NOT EXISTS vouchers (
+    code TEXT PRIMARY KEY,
+    order_id TEXT NOT NULL UNIQUE,
+    customer TEXT NOT NULL,
+    value_cents INTEGER NOT NULL,
+    issued_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS vouchers_by_customer ON vouchers (customer, issued_at);

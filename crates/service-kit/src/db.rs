@@ -1,0 +1,207 @@
+//! SQL helpers over the [`Sql`] port: typed rows, transactions and versioned migrations.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use crate::ports::{Sql, SqlValue};
+
+/// A database failure (connection, constraint, syntax, or an unexpected column type).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbError(pub String);
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "database: {}", self.0)
+    }
+}
+
+impl std::error::Error for DbError {}
+
+impl From<crate::ports::PortError> for DbError {
+    fn from(e: crate::ports::PortError) -> Self {
+        DbError(e.0)
+    }
+}
+
+/// One result row, read by column name.
+#[derive(Debug, Clone)]
+pub struct Row {
+    columns: std::rc::Rc<[String]>,
+    values: Vec<SqlValue>,
+}
+
+impl Row {
+    fn value(&self, column: &str) -> Result<&SqlValue, DbError> {
+        self.columns
+            .iter()
+            .position(|c| c == column)
+            .and_then(|i| self.values.get(i))
+            .ok_or_else(|| DbError(format!("no column {column}")))
+    }
+
+    /// An integer column.
+    pub fn i64(&self, column: &str) -> Result<i64, DbError> {
+        match self.value(column)? {
+            SqlValue::Integer(v) => Ok(*v),
+            other => Err(DbError(format!("column {column}: expected integer, got {other:?}"))),
+        }
+    }
+
+    /// A nullable integer column.
+    pub fn opt_i64(&self, column: &str) -> Result<Option<i64>, DbError> {
+        match self.value(column)? {
+            SqlValue::Null => Ok(None),
+            _ => self.i64(column).map(Some),
+        }
+    }
+
+    /// A text column.
+    pub fn text(&self, column: &str) -> Result<String, DbError> {
+        match self.value(column)? {
+            SqlValue::Text(v) => Ok(v.clone()),
+            other => Err(DbError(format!("column {column}: expected text, got {other:?}"))),
+        }
+    }
+
+    /// A nullable text column.
+    pub fn opt_text(&self, column: &str) -> Result<Option<String>, DbError> {
+        match self.value(column)? {
+            SqlValue::Null => Ok(None),
+            _ => self.text(column).map(Some),
+        }
+    }
+}
+
+/// A connection with typed helpers.
+#[derive(Clone, Copy)]
+pub struct Db<'a> {
+    sql: &'a dyn Sql,
+}
+
+impl<'a> Db<'a> {
+    /// Wraps a SQL port.
+    pub fn new(sql: &'a dyn Sql) -> Self {
+        Db { sql }
+    }
+
+    /// Runs a statement and returns its rows.
+    pub fn query(&self, statement: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
+        let result = self.sql.execute(statement, params)?;
+        let columns: std::rc::Rc<[String]> = result.columns.into();
+        Ok(result
+            .rows
+            .into_iter()
+            .map(|values| Row { columns: columns.clone(), values })
+            .collect())
+    }
+
+    /// Runs a statement expected to return at most one row.
+    pub fn query_opt(&self, statement: &str, params: &[SqlValue]) -> Result<Option<Row>, DbError> {
+        Ok(self.query(statement, params)?.into_iter().next())
+    }
+
+    /// Runs a statement that returns no rows of interest.
+    pub fn execute(&self, statement: &str, params: &[SqlValue]) -> Result<(), DbError> {
+        self.sql.execute(statement, params).map(|_| ())?;
+        Ok(())
+    }
+
+    /// Runs `work` inside a write transaction: committed when it returns `Ok`, rolled
+    /// back when it returns `Err` (and, by the database, when the instance dies).
+    pub fn transaction<T, E: From<DbError>>(
+        &self,
+        work: impl FnOnce(&Db<'a>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.execute("BEGIN IMMEDIATE", &[])?;
+        match work(self) {
+            Ok(value) => match self.execute("COMMIT", &[]) {
+                Ok(()) => Ok(value),
+                Err(e) => {
+                    let _ = self.execute("ROLLBACK", &[]);
+                    Err(e.into())
+                }
+            },
+            Err(e) => {
+                let _ = self.execute("ROLLBACK", &[]);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// One versioned schema change, usually loaded from a numbered `.sql` file.
+#[derive(Debug, Clone)]
+pub struct Migration {
+    /// Version, increasing from 1.
+    pub version: i64,
+    /// Short name, e.g. "init".
+    pub name: &'static str,
+    /// Statements separated by `;` at line ends.
+    pub sql: Cow<'static, str>,
+}
+
+/// Applies the migrations of `scope` that are not applied yet, each in its own
+/// transaction together with its `schema_migrations` row. Safe to call on every request
+/// and from concurrent instances.
+pub fn migrate(db: &Db, scope: &str, migrations: &[Migration]) -> Result<(), DbError> {
+    let latest = migrations.iter().map(|m| m.version).max().unwrap_or(0);
+    let applied = match applied_version(db, scope) {
+        Ok(v) => v,
+        Err(_) => {
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (scope TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL, applied_at INTEGER NOT NULL, PRIMARY KEY (scope, version))",
+                &[],
+            )?;
+            applied_version(db, scope)?
+        }
+    };
+    if applied >= latest {
+        return Ok(());
+    }
+    // Readers never block the writer with a write-ahead log; ignored where unsupported.
+    let _ = db.query("PRAGMA journal_mode=WAL", &[]);
+    for migration in migrations {
+        db.transaction(|tx| {
+            if applied_version(tx, scope)? >= migration.version {
+                return Ok::<_, DbError>(());
+            }
+            for statement in split_statements(&migration.sql) {
+                tx.execute(statement, &[]).map_err(|e| {
+                    DbError(format!("migration {scope} {} ({}): {}", migration.version, migration.name, e.0))
+                })?;
+            }
+            tx.execute(
+                "INSERT INTO schema_migrations (scope, version, name, applied_at) VALUES ($1, $2, $3, $4)",
+                &[scope.into(), migration.version.into(), migration.name.into(), crate::ids::now_ms().into()],
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn applied_version(db: &Db, scope: &str) -> Result<i64, DbError> {
+    let row = db.query_opt(
+        "SELECT COALESCE(MAX(version), 0) AS version FROM schema_migrations WHERE scope = $1",
+        &[scope.into()],
+    )?;
+    row.map_or(Ok(0), |r| r.i64("version"))
+}
+
+/// Splits a migration file into statements (`;` at the end of a line ends one).
+fn split_statements(sql: &str) -> Vec<&str> {
+    sql.split(";\n")
+        .map(|s| s.trim().trim_end_matches(';').trim())
+        .filter(|s| !s.is_empty() && !s.lines().all(|l| l.trim().is_empty() || l.trim().starts_with("--")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_statements;
+
+    #[test]
+    fn splits_on_line_end_semicolons_and_skips_comments() {
+        let sql = "-- first\nCREATE TABLE a (x INTEGER);\n\nCREATE INDEX i ON a (x);\n-- only a comment\n";
+        assert_eq!(split_statements(sql), vec!["-- first\nCREATE TABLE a (x INTEGER)", "CREATE INDEX i ON a (x)"]);
+    }
+}

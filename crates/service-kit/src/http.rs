@@ -1,0 +1,242 @@
+//! Host-neutral HTTP requests and responses, JSON bodies and problem+json errors.
+
+use serde::Serialize;
+use serde_json::Value;
+use shop_domain::validation::ValidationError;
+
+/// The header carrying the correlation id through requests, events and logs.
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+/// The header the gateway uses to tell services who is calling (after authentication).
+pub const ACTOR_HEADER: &str = "x-shop-actor";
+/// The header the gateway uses to tell services the caller's role.
+pub const ROLE_HEADER: &str = "x-shop-role";
+
+/// An incoming HTTP request.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Upper-case method, e.g. "GET".
+    pub method: String,
+    /// Path without query, e.g. "/api/v1/orders".
+    pub path: String,
+    /// Raw query string without '?', possibly empty.
+    pub query: String,
+    /// Headers with lower-case names.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The decoded value of query parameter `name`.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        query_pairs(&self.query)
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+
+    /// The path split on '/', without empty segments.
+    pub fn segments(&self) -> Vec<&str> {
+        self.path.split('/').filter(|s| !s.is_empty()).collect()
+    }
+
+    /// The correlation id sent with the request, if any.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.header(CORRELATION_HEADER)
+    }
+
+    /// The body parsed as JSON, or a 400 problem answer.
+    pub fn json(&self) -> Result<Value, Response> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            Response::problem(400, "malformed-json", "Malformed JSON body", &e.to_string())
+        })
+    }
+}
+
+/// Decodes an `application/x-www-form-urlencoded` query string.
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+/// Percent-encodes `value` for use in a path segment or query value.
+pub fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Decodes `%XX` escapes and '+' (as space); invalid escapes are kept as they are.
+pub fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An HTTP response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A JSON response.
+    pub fn json(status: u16, body: &impl Serialize) -> Response {
+        match serde_json::to_vec(body) {
+            Ok(bytes) => Response {
+                status,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: bytes,
+            },
+            Err(e) => Response::problem(500, "internal", "Internal error", &e.to_string()),
+        }
+    }
+
+    /// An empty response.
+    pub fn empty(status: u16) -> Response {
+        Response { status, headers: Vec::new(), body: Vec::new() }
+    }
+
+    /// An RFC 9457 `application/problem+json` response; `kind` becomes the type URI's last part.
+    pub fn problem(status: u16, kind: &str, title: &str, detail: &str) -> Response {
+        Response::problem_with(status, kind, title, detail, Value::Null)
+    }
+
+    /// A 422 problem listing every invalid field.
+    pub fn invalid(errors: &[ValidationError]) -> Response {
+        let list: Vec<Value> = errors
+            .iter()
+            .map(|e| serde_json::json!({"field": e.field, "message": e.message}))
+            .collect();
+        let detail = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
+        Response::problem_with(422, "validation", "Invalid request", &detail, Value::Array(list))
+    }
+
+    fn problem_with(status: u16, kind: &str, title: &str, detail: &str, errors: Value) -> Response {
+        let mut body = serde_json::json!({
+            "type": format!("https://shop.example/problems/{kind}"),
+            "title": title,
+            "status": status,
+            "detail": detail,
+        });
+        if !errors.is_null() {
+            body["errors"] = errors;
+        }
+        Response {
+            status,
+            headers: vec![("content-type".into(), "application/problem+json".into())],
+            body: serde_json::to_vec(&body).unwrap_or_default(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &str, value: &str) -> Response {
+        self.headers.push((name.to_ascii_lowercase(), value.to_owned()));
+        self
+    }
+
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// True for 2xx statuses.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The body as JSON, if it is JSON.
+    pub fn json_body(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+/// 404 for a path no route matches.
+pub fn not_found() -> Response {
+    Response::problem(404, "not-found", "Not found", "no such resource")
+}
+
+/// 405 for a known path with an unsupported method.
+pub fn method_not_allowed() -> Response {
+    Response::problem(405, "method-not-allowed", "Method not allowed", "this method is not supported here")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_pairs_decode_escapes() {
+        let pairs = query_pairs("email=a%40b.co&value=150&x=a+b&bad=%zz");
+        assert_eq!(pairs[0], ("email".into(), "a@b.co".into()));
+        assert_eq!(pairs[1], ("value".into(), "150".into()));
+        assert_eq!(pairs[2], ("x".into(), "a b".into()));
+        assert_eq!(pairs[3], ("bad".into(), "%zz".into()));
+    }
+
+    #[test]
+    fn percent_encode_round_trips() {
+        let raw = "a b@c/d?e=é";
+        assert_eq!(percent_decode(&percent_encode(raw)), raw);
+    }
+
+    #[test]
+    fn trailing_percent_is_kept() {
+        assert_eq!(percent_decode("50%"), "50%");
+        assert_eq!(percent_decode("5%4"), "5%4");
+    }
+
+    #[test]
+    fn problem_is_problem_json() {
+        let r = Response::problem(404, "not-found", "Not found", "x");
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        assert_eq!(r.json_body().unwrap()["status"], 404);
+    }
+}

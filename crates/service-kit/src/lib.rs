@@ -1,0 +1,28 @@
+//! What every shop service shares, whatever host runs it.
+//!
+//! A service is a [`Service`]: it gets a host-neutral [`http::Request`] and an [`Env`] of
+//! ports to the host's capabilities (SQL, outbound HTTP, configuration) and answers a
+//! [`http::Response`]. Each host binds the ports once (see the `spin-host` crate); the
+//! services never touch host bindings themselves.
+#![deny(missing_docs)]
+
+pub mod db;
+pub mod http;
+pub mod ids;
+pub mod log;
+pub mod messaging;
+pub mod ports;
+pub mod settings;
+pub mod worker;
+
+pub use ports::{Config, Env, HttpClient, PortError, Sql, SqlValue};
+
+/// A shop service: one component's request handling, written against ports only.
+pub trait Service {
+    /// Answers one request.
+    fn handle(&self, request: http::Request, env: &Env) -> http::Response;
+
+    /// Work done after the response has been sent (e.g. delivering the outbox), so that
+    /// callers do not wait for it.
+    fn after_response(&self, _env: &Env) {}
+}

@@ -1,0 +1,401 @@
+//! Signed events between services: a transactional outbox with retries and backoff, an
+//! inbox that makes every handler idempotent by event id, and dead letters an admin can
+//! inspect and retry.
+//!
+//! Delivery is an HTTP `POST {service_url(destination)}/internal/events` of the signed
+//! envelope. It is at-least-once: a message is deleted from the outbox only after the
+//! receiver answered 2xx, and the receiver applies each event id once.
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+use serde_json::Value;
+use shop_domain::envelope::Envelope;
+use shop_domain::retry::RetryPolicy;
+
+use crate::db::{Db, DbError, Migration, Row};
+use crate::http::{CORRELATION_HEADER, Response};
+use crate::ids::{new_id, now_ms, random_u64};
+use crate::log::{self, Level};
+use crate::ports::{Env, HttpClient, OutboundRequest};
+
+/// The path every service receives events on.
+pub const EVENTS_PATH: &str = "/internal/events";
+/// How long a claimed outbox row is left alone before another pump may retry it.
+const CLAIM_LEASE_MS: i64 = 30_000;
+/// How many due messages one pump delivers at most.
+const PUMP_BATCH: i64 = 50;
+
+/// Why a handler could not apply an event.
+#[derive(Debug)]
+pub enum HandlerError {
+    /// A failure that may pass (database busy, I/O): the sender retries.
+    Transient(String),
+    /// The event can never be applied as it is: it becomes a dead letter at once.
+    Permanent(String),
+}
+
+impl From<DbError> for HandlerError {
+    fn from(e: DbError) -> Self {
+        HandlerError::Transient(e.to_string())
+    }
+}
+
+/// What one pump did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PumpReport {
+    /// Messages the receiver accepted.
+    pub delivered: u32,
+    /// Messages that failed and were scheduled again.
+    pub retried: u32,
+    /// Messages that ran out of attempts and became dead letters.
+    pub dead_lettered: u32,
+}
+
+/// A message that could not be delivered or applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    /// Id, unique across services: `{service}:{local id}`.
+    pub id: String,
+    /// The service holding it.
+    pub service: String,
+    /// The event's id, when the message could be decoded.
+    pub event_id: Option<String>,
+    /// The event's type, when known.
+    pub event_type: Option<String>,
+    /// The service it was meant for.
+    pub destination: String,
+    /// Why it is dead.
+    pub reason: String,
+    /// Delivery attempts made.
+    pub attempts: i64,
+    /// When it died (RFC 3339).
+    pub dead_at: String,
+    /// The message itself (JSON when it parses, else text).
+    pub message: Value,
+}
+
+/// One service's messaging over its own database tables.
+pub struct Messaging<'a> {
+    db: Db<'a>,
+    http: &'a dyn HttpClient,
+    service_url: fn(&str) -> String,
+    service: &'a str,
+    prefix: String,
+    secret: Vec<u8>,
+    retry: RetryPolicy,
+}
+
+impl<'a> Messaging<'a> {
+    /// Messaging for `service` (a component id such as `balance-checker`), configured from `env`.
+    pub fn new(env: &Env<'a>, service: &'a str) -> Self {
+        Messaging {
+            db: Db::new(env.sql),
+            http: env.http,
+            service_url: env.service_url,
+            service,
+            prefix: table_prefix(service),
+            secret: crate::settings::event_secret(env.config),
+            retry: crate::settings::retry_policy(env.config),
+        }
+    }
+
+    /// The versioned migrations that create this service's messaging tables.
+    pub fn migrations(service: &str) -> Vec<Migration> {
+        vec![Migration {
+            version: 1,
+            name: "messaging",
+            sql: Cow::Owned(include_str!("../migrations/0001_messaging.sql").replace("{prefix}", &table_prefix(service))),
+        }]
+    }
+
+    /// The scope under which the messaging migrations of `service` are recorded.
+    pub fn migration_scope(service: &str) -> String {
+        format!("{service}.messaging")
+    }
+
+    /// Creates, signs and stores an event for each destination, inside the caller's
+    /// transaction `tx`, so the event exists exactly when the state change does.
+    pub fn publish(
+        &self,
+        tx: &Db,
+        event_type: &str,
+        subject: &str,
+        correlation_id: &str,
+        data: Value,
+        destinations: &[&str],
+    ) -> Result<Envelope, DbError> {
+        let envelope = Envelope::new(
+            new_id("evt"),
+            event_type.to_owned(),
+            subject.to_owned(),
+            shop_domain::time::rfc3339_from_millis(now_ms()),
+            correlation_id.to_owned(),
+            data,
+        )
+        .signed(&self.secret);
+        self.enqueue(tx, &envelope, destinations, "")?;
+        Ok(envelope)
+    }
+
+    /// Stores `envelope` again for `destinations` (a re-send with the same event id, which
+    /// receivers that already applied it ignore). `tag` keeps the outbox rows distinct.
+    pub fn resend(&self, tx: &Db, envelope: &Envelope, destinations: &[&str], tag: &str) -> Result<(), DbError> {
+        self.enqueue(tx, envelope, destinations, tag)
+    }
+
+    fn enqueue(&self, tx: &Db, envelope: &Envelope, destinations: &[&str], tag: &str) -> Result<(), DbError> {
+        let text = serde_json::to_string(envelope).map_err(|e| DbError(e.to_string()))?;
+        let now = now_ms();
+        for destination in destinations {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {}_outbox (id, event_id, event_type, destination, envelope, attempts, next_attempt_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, 0, $6, $6) ON CONFLICT (id) DO NOTHING",
+                    self.prefix
+                ),
+                &[
+                    format!("{}:{destination}{tag}", envelope.id).into(),
+                    envelope.id.as_str().into(),
+                    envelope.event_type.as_str().into(),
+                    (*destination).into(),
+                    text.as_str().into(),
+                    now.into(),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Delivers the messages that are due. Never holds a transaction while sending.
+    pub fn pump(&self) -> Result<PumpReport, DbError> {
+        let mut report = PumpReport::default();
+        let now = now_ms();
+        let due = self.db.query(
+            &format!(
+                "SELECT id, next_attempt_at FROM {}_outbox WHERE next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2",
+                self.prefix
+            ),
+            &[now.into(), PUMP_BATCH.into()],
+        )?;
+        for row in due {
+            let id = row.text("id")?;
+            // Claim the row: only the pump whose update matched sends it.
+            let claimed = self.db.query_opt(
+                &format!(
+                    "UPDATE {}_outbox SET attempts = attempts + 1, next_attempt_at = $1 \
+                     WHERE id = $2 AND next_attempt_at = $3 RETURNING destination, envelope, attempts",
+                    self.prefix
+                ),
+                &[(now + CLAIM_LEASE_MS).into(), id.as_str().into(), row.i64("next_attempt_at")?.into()],
+            )?;
+            let Some(claimed) = claimed else { continue };
+            let destination = claimed.text("destination")?;
+            let attempts = claimed.i64("attempts")?;
+            let envelope_text = claimed.text("envelope")?;
+            match self.deliver(&destination, &envelope_text, attempts) {
+                Ok(()) => {
+                    self.db.execute(&format!("DELETE FROM {}_outbox WHERE id = $1", self.prefix), &[id.as_str().into()])?;
+                    report.delivered += 1;
+                }
+                Err(error) => {
+                    let correlation = correlation_of(&envelope_text);
+                    if self.retry.is_exhausted(u32::try_from(attempts).unwrap_or(u32::MAX)) {
+                        log::write(Level::Warn, self.service, &correlation, &format!("dead letter {id} after {attempts} attempts: {error}"));
+                        self.db.transaction(|tx| {
+                            self.insert_dead_letter(tx, &envelope_text, &destination, &error, attempts)?;
+                            tx.execute(&format!("DELETE FROM {}_outbox WHERE id = $1", self.prefix), &[id.as_str().into()])
+                        })?;
+                        report.dead_lettered += 1;
+                    } else {
+                        let delay = self.retry.delay_ms(u32::try_from(attempts).unwrap_or(u32::MAX), random_u64());
+                        log::write(Level::Warn, self.service, &correlation, &format!("delivery {id} attempt {attempts} failed, retry in {delay} ms: {error}"));
+                        self.db.execute(
+                            &format!("UPDATE {}_outbox SET next_attempt_at = $1, last_error = $2 WHERE id = $3", self.prefix),
+                            &[(now_ms() + i64::try_from(delay).unwrap_or(i64::MAX / 2)).into(), error.as_str().into(), id.as_str().into()],
+                        )?;
+                        report.retried += 1;
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn deliver(&self, destination: &str, envelope_text: &str, attempts: i64) -> Result<(), String> {
+        let body = match serde_json::from_str::<Value>(envelope_text) {
+            Ok(mut value) => {
+                if value.is_object() {
+                    value["attempt"] = Value::from(attempts);
+                }
+                serde_json::to_vec(&value).unwrap_or_else(|_| envelope_text.as_bytes().to_vec())
+            }
+            Err(_) => envelope_text.as_bytes().to_vec(),
+        };
+        let request = OutboundRequest {
+            method: "POST".into(),
+            url: format!("{}{EVENTS_PATH}", (self.service_url)(destination)),
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                (CORRELATION_HEADER.into(), correlation_of(envelope_text)),
+            ],
+            body,
+        };
+        match self.http.send(request) {
+            Ok(response) if response.is_success() => Ok(()),
+            Ok(response) => Err(format!(
+                "{destination} answered {}: {}",
+                response.status,
+                String::from_utf8_lossy(&response.body).chars().take(300).collect::<String>()
+            )),
+            Err(e) => Err(format!("{destination} unreachable: {e}")),
+        }
+    }
+
+    /// Handles a `POST /internal/events` body: verifies the signature, skips events already
+    /// applied, and runs `handler` in a transaction together with the inbox record and any
+    /// events the handler publishes. Bad messages become dead letters (answered 202);
+    /// transient failures answer 503 so the sender retries.
+    pub fn receive(
+        &self,
+        body: &[u8],
+        handler: impl FnOnce(&Db, &Envelope) -> Result<(), HandlerError>,
+    ) -> Response {
+        let raw = String::from_utf8_lossy(body).into_owned();
+        let envelope = match Envelope::decode(body) {
+            Ok(envelope) => envelope,
+            Err(e) => return self.reject(&raw, &format!("malformed: {e}"), "-"),
+        };
+        if envelope.verify(&self.secret).is_err() {
+            return self.reject(&raw, "bad_signature", &envelope.correlation_id);
+        }
+        let outcome = self.db.transaction(|tx| {
+            let seen = tx.query_opt(
+                &format!("SELECT event_id FROM {}_inbox WHERE event_id = $1", self.prefix),
+                &[envelope.id.as_str().into()],
+            )?;
+            if seen.is_some() {
+                return Ok(false);
+            }
+            handler(tx, &envelope)?;
+            tx.execute(
+                &format!("INSERT INTO {}_inbox (event_id, event_type, processed_at) VALUES ($1, $2, $3)", self.prefix),
+                &[envelope.id.as_str().into(), envelope.event_type.as_str().into(), now_ms().into()],
+            )?;
+            Ok(true)
+        });
+        match outcome {
+            Ok(applied) => {
+                let status = if applied { "processed" } else { "duplicate" };
+                log::write(Level::Info, self.service, &envelope.correlation_id, &format!("{} {} {status}", envelope.event_type, envelope.id));
+                Response::json(200, &serde_json::json!({"status": status, "event_id": envelope.id}))
+            }
+            Err(HandlerError::Permanent(reason)) => self.reject(&raw, &reason, &envelope.correlation_id),
+            Err(HandlerError::Transient(reason)) => {
+                log::write(Level::Warn, self.service, &envelope.correlation_id, &format!("{} {} failed: {reason}", envelope.event_type, envelope.id));
+                Response::problem(503, "handler-failed", "Event handler failed", &reason)
+            }
+        }
+    }
+
+    fn reject(&self, raw: &str, reason: &str, correlation: &str) -> Response {
+        log::write(Level::Warn, self.service, correlation, &format!("message rejected to dead letters: {reason}"));
+        match self.db.transaction(|tx| self.insert_dead_letter(tx, raw, self.service, reason, 1)) {
+            Ok(()) => Response::json(202, &serde_json::json!({"status": "dead_lettered", "reason": reason})),
+            Err(e) => Response::problem(503, "handler-failed", "Could not record dead letter", &e.to_string()),
+        }
+    }
+
+    fn insert_dead_letter(&self, tx: &Db, raw: &str, destination: &str, reason: &str, attempts: i64) -> Result<(), DbError> {
+        let parsed: Option<Value> = serde_json::from_str(raw).ok();
+        let field = |name: &str| parsed.as_ref().and_then(|v| v.get(name)).and_then(Value::as_str).map(str::to_owned);
+        tx.execute(
+            &format!(
+                "INSERT INTO {}_dead_letters (id, event_id, event_type, destination, envelope, reason, attempts, dead_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                self.prefix
+            ),
+            &[
+                new_id("dl").into(),
+                field("id").into(),
+                field("type").into(),
+                destination.into(),
+                raw.into(),
+                reason.into(),
+                attempts.into(),
+                now_ms().into(),
+            ],
+        )
+    }
+
+    /// This service's dead letters, oldest first.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, DbError> {
+        let rows = self.db.query(
+            &format!(
+                "SELECT id, event_id, event_type, destination, envelope, reason, attempts, dead_at FROM {}_dead_letters ORDER BY dead_at, id",
+                self.prefix
+            ),
+            &[],
+        )?;
+        rows.iter().map(|row| self.dead_letter(row)).collect()
+    }
+
+    fn dead_letter(&self, row: &Row) -> Result<DeadLetter, DbError> {
+        let text = row.text("envelope")?;
+        Ok(DeadLetter {
+            id: format!("{}:{}", self.service, row.text("id")?),
+            service: self.service.to_owned(),
+            event_id: row.opt_text("event_id")?,
+            event_type: row.opt_text("event_type")?,
+            destination: row.text("destination")?,
+            reason: row.text("reason")?,
+            attempts: row.i64("attempts")?,
+            dead_at: shop_domain::time::rfc3339_from_millis(row.i64("dead_at")?),
+            message: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        })
+    }
+
+    /// Puts dead letter `local_id` back in the outbox for immediate delivery with fresh
+    /// attempts. Returns false when there is no such dead letter.
+    pub fn retry_dead_letter(&self, local_id: &str) -> Result<bool, DbError> {
+        self.db.transaction(|tx| {
+            let Some(row) = tx.query_opt(
+                &format!("SELECT event_id, event_type, destination, envelope FROM {}_dead_letters WHERE id = $1", self.prefix),
+                &[local_id.into()],
+            )?
+            else {
+                return Ok(false);
+            };
+            let now = now_ms();
+            tx.execute(
+                &format!(
+                    "INSERT INTO {}_outbox (id, event_id, event_type, destination, envelope, attempts, next_attempt_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, 0, $6, $6)",
+                    self.prefix
+                ),
+                &[
+                    format!("{local_id}:retry").into(),
+                    row.opt_text("event_id")?.unwrap_or_else(|| local_id.to_owned()).into(),
+                    row.opt_text("event_type")?.unwrap_or_else(|| "unknown".to_owned()).into(),
+                    row.text("destination")?.into(),
+                    row.text("envelope")?.into(),
+                    now.into(),
+                ],
+            )?;
+            tx.execute(&format!("DELETE FROM {}_dead_letters WHERE id = $1", self.prefix), &[local_id.into()])?;
+            Ok(true)
+        })
+    }
+}
+
+/// The table prefix of a service: its id with `-` replaced by `_`.
+pub fn table_prefix(service: &str) -> String {
+    service.replace('-', "_")
+}
+
+fn correlation_of(envelope_text: &str) -> String {
+    serde_json::from_str::<Value>(envelope_text)
+        .ok()
+        .and_then(|v| v.get("correlation_id").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| "-".to_owned())
+}

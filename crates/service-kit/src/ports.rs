@@ -1,0 +1,106 @@
+//! Ports: the small traits through which services use host capabilities.
+
+use std::fmt;
+
+/// A failure reported by a host capability (database, network, configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortError(pub String);
+
+impl fmt::Display for PortError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PortError {}
+
+/// A value bound to, or read from, a SQL statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    /// A 64-bit signed integer.
+    Integer(i64),
+    /// A floating-point number (never used for money).
+    Real(f64),
+    /// UTF-8 text.
+    Text(String),
+    /// Raw bytes.
+    Blob(Vec<u8>),
+    /// SQL NULL.
+    Null,
+}
+
+impl From<i64> for SqlValue {
+    fn from(value: i64) -> Self {
+        SqlValue::Integer(value)
+    }
+}
+
+impl From<&str> for SqlValue {
+    fn from(value: &str) -> Self {
+        SqlValue::Text(value.to_owned())
+    }
+}
+
+impl From<String> for SqlValue {
+    fn from(value: String) -> Self {
+        SqlValue::Text(value)
+    }
+}
+
+impl From<Option<String>> for SqlValue {
+    fn from(value: Option<String>) -> Self {
+        value.map_or(SqlValue::Null, SqlValue::Text)
+    }
+}
+
+/// The rows a statement returned.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rows {
+    /// Column names, in order.
+    pub columns: Vec<String>,
+    /// One vector of values per row.
+    pub rows: Vec<Vec<SqlValue>>,
+}
+
+/// One SQL connection. Parameters are written `$1`, `$2`, ... (valid in SQLite and Postgres).
+pub trait Sql {
+    /// Runs one statement with its parameters.
+    fn execute(&self, statement: &str, params: &[SqlValue]) -> Result<Rows, PortError>;
+}
+
+/// An HTTP request to another service or host.
+#[derive(Debug, Clone)]
+pub struct OutboundRequest {
+    /// Method, e.g. "POST".
+    pub method: String,
+    /// Absolute URL, e.g. "http://orders.spin.internal/internal/events".
+    pub url: String,
+    /// Header names and values.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+/// Outbound HTTP.
+pub trait HttpClient {
+    /// Sends a request and reads the whole response.
+    fn send(&self, request: OutboundRequest) -> Result<crate::http::Response, PortError>;
+}
+
+/// Read-only configuration (Spin variables, wasmCloud config).
+pub trait Config {
+    /// The value of `key`, or `None` when it is not set.
+    fn get(&self, key: &str) -> Result<Option<String>, PortError>;
+}
+
+/// The ports a service is given for one request.
+pub struct Env<'a> {
+    /// The service's SQL database.
+    pub sql: &'a dyn Sql,
+    /// Outbound HTTP.
+    pub http: &'a dyn HttpClient,
+    /// Configuration.
+    pub config: &'a dyn Config,
+    /// How other services are addressed on this host (e.g. `http://{name}.spin.internal`).
+    pub service_url: fn(&str) -> String,
+}

@@ -1,0 +1,85 @@
+//! The plumbing every event-driven service shares: migrations, the internal event,
+//! tick and dead-letter routes, and delivering the outbox after each response.
+
+use shop_domain::envelope::Envelope;
+
+use crate::db::{Db, DbError, Migration, migrate};
+use crate::http::{Request, Response, method_not_allowed, not_found};
+use crate::messaging::{EVENTS_PATH, HandlerError, Messaging};
+use crate::ports::Env;
+use crate::Service;
+
+/// One event-driven service: its schema, its own routes and its event handler.
+pub trait Worker: Default {
+    /// The component id, e.g. `stock-checker` (also its messaging table prefix).
+    const NAME: &'static str;
+
+    /// The service's own versioned migrations.
+    fn migrations() -> Vec<Migration>;
+
+    /// Answers the service's own routes; `None` when no route matches.
+    fn route(&self, request: &Request, env: &Env, messaging: &Messaging) -> Option<Response>;
+
+    /// Applies one verified, not yet applied event inside transaction `tx`; events it
+    /// causes are published through `messaging` in the same transaction.
+    fn apply(&self, tx: &Db, event: &Envelope, env: &Env, messaging: &Messaging) -> Result<(), HandlerError>;
+
+    /// Time-driven work (e.g. timeouts), run on every tick.
+    fn on_tick(&self, _env: &Env, _messaging: &Messaging) -> Result<(), DbError> {
+        Ok(())
+    }
+}
+
+/// Adapts a [`Worker`] to a [`Service`].
+#[derive(Default)]
+pub struct WorkerService<W: Worker>(W);
+
+impl<W: Worker> WorkerService<W> {
+    fn prepare(env: &Env) -> Result<(), DbError> {
+        let db = Db::new(env.sql);
+        migrate(&db, &Messaging::migration_scope(W::NAME), &Messaging::migrations(W::NAME))?;
+        migrate(&db, W::NAME, &W::migrations())
+    }
+}
+
+impl<W: Worker> Service for WorkerService<W> {
+    fn handle(&self, request: Request, env: &Env) -> Response {
+        if let Err(e) = Self::prepare(env) {
+            return unavailable(&e);
+        }
+        let messaging = Messaging::new(env, W::NAME);
+        let segments = request.segments();
+        match (request.method.as_str(), segments.as_slice()) {
+            ("POST", _) if request.path == EVENTS_PATH => {
+                messaging.receive(&request.body, |tx, event| self.0.apply(tx, event, env, &messaging))
+            }
+            (_, _) if request.path == EVENTS_PATH => method_not_allowed(),
+            ("POST", ["internal", "tick"]) => {
+                let ticked = self.0.on_tick(env, &messaging).and_then(|()| messaging.pump());
+                match ticked {
+                    Ok(report) => Response::json(200, &report),
+                    Err(e) => unavailable(&e),
+                }
+            }
+            ("GET", ["internal", "dead-letters"]) => match messaging.dead_letters() {
+                Ok(list) => Response::json(200, &list),
+                Err(e) => unavailable(&e),
+            },
+            ("POST", ["internal", "dead-letters", id, "retry"]) => match messaging.retry_dead_letter(id) {
+                Ok(true) => Response::json(202, &serde_json::json!({"status": "retrying", "id": format!("{}:{id}", W::NAME)})),
+                Ok(false) => not_found(),
+                Err(e) => unavailable(&e),
+            },
+            _ => self.0.route(&request, env, &messaging).unwrap_or_else(not_found),
+        }
+    }
+
+    fn after_response(&self, env: &Env) {
+        let _ = Messaging::new(env, W::NAME).pump();
+    }
+}
+
+/// 503 for a database failure (the caller may retry).
+pub fn unavailable(error: &DbError) -> Response {
+    Response::problem(503, "unavailable", "Service unavailable", &error.to_string())
+}

@@ -1,0 +1,14 @@
+//! Configuration from Spin variables through `wasi:config/store`.
+
+use service_kit::{Config, PortError};
+
+use crate::bindings::wasi::config::store;
+
+/// Reads the component's variables.
+pub struct SpinConfig;
+
+impl Config for SpinConfig {
+    fn get(&self, key: &str) -> Result<Option<String>, PortError> {
+        store::get(key).map_err(|e| PortError(format!("config {key}: {e:?}")))
+    }
+}
