@@ -1,0 +1,198 @@
+//! The messaging core against a real SQLite file (rusqlite), with two services wired by an
+//! in-process HTTP client that hands each request to the receiving service's `receive`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use serde_json::json;
+use service_kit::db::{Db, DbError, migrate};
+use service_kit::http::Response;
+use service_kit::messaging::{HandlerError, Messaging};
+use service_kit::ports::{OutboundRequest, Rows};
+use service_kit::{Config, Env, HttpClient, PortError, Sql, SqlValue};
+
+struct Sqlite(rusqlite::Connection);
+
+impl Sql for Sqlite {
+    fn execute(&self, statement: &str, params: &[SqlValue]) -> Result<Rows, PortError> {
+        let mut stmt = self.0.prepare(statement).map_err(|e| PortError(e.to_string()))?;
+        let columns: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
+        let values = params.iter().map(|p| match p {
+            SqlValue::Integer(v) => rusqlite::types::Value::Integer(*v),
+            SqlValue::Real(v) => rusqlite::types::Value::Real(*v),
+            SqlValue::Text(v) => rusqlite::types::Value::Text(v.clone()),
+            SqlValue::Blob(v) => rusqlite::types::Value::Blob(v.clone()),
+            SqlValue::Null => rusqlite::types::Value::Null,
+        });
+        let width = columns.len();
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(values), |row| {
+                (0..width)
+                    .map(|i| {
+                        Ok(match row.get::<_, rusqlite::types::Value>(i)? {
+                            rusqlite::types::Value::Integer(v) => SqlValue::Integer(v),
+                            rusqlite::types::Value::Real(v) => SqlValue::Real(v),
+                            rusqlite::types::Value::Text(v) => SqlValue::Text(v),
+                            rusqlite::types::Value::Blob(v) => SqlValue::Blob(v),
+                            rusqlite::types::Value::Null => SqlValue::Null,
+                        })
+                    })
+                    .collect()
+            })
+            .map_err(|e| PortError(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PortError(e.to_string()))?;
+        Ok(Rows { columns, rows })
+    }
+}
+
+struct Settings(HashMap<&'static str, &'static str>);
+
+impl Config for Settings {
+    fn get(&self, key: &str) -> Result<Option<String>, PortError> {
+        Ok(self.0.get(key).map(|v| (*v).to_owned()))
+    }
+}
+
+/// Hands every request to the receiver: applies `order.placed` by counting, or fails
+/// while `failures` is above zero.
+struct Receiver<'a> {
+    env: Env<'a>,
+    failures: Cell<u32>,
+    applied: RefCell<Vec<String>>,
+}
+
+impl HttpClient for Receiver<'_> {
+    fn send(&self, request: OutboundRequest) -> Result<Response, PortError> {
+        assert_eq!(request.url, "http://receiver.test/internal/events");
+        let messaging = Messaging::new(&self.env, "receiver");
+        Ok(messaging.receive(&request.body, |_tx, event| {
+            if self.failures.get() > 0 {
+                self.failures.set(self.failures.get() - 1);
+                return Err(HandlerError::Transient("injected".into()));
+            }
+            self.applied.borrow_mut().push(event.id.clone());
+            Ok(())
+        }))
+    }
+}
+
+fn url(service: &str) -> String {
+    format!("http://{service}.test")
+}
+
+fn open(dir: &tempfile::TempDir, service: &str) -> Sqlite {
+    let sql = Sqlite(rusqlite::Connection::open(dir.path().join("db.sqlite")).unwrap());
+    let db = Db::new(&sql);
+    migrate(&db, &Messaging::migration_scope(service), &Messaging::migrations(service)).unwrap();
+    // Running it again changes nothing.
+    migrate(&db, &Messaging::migration_scope(service), &Messaging::migrations(service)).unwrap();
+    sql
+}
+
+fn settings() -> Settings {
+    Settings(HashMap::from([("retry_max_attempts", "3"), ("retry_base_delay_ms", "0"), ("retry_max_delay_ms", "0")]))
+}
+
+fn count(sql: &Sqlite, table: &str) -> i64 {
+    Db::new(sql).query_opt(&format!("SELECT COUNT(*) AS n FROM {table}"), &[]).unwrap().unwrap().i64("n").unwrap()
+}
+
+#[test]
+fn events_exist_exactly_when_their_transaction_commits_and_are_applied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sender_sql, receiver_sql) = (open(&dir, "sender"), open(&dir, "receiver"));
+    let config = settings();
+    let receiver = Receiver {
+        env: Env { sql: &receiver_sql, http: &NoNetwork, config: &config, service_url: url },
+        failures: Cell::new(0),
+        applied: RefCell::new(Vec::new()),
+    };
+    let env = Env { sql: &sender_sql, http: &receiver, config: &config, service_url: url };
+    let messaging = Messaging::new(&env, "sender");
+    let db = Db::new(&sender_sql);
+
+    let rolled_back: Result<(), DbError> = db.transaction(|tx| {
+        messaging.publish(tx, "order.placed", "o1", "c1", json!({"n": 1}), &["receiver"])?;
+        Err(DbError("the state change failed".into()))
+    });
+    assert!(rolled_back.is_err());
+    assert_eq!(count(&sender_sql, "sender_outbox"), 0, "no event without its state change");
+
+    let envelope = db
+        .transaction(|tx| messaging.publish(tx, "order.placed", "o1", "c1", json!({"n": 1}), &["receiver"]))
+        .unwrap();
+    assert_eq!(count(&sender_sql, "sender_outbox"), 1);
+    let report = messaging.pump().unwrap();
+    assert_eq!(report.delivered, 1);
+    assert_eq!(count(&sender_sql, "sender_outbox"), 0);
+    assert_eq!(*receiver.applied.borrow(), vec![envelope.id.clone()]);
+
+    // The same event again is recognised and not applied twice.
+    messaging.resend(&db, &envelope, &["receiver"], ":again").unwrap();
+    messaging.pump().unwrap();
+    assert_eq!(receiver.applied.borrow().len(), 1);
+    assert_eq!(count(&receiver_sql, "receiver_inbox"), 1);
+}
+
+#[test]
+fn failures_are_retried_then_dead_lettered_and_an_admin_retry_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sender_sql, receiver_sql) = (open(&dir, "sender"), open(&dir, "receiver"));
+    let config = settings();
+    let receiver = Receiver {
+        env: Env { sql: &receiver_sql, http: &NoNetwork, config: &config, service_url: url },
+        failures: Cell::new(5),
+        applied: RefCell::new(Vec::new()),
+    };
+    let env = Env { sql: &sender_sql, http: &receiver, config: &config, service_url: url };
+    let messaging = Messaging::new(&env, "sender");
+    let db = Db::new(&sender_sql);
+    db.transaction(|tx| messaging.publish(tx, "order.placed", "o1", "c1", json!({}), &["receiver"])).unwrap();
+
+    assert_eq!(messaging.pump().unwrap().retried, 1);
+    assert_eq!(messaging.pump().unwrap().retried, 1);
+    assert_eq!(messaging.pump().unwrap().dead_lettered, 1, "the third attempt is the last");
+    let dead = messaging.dead_letters().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 3);
+    assert!(dead[0].reason.contains("receiver answered 503"), "{}", dead[0].reason);
+    assert_eq!(count(&sender_sql, "sender_outbox"), 0);
+
+    receiver.failures.set(0);
+    let local_id = dead[0].id.strip_prefix("sender:").unwrap();
+    assert!(messaging.retry_dead_letter(local_id).unwrap());
+    assert!(!messaging.retry_dead_letter(local_id).unwrap(), "gone from the dead letters");
+    assert_eq!(messaging.pump().unwrap().delivered, 1);
+    assert_eq!(receiver.applied.borrow().len(), 1);
+    assert!(messaging.dead_letters().unwrap().is_empty());
+}
+
+#[test]
+fn a_bad_signature_or_garbage_is_dead_lettered_by_the_receiver_and_never_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver_sql = open(&dir, "receiver");
+    let config = settings();
+    let env = Env { sql: &receiver_sql, http: &NoNetwork, config: &config, service_url: url };
+    let messaging = Messaging::new(&env, "receiver");
+    let forged = shop_domain::envelope::Envelope::new("e1", "order.placed", "o1", "t", "c", json!({})).signed(b"wrong");
+    let body = serde_json::to_vec(&forged).unwrap();
+    let answer = messaging.receive(&body, |_, _| panic!("a forged event must not be applied"));
+    assert_eq!(answer.status, 202);
+    let answer = messaging.receive(b"{not json", |_, _| panic!("garbage must not be applied"));
+    assert_eq!(answer.status, 202);
+    let reasons: Vec<String> = messaging.dead_letters().unwrap().into_iter().map(|d| d.reason).collect();
+    assert_eq!(reasons.len(), 2);
+    assert!(reasons.iter().any(|r| r == "bad_signature"));
+    assert!(reasons.iter().any(|r| r.starts_with("malformed")));
+    assert_eq!(count(&receiver_sql, "receiver_inbox"), 0);
+}
+
+/// A client for services that must not send anything.
+struct NoNetwork;
+
+impl HttpClient for NoNetwork {
+    fn send(&self, request: OutboundRequest) -> Result<Response, PortError> {
+        Err(PortError(format!("unexpected request to {}", request.url)))
+    }
+}
