@@ -55,6 +55,7 @@ pub fn route(request: &Request, env: &Env) -> Response {
         (_, ["vouchers"]) => Err(method_not_allowed()),
         ("GET", ["admin", "dead-letters"]) => require_admin(&claims).and_then(|()| call.dead_letters()),
         ("POST", ["admin", "dead-letters", id, "retry"]) => require_admin(&claims).and_then(|()| call.retry_dead_letter(id)),
+        ("POST", ["admin", "tick"]) => require_admin(&claims).and_then(|()| call.tick()),
         (_, ["admin", ..]) => Err(method_not_allowed()),
         _ => Err(not_found()),
     };
@@ -252,6 +253,17 @@ impl Call<'_> {
             }
         }
         Ok(Response::json(200, &json!({"items": items})))
+    }
+
+    /// Runs every service's time-driven work now (re-deliveries, check time-outs): what a
+    /// ticker or Spin's cron trigger calls when there is no traffic.
+    fn tick(&self) -> Answer {
+        let mut reports = serde_json::Map::new();
+        for service in MESSAGING_SERVICES {
+            let answer = self.forward(service, "POST", "/internal/tick", Vec::new())?;
+            reports.insert(service.to_owned(), answer.json_body().unwrap_or(Value::Null));
+        }
+        Ok(Response::json(200, &Value::Object(reports)))
     }
 
     fn retry_dead_letter(&self, id: &str) -> Answer {
