@@ -42,21 +42,35 @@ impl Worker for BalanceChecker {
         Some(response)
     }
 
-    fn apply(&self, tx: &Db, event: &Envelope, _env: &Env, messaging: &Messaging) -> Result<(), HandlerError> {
-        let order_id = event.data["order_id"]
-            .as_str()
-            .ok_or_else(|| HandlerError::Permanent(format!("{} without order_id", event.event_type)))?;
+    fn apply(
+        &self,
+        tx: &Db,
+        event: &Envelope,
+        _env: &Env,
+        messaging: &Messaging,
+    ) -> Result<(), HandlerError> {
+        let order_id = event.data["order_id"].as_str().ok_or_else(|| {
+            HandlerError::Permanent(format!("{} without order_id", event.event_type))
+        })?;
         match event.event_type.as_str() {
             event_types::ORDER_PLACED => check(tx, order_id, event, messaging),
             event_types::ORDER_CONFIRMED => commit(tx, order_id),
-            event_types::ORDER_REJECTED | event_types::ORDER_CANCELLED => release(tx, order_id, event),
-            other => Err(HandlerError::Permanent(format!("balance-checker does not handle {other}"))),
+            event_types::ORDER_REJECTED | event_types::ORDER_CANCELLED => {
+                release(tx, order_id, event)
+            }
+            other => Err(HandlerError::Permanent(format!(
+                "balance-checker does not handle {other}"
+            ))),
         }
     }
 }
 
 fn view(customer: &str, account: &Account) -> AccountView {
-    AccountView { customer: customer.to_owned(), balance_cents: account.balance_cents, held_cents: account.held_cents }
+    AccountView {
+        customer: customer.to_owned(),
+        balance_cents: account.balance_cents,
+        held_cents: account.held_cents,
+    }
 }
 
 fn show(env: &Env, email: &str) -> Response {
@@ -82,9 +96,10 @@ fn credit(request: &Request, env: &Env, email: &str) -> Response {
     };
     let outcome = Db::new(env.sql).transaction(|tx| {
         let mut account = queries::account(tx, &email)?;
-        let (Some(balance), Some(credited)) =
-            (account.balance_cents.checked_add(amount.cents()), account.credited_cents.checked_add(amount.cents()))
-        else {
+        let (Some(balance), Some(credited)) = (
+            account.balance_cents.checked_add(amount.cents()),
+            account.credited_cents.checked_add(amount.cents()),
+        ) else {
             return Ok(Response::invalid(&[ValidationError {
                 field: "amount_cents".into(),
                 message: "the balance would overflow".into(),
@@ -99,7 +114,12 @@ fn credit(request: &Request, env: &Env, email: &str) -> Response {
 }
 
 /// Holds the order's total if the free credit suffices; answers orders either way.
-fn check(tx: &Db, order_id: &str, event: &Envelope, messaging: &Messaging) -> Result<(), HandlerError> {
+fn check(
+    tx: &Db,
+    order_id: &str,
+    event: &Envelope,
+    messaging: &Messaging,
+) -> Result<(), HandlerError> {
     if queries::hold(tx, order_id)?.is_some() {
         // Seen before (or released before it arrived): nothing to hold.
         return Ok(());
@@ -110,28 +130,56 @@ fn check(tx: &Db, order_id: &str, event: &Envelope, messaging: &Messaging) -> Re
     let total = event.data["total_cents"]
         .as_i64()
         .filter(|t| *t >= 0)
-        .ok_or_else(|| HandlerError::Permanent("order.placed without a valid total_cents".into()))?;
+        .ok_or_else(|| {
+            HandlerError::Permanent("order.placed without a valid total_cents".into())
+        })?;
     let now = now_ms();
     let mut account = queries::account(tx, customer)?;
     let (state, event_type, data) = if account.balance_cents >= total {
         account.balance_cents -= total;
         account.held_cents += total;
         queries::save_account(tx, customer, &account, now)?;
-        ("held", event_types::BALANCE_HELD, json!({"order_id": order_id, "amount_cents": total}))
+        (
+            "held",
+            event_types::BALANCE_HELD,
+            json!({"order_id": order_id, "amount_cents": total}),
+        )
     } else {
         let reason = RejectReason::InsufficientBalance.to_string();
-        ("rejected", event_types::BALANCE_REJECTED, json!({"order_id": order_id, "reason": reason}))
+        (
+            "rejected",
+            event_types::BALANCE_REJECTED,
+            json!({"order_id": order_id, "reason": reason}),
+        )
     };
     let amount_cents = if state == "held" { total } else { 0 };
-    queries::save_hold(tx, order_id, &Hold { customer: customer.to_owned(), amount_cents, state: state.into() }, now)?;
-    messaging.publish(tx, event_type, order_id, &event.correlation_id, data, &["orders"])?;
+    queries::save_hold(
+        tx,
+        order_id,
+        &Hold {
+            customer: customer.to_owned(),
+            amount_cents,
+            state: state.into(),
+        },
+        now,
+    )?;
+    messaging.publish(
+        tx,
+        event_type,
+        order_id,
+        &event.correlation_id,
+        data,
+        &["orders"],
+    )?;
     Ok(())
 }
 
 /// The order is confirmed: held credit becomes spent.
 fn commit(tx: &Db, order_id: &str) -> Result<(), HandlerError> {
     let Some(mut hold) = queries::hold(tx, order_id)? else {
-        return Err(HandlerError::Permanent(format!("order.confirmed for {order_id} without a hold")));
+        return Err(HandlerError::Permanent(format!(
+            "order.confirmed for {order_id} without a hold"
+        )));
     };
     if hold.state != "held" {
         return Ok(());
@@ -151,8 +199,20 @@ fn release(tx: &Db, order_id: &str, event: &Envelope) -> Result<(), HandlerError
     let now = now_ms();
     let Some(mut hold) = queries::hold(tx, order_id)? else {
         // The release overtook order.placed: remember it so the late placement holds nothing.
-        let customer = event.data["customer"].as_str().unwrap_or_default().to_owned();
-        queries::save_hold(tx, order_id, &Hold { customer, amount_cents: 0, state: "released".into() }, now)?;
+        let customer = event.data["customer"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        queries::save_hold(
+            tx,
+            order_id,
+            &Hold {
+                customer,
+                amount_cents: 0,
+                state: "released".into(),
+            },
+            now,
+        )?;
         return Ok(());
     };
     let mut account = queries::account(tx, &hold.customer)?;

@@ -10,8 +10,13 @@ pub fn authenticate(request: &Request, env: &Env) -> Result<Claims, Response> {
     let Some(header) = request.header("authorization") else {
         return Err(unauthorized("missing bearer token"));
     };
-    let Some(token) = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")) else {
-        return Err(unauthorized("the Authorization header must be 'Bearer <token>'"));
+    let Some(token) = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+    else {
+        return Err(unauthorized(
+            "the Authorization header must be 'Bearer <token>'",
+        ));
     };
     let secret = settings::text(env.config, "auth_secret", settings::DEV_AUTH_SECRET);
     verify_token(token.trim(), secret.as_bytes(), now_ms() / 1000).map_err(|e| {
@@ -25,7 +30,8 @@ pub fn authenticate(request: &Request, env: &Env) -> Result<Claims, Response> {
 }
 
 fn unauthorized(detail: &str) -> Response {
-    Response::problem(401, "unauthorized", "Unauthorized", detail).with_header("www-authenticate", "Bearer")
+    Response::problem(401, "unauthorized", "Unauthorized", detail)
+        .with_header("www-authenticate", "Bearer")
 }
 
 /// 403 for a caller whose role does not allow the operation.
@@ -35,15 +41,27 @@ pub fn forbidden(detail: &str) -> Response {
 
 /// Staff (or admin) only.
 pub fn require_staff(claims: &Claims) -> Result<(), Response> {
-    if claims.role.allows_staff() { Ok(()) } else { Err(forbidden("staff only")) }
+    if claims.role.allows_staff() {
+        Ok(())
+    } else {
+        Err(forbidden("staff only"))
+    }
 }
 
 /// Admin only.
 pub fn require_admin(claims: &Claims) -> Result<(), Response> {
-    if claims.role == shop_domain::auth::Role::Admin { Ok(()) } else { Err(forbidden("admin only")) }
+    if claims.role == shop_domain::auth::Role::Admin {
+        Ok(())
+    } else {
+        Err(forbidden("admin only"))
+    }
 }
 
 /// Staff, or the customer `email` themselves.
 pub fn require_self_or_staff(claims: &Claims, email: &str) -> Result<(), Response> {
-    if claims.role.allows_staff() || claims.sub == email { Ok(()) } else { Err(forbidden("customers may only act for themselves")) }
+    if claims.role.allows_staff() || claims.sub == email {
+        Ok(())
+    } else {
+        Err(forbidden("customers may only act for themselves"))
+    }
 }

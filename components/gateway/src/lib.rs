@@ -22,10 +22,16 @@ impl Service for Gateway {
             Some(id) if valid_correlation_id(id) => id.to_owned(),
             _ => new_id("cor"),
         };
-        request.headers.retain(|(name, _)| name != CORRELATION_HEADER);
-        request.headers.push((CORRELATION_HEADER.into(), correlation_id.clone()));
+        request
+            .headers
+            .retain(|(name, _)| name != CORRELATION_HEADER);
+        request
+            .headers
+            .push((CORRELATION_HEADER.into(), correlation_id.clone()));
         let mut response = routes::route(&request, env);
-        response.headers.retain(|(name, _)| name != CORRELATION_HEADER);
+        response
+            .headers
+            .retain(|(name, _)| name != CORRELATION_HEADER);
         response.with_header(CORRELATION_HEADER, &correlation_id)
     }
 }

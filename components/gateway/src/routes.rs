@@ -2,13 +2,17 @@
 
 use serde_json::{Value, json};
 use service_kit::Env;
-use service_kit::http::{ACTOR_HEADER, CORRELATION_HEADER, ROLE_HEADER, Request, Response, method_not_allowed, not_found, percent_encode};
+use service_kit::http::{
+    ACTOR_HEADER, CORRELATION_HEADER, ROLE_HEADER, Request, Response, method_not_allowed,
+    not_found, percent_encode,
+};
 use service_kit::ports::OutboundRequest;
 use shop_domain::auth::{Claims, Role};
 use shop_domain::cursor::decode_cursor;
 use shop_domain::order::OrderStatus;
 use shop_domain::validation::{
-    ValidationError, parse_compat_order, parse_credit, parse_email, parse_limit, parse_place_order, parse_product, parse_sku,
+    ValidationError, parse_compat_order, parse_credit, parse_email, parse_limit, parse_place_order,
+    parse_product, parse_sku,
 };
 
 use crate::auth::{authenticate, forbidden, require_admin, require_self_or_staff, require_staff};
@@ -22,22 +26,44 @@ const MAX_BATCH: usize = 100;
 pub fn route(request: &Request, env: &Env) -> Response {
     let segments = request.segments();
     if segments.as_slice() == ["healthz"] {
-        return if request.method == "GET" { Response::json(200, &json!({"status": "ok"})) } else { method_not_allowed() };
+        return if request.method == "GET" {
+            Response::json(200, &json!({"status": "ok"}))
+        } else {
+            method_not_allowed()
+        };
     }
-    let ["api", "v1", rest @ ..] = segments.as_slice() else { return not_found() };
+    let ["api", "v1", rest @ ..] = segments.as_slice() else {
+        return not_found();
+    };
     let claims = match authenticate(request, env) {
         Ok(claims) => claims,
         Err(problem) => return problem,
     };
-    let call = Call { request, env, claims: &claims };
+    let call = Call {
+        request,
+        env,
+        claims: &claims,
+    };
     let answer = match (request.method.as_str(), rest) {
         ("GET", ["products"]) => call.list_products(),
-        ("GET", ["products", sku]) => call.with_sku(sku, |sku| call.forward("stock-checker", "GET", &format!("/products/{sku}"), Vec::new())),
+        ("GET", ["products", sku]) => call.with_sku(sku, |sku| {
+            call.forward(
+                "stock-checker",
+                "GET",
+                &format!("/products/{sku}"),
+                Vec::new(),
+            )
+        }),
         ("PUT", ["products", sku]) => call.put_product(sku),
         (_, ["products", ..]) => Err(method_not_allowed()),
         ("GET", ["accounts", email]) => call.with_email(email, |email| {
             require_self_or_staff(&claims, email)?;
-            call.forward("balance-checker", "GET", &format!("/accounts/{}", percent_encode(email)), Vec::new())
+            call.forward(
+                "balance-checker",
+                "GET",
+                &format!("/accounts/{}", percent_encode(email)),
+                Vec::new(),
+            )
         }),
         ("POST", ["accounts", email, "credit"]) => call.credit(email),
         (_, ["accounts", ..]) => Err(method_not_allowed()),
@@ -45,16 +71,37 @@ pub fn route(request: &Request, env: &Env) -> Response {
         ("POST", ["orders", "batch"]) => call.place_batch(),
         ("POST", ["order"]) => call.place_compat(),
         ("GET", ["orders"]) => call.list_orders(),
-        ("GET", ["orders", id]) => call.forward("orders", "GET", &format!("/orders/{}", percent_encode(id)), Vec::new()),
+        ("GET", ["orders", id]) => call.forward(
+            "orders",
+            "GET",
+            &format!("/orders/{}", percent_encode(id)),
+            Vec::new(),
+        ),
         ("POST", ["orders", id, action @ ("ship" | "deliver")]) => {
-            require_staff(&claims).and_then(|()| call.forward("orders", "POST", &format!("/orders/{}/{action}", percent_encode(id)), Vec::new()))
+            require_staff(&claims).and_then(|()| {
+                call.forward(
+                    "orders",
+                    "POST",
+                    &format!("/orders/{}/{action}", percent_encode(id)),
+                    Vec::new(),
+                )
+            })
         }
-        ("POST", ["orders", id, "cancel"]) => call.forward("orders", "POST", &format!("/orders/{}/cancel", percent_encode(id)), Vec::new()),
+        ("POST", ["orders", id, "cancel"]) => call.forward(
+            "orders",
+            "POST",
+            &format!("/orders/{}/cancel", percent_encode(id)),
+            Vec::new(),
+        ),
         (_, ["orders" | "order", ..]) => Err(method_not_allowed()),
         ("GET", ["vouchers"]) => call.list_vouchers(),
         (_, ["vouchers"]) => Err(method_not_allowed()),
-        ("GET", ["admin", "dead-letters"]) => require_admin(&claims).and_then(|()| call.dead_letters()),
-        ("POST", ["admin", "dead-letters", id, "retry"]) => require_admin(&claims).and_then(|()| call.retry_dead_letter(id)),
+        ("GET", ["admin", "dead-letters"]) => {
+            require_admin(&claims).and_then(|()| call.dead_letters())
+        }
+        ("POST", ["admin", "dead-letters", id, "retry"]) => {
+            require_admin(&claims).and_then(|()| call.retry_dead_letter(id))
+        }
         ("POST", ["admin", "tick"]) => require_admin(&claims).and_then(|()| call.tick()),
         (_, ["admin", ..]) => Err(method_not_allowed()),
         _ => Err(not_found()),
@@ -77,20 +124,44 @@ impl Call<'_> {
         let mut headers = vec![
             ("content-type".to_owned(), "application/json".to_owned()),
             (ACTOR_HEADER.to_owned(), self.claims.sub.clone()),
-            (ROLE_HEADER.to_owned(), role_name(self.claims.role).to_owned()),
-            (CORRELATION_HEADER.to_owned(), self.request.correlation_id().unwrap_or_default().to_owned()),
+            (
+                ROLE_HEADER.to_owned(),
+                role_name(self.claims.role).to_owned(),
+            ),
+            (
+                CORRELATION_HEADER.to_owned(),
+                self.request.correlation_id().unwrap_or_default().to_owned(),
+            ),
         ];
         if let Some(key) = self.request.header("idempotency-key") {
             headers.push(("idempotency-key".to_owned(), key.to_owned()));
         }
-        let outbound = OutboundRequest { method: method.into(), url: format!("{}{path}", (self.env.service_url)(service)), headers, body };
+        let outbound = OutboundRequest {
+            method: method.into(),
+            url: format!("{}{path}", (self.env.service_url)(service)),
+            headers,
+            body,
+        };
         match self.env.http.send(outbound) {
             Ok(response) => {
                 let keep = ["content-type", "location", "idempotent-replayed"];
-                let headers = response.headers.into_iter().filter(|(n, _)| keep.contains(&n.as_str())).collect();
-                Ok(Response { status: response.status, headers, body: response.body })
+                let headers = response
+                    .headers
+                    .into_iter()
+                    .filter(|(n, _)| keep.contains(&n.as_str()))
+                    .collect();
+                Ok(Response {
+                    status: response.status,
+                    headers,
+                    body: response.body,
+                })
             }
-            Err(e) => Err(Response::problem(502, "bad-gateway", "Service unreachable", &format!("{service}: {e}"))),
+            Err(e) => Err(Response::problem(
+                502,
+                "bad-gateway",
+                "Service unreachable",
+                &format!("{service}: {e}"),
+            )),
         }
     }
 
@@ -99,12 +170,14 @@ impl Call<'_> {
     }
 
     fn with_sku(&self, raw: &str, then: impl FnOnce(&str) -> Answer) -> Answer {
-        let sku = parse_sku("sku", &service_kit::http::percent_decode(raw)).map_err(|e| Response::invalid(&[e]))?;
+        let sku = parse_sku("sku", &service_kit::http::percent_decode(raw))
+            .map_err(|e| Response::invalid(&[e]))?;
         then(&sku)
     }
 
     fn with_email(&self, raw: &str, then: impl FnOnce(&str) -> Answer) -> Answer {
-        let email = parse_email("email", &service_kit::http::percent_decode(raw)).map_err(|e| Response::invalid(&[e]))?;
+        let email = parse_email("email", &service_kit::http::percent_decode(raw))
+            .map_err(|e| Response::invalid(&[e]))?;
         then(&email)
     }
 
@@ -118,7 +191,12 @@ impl Call<'_> {
             decode_cursor(&cursor).map_err(|e| Response::invalid(&[e]))?;
             query.push(format!("cursor={}", percent_encode(&cursor)));
         }
-        self.forward("stock-checker", "GET", &format!("/products?{}", query.join("&")), Vec::new())
+        self.forward(
+            "stock-checker",
+            "GET",
+            &format!("/products?{}", query.join("&")),
+            Vec::new(),
+        )
     }
 
     fn put_product(&self, raw_sku: &str) -> Answer {
@@ -135,7 +213,12 @@ impl Call<'_> {
         self.with_email(raw_email, |email| {
             let amount = parse_credit(&self.json()?).map_err(|e| Response::invalid(&e))?;
             let body = json!({"amount_cents": amount}).to_string().into_bytes();
-            self.forward("balance-checker", "POST", &format!("/accounts/{}/credit", percent_encode(email)), body)
+            self.forward(
+                "balance-checker",
+                "POST",
+                &format!("/accounts/{}/credit", percent_encode(email)),
+                body,
+            )
         })
     }
 
@@ -147,13 +230,13 @@ impl Call<'_> {
     fn place(&self, body: &Value) -> Answer {
         let order = parse_place_order(body).map_err(|e| Response::invalid(&e))?;
         require_self_or_staff(self.claims, &order.customer)?;
-        if let Some(key) = self.request.header("idempotency-key") {
-            if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(Response::invalid(&[ValidationError {
-                    field: "Idempotency-Key".into(),
-                    message: "must be 1 to 255 visible ASCII characters".into(),
-                }]));
-            }
+        if let Some(key) = self.request.header("idempotency-key")
+            && (key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(Response::invalid(&[ValidationError {
+                field: "Idempotency-Key".into(),
+                message: "must be 1 to 255 visible ASCII characters".into(),
+            }]));
         }
         self.forward("orders", "POST", "/orders", body.to_string().into_bytes())
     }
@@ -161,7 +244,8 @@ impl Call<'_> {
     fn place_compat(&self) -> Answer {
         let email = self.request.query_param("email");
         let value = self.request.query_param("value");
-        let order = parse_compat_order(email.as_deref(), value.as_deref()).map_err(|e| Response::invalid(&e))?;
+        let order = parse_compat_order(email.as_deref(), value.as_deref())
+            .map_err(|e| Response::invalid(&e))?;
         let cents = match order.content {
             shop_domain::validation::OrderContent::Value(value) => value.cents(),
             shop_domain::validation::OrderContent::Items(_) => return Err(not_found()),
@@ -173,7 +257,11 @@ impl Call<'_> {
         let body = self.json()?;
         let orders = match &body {
             Value::Array(list) => list.clone(),
-            Value::Object(map) => map.get("orders").and_then(Value::as_array).cloned().unwrap_or_default(),
+            Value::Object(map) => map
+                .get("orders")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
             _ => Vec::new(),
         };
         if orders.is_empty() || orders.len() > MAX_BATCH {
@@ -183,12 +271,19 @@ impl Call<'_> {
             }]));
         }
         if !self.claims.role.allows_staff() {
-            let foreign = orders.iter().any(|o| o.get("customer").and_then(Value::as_str) != Some(self.claims.sub.as_str()));
+            let foreign = orders.iter().any(|o| {
+                o.get("customer").and_then(Value::as_str) != Some(self.claims.sub.as_str())
+            });
             if foreign {
                 return Err(forbidden("customers may only place orders for themselves"));
             }
         }
-        self.forward("orders", "POST", "/orders/batch", json!({"orders": orders}).to_string().into_bytes())
+        self.forward(
+            "orders",
+            "POST",
+            "/orders/batch",
+            json!({"orders": orders}).to_string().into_bytes(),
+        )
     }
 
     fn list_orders(&self) -> Answer {
@@ -206,7 +301,10 @@ impl Call<'_> {
         if let Some(status) = self.request.query_param("status") {
             match OrderStatus::parse(&status) {
                 Some(status) => query.push(format!("status={}", status.as_str())),
-                None => errors.push(ValidationError { field: "status".into(), message: format!("unknown status {status}") }),
+                None => errors.push(ValidationError {
+                    field: "status".into(),
+                    message: format!("unknown status {status}"),
+                }),
             }
         }
         if let Some(limit) = self.request.query_param("limit") {
@@ -224,12 +322,19 @@ impl Call<'_> {
         if !errors.is_empty() {
             return Err(Response::invalid(&errors));
         }
-        self.forward("orders", "GET", &format!("/orders?{}", query.join("&")), Vec::new())
+        self.forward(
+            "orders",
+            "GET",
+            &format!("/orders?{}", query.join("&")),
+            Vec::new(),
+        )
     }
 
     fn list_vouchers(&self) -> Answer {
         let customer = match self.request.query_param("customer") {
-            Some(customer) => Some(parse_email("customer", &customer).map_err(|e| Response::invalid(&[e]))?),
+            Some(customer) => {
+                Some(parse_email("customer", &customer).map_err(|e| Response::invalid(&[e]))?)
+            }
             None if self.claims.role.allows_staff() => None,
             None => Some(self.claims.sub.clone()),
         };
@@ -249,7 +354,14 @@ impl Call<'_> {
             let answer = self.forward(service, "GET", "/internal/dead-letters", Vec::new())?;
             match answer.json_body() {
                 Some(Value::Array(list)) if answer.is_success() => items.extend(list),
-                _ => return Err(Response::problem(502, "bad-gateway", "Dead letters unavailable", &format!("{service} answered {}", answer.status))),
+                _ => {
+                    return Err(Response::problem(
+                        502,
+                        "bad-gateway",
+                        "Dead letters unavailable",
+                        &format!("{service} answered {}", answer.status),
+                    ));
+                }
             }
         }
         Ok(Response::json(200, &json!({"items": items})))
@@ -261,18 +373,28 @@ impl Call<'_> {
         let mut reports = serde_json::Map::new();
         for service in MESSAGING_SERVICES {
             let answer = self.forward(service, "POST", "/internal/tick", Vec::new())?;
-            reports.insert(service.to_owned(), answer.json_body().unwrap_or(Value::Null));
+            reports.insert(
+                service.to_owned(),
+                answer.json_body().unwrap_or(Value::Null),
+            );
         }
         Ok(Response::json(200, &Value::Object(reports)))
     }
 
     fn retry_dead_letter(&self, id: &str) -> Answer {
         let decoded = service_kit::http::percent_decode(id);
-        let Some((service, local)) = decoded.split_once(':') else { return Err(not_found()) };
+        let Some((service, local)) = decoded.split_once(':') else {
+            return Err(not_found());
+        };
         if !MESSAGING_SERVICES.contains(&service) || local.is_empty() {
             return Err(not_found());
         }
-        self.forward(service, "POST", &format!("/internal/dead-letters/{}/retry", percent_encode(local)), Vec::new())
+        self.forward(
+            service,
+            "POST",
+            &format!("/internal/dead-letters/{}/retry", percent_encode(local)),
+            Vec::new(),
+        )
     }
 }
 

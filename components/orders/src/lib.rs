@@ -7,7 +7,9 @@ mod saga;
 
 use serde_json::{Value, json};
 use service_kit::db::{Db, DbError, Migration};
-use service_kit::http::{ACTOR_HEADER, CORRELATION_HEADER, ROLE_HEADER, Request, Response, method_not_allowed};
+use service_kit::http::{
+    ACTOR_HEADER, CORRELATION_HEADER, ROLE_HEADER, Request, Response, method_not_allowed,
+};
 use service_kit::ids::{new_id, now_ms};
 use service_kit::messaging::{HandlerError, Messaging};
 use service_kit::ports::OutboundRequest;
@@ -17,7 +19,9 @@ use shop_domain::cursor::{decode_cursor, encode_cursor};
 use shop_domain::envelope::{Envelope, event_types};
 use shop_domain::money::Money;
 use shop_domain::order::{OrderAction, OrderStatus, transition};
-use shop_domain::validation::{OrderContent, PlaceOrder, ValidationError, parse_limit, parse_place_order};
+use shop_domain::validation::{
+    OrderContent, PlaceOrder, ValidationError, parse_limit, parse_place_order,
+};
 
 use db::queries::{self, OrderRecord};
 
@@ -53,7 +57,13 @@ impl Worker for Orders {
         Some(response)
     }
 
-    fn apply(&self, tx: &Db, event: &Envelope, env: &Env, messaging: &Messaging) -> Result<(), HandlerError> {
+    fn apply(
+        &self,
+        tx: &Db,
+        event: &Envelope,
+        env: &Env,
+        messaging: &Messaging,
+    ) -> Result<(), HandlerError> {
         saga::apply(tx, event, env, messaging)
     }
 
@@ -71,7 +81,10 @@ struct Caller {
 impl Caller {
     fn of(request: &Request) -> Caller {
         let role = request.header(ROLE_HEADER).unwrap_or("customer");
-        Caller { actor: request.header(ACTOR_HEADER).unwrap_or_default().to_owned(), staff: matches!(role, "staff" | "admin") }
+        Caller {
+            actor: request.header(ACTOR_HEADER).unwrap_or_default().to_owned(),
+            staff: matches!(role, "staff" | "admin"),
+        }
     }
 
     fn may_see(&self, order: &OrderRecord) -> bool {
@@ -80,20 +93,33 @@ impl Caller {
 }
 
 fn correlation(request: &Request) -> String {
-    request.correlation_id().map_or_else(|| new_id("cor"), str::to_owned)
+    request
+        .correlation_id()
+        .map_or_else(|| new_id("cor"), str::to_owned)
 }
 
 fn forbidden() -> Response {
-    Response::problem(403, "forbidden", "Forbidden", "this order belongs to another customer")
+    Response::problem(
+        403,
+        "forbidden",
+        "Forbidden",
+        "this order belongs to another customer",
+    )
 }
 
 fn order_not_found(id: &str) -> Response {
-    Response::problem(404, "not-found", "Order not found", &format!("no order {id}"))
+    Response::problem(
+        404,
+        "not-found",
+        "Order not found",
+        &format!("no order {id}"),
+    )
 }
 
 fn accepted(db: &Db, order: &OrderRecord) -> Response {
     match queries::view(db, order) {
-        Ok(view) => Response::json(202, &view).with_header("location", &format!("/api/v1/orders/{}", order.id)),
+        Ok(view) => Response::json(202, &view)
+            .with_header("location", &format!("/api/v1/orders/{}", order.id)),
         Err(e) => unavailable(&e),
     }
 }
@@ -103,7 +129,9 @@ fn place_one(request: &Request, env: &Env, messaging: &Messaging) -> Response {
         Ok(body) => body,
         Err(problem) => return problem,
     };
-    let key = request.header("idempotency-key").map(|k| format!("{}\n{k}", Caller::of(request).actor));
+    let key = request
+        .header("idempotency-key")
+        .map(|k| format!("{}\n{k}", Caller::of(request).actor));
     place(request, env, messaging, &body, key.as_deref())
 }
 
@@ -113,14 +141,21 @@ fn place_batch(request: &Request, env: &Env, messaging: &Messaging) -> Response 
         Err(problem) => return problem,
     };
     let Some(items) = body.get("orders").and_then(Value::as_array) else {
-        return Response::invalid(&[ValidationError { field: "orders".into(), message: "must be an array".into() }]);
+        return Response::invalid(&[ValidationError {
+            field: "orders".into(),
+            message: "must be an array".into(),
+        }]);
     };
     let results: Vec<Value> = items
         .iter()
         .map(|item| {
             let answer = place(request, env, messaging, item, None);
             let body = answer.json_body().unwrap_or(Value::Null);
-            if answer.status == 202 { json!({"status": 202, "order": body}) } else { json!({"status": answer.status, "problem": body}) }
+            if answer.status == 202 {
+                json!({"status": 202, "order": body})
+            } else {
+                json!({"status": answer.status, "problem": body})
+            }
         })
         .collect();
     Response::json(200, &json!({ "results": results }))
@@ -128,14 +163,25 @@ fn place_batch(request: &Request, env: &Env, messaging: &Messaging) -> Response 
 
 /// Places one order: validates, prices the lines, and stores the order together with its
 /// `order.placed` event (and idempotency key) in one transaction.
-fn place(request: &Request, env: &Env, messaging: &Messaging, body: &Value, key: Option<&str>) -> Response {
+fn place(
+    request: &Request,
+    env: &Env,
+    messaging: &Messaging,
+    body: &Value,
+    key: Option<&str>,
+) -> Response {
     let order = match parse_place_order(body) {
         Ok(order) => order,
         Err(errors) => return Response::invalid(&errors),
     };
     let caller = Caller::of(request);
     if !caller.staff && order.customer != caller.actor {
-        return Response::problem(403, "forbidden", "Forbidden", "customers may only place orders for themselves");
+        return Response::problem(
+            403,
+            "forbidden",
+            "Forbidden",
+            "customers may only place orders for themselves",
+        );
     }
     let canonical = canonical_request(&order);
     let db = Db::new(env.sql);
@@ -187,7 +233,9 @@ fn place(request: &Request, env: &Env, messaging: &Messaging, body: &Value, key:
 
 /// The same order placed again under the same key; a different order under it is a 422.
 fn replay(db: &Db, key: &str, canonical: &str) -> Result<Option<Response>, DbError> {
-    let Some((stored, order_id)) = queries::find_idempotency_key(db, key)? else { return Ok(None) };
+    let Some((stored, order_id)) = queries::find_idempotency_key(db, key)? else {
+        return Ok(None);
+    };
     if stored != canonical {
         return Ok(Some(Response::problem(
             422,
@@ -196,7 +244,8 @@ fn replay(db: &Db, key: &str, canonical: &str) -> Result<Option<Response>, DbErr
             "this Idempotency-Key was already used with a different request",
         )));
     }
-    Ok(queries::load(db, &order_id)?.map(|order| accepted(db, &order).with_header("idempotent-replayed", "true")))
+    Ok(queries::load(db, &order_id)?
+        .map(|order| accepted(db, &order).with_header("idempotent-replayed", "true")))
 }
 
 fn canonical_request(order: &PlaceOrder) -> String {
@@ -217,27 +266,50 @@ fn price(order: &PlaceOrder, env: &Env, correlation_id: &str) -> Result<(Value, 
     let request = OutboundRequest {
         method: "POST".into(),
         url: format!("{}/internal/prices", (env.service_url)("stock-checker")),
-        headers: vec![("content-type".into(), "application/json".into()), (CORRELATION_HEADER.into(), correlation_id.into())],
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            (CORRELATION_HEADER.into(), correlation_id.into()),
+        ],
         body: json!({"skus": skus}).to_string().into_bytes(),
     };
     let prices = match env.http.send(request) {
         Ok(response) if response.is_success() => response.json_body().unwrap_or(Value::Null),
         Ok(response) => {
-            return Err(Response::problem(503, "unavailable", "Catalogue unavailable", &format!("stock-checker answered {}", response.status)));
+            return Err(Response::problem(
+                503,
+                "unavailable",
+                "Catalogue unavailable",
+                &format!("stock-checker answered {}", response.status),
+            ));
         }
-        Err(e) => return Err(Response::problem(503, "unavailable", "Catalogue unavailable", &e.to_string())),
+        Err(e) => {
+            return Err(Response::problem(
+                503,
+                "unavailable",
+                "Catalogue unavailable",
+                &e.to_string(),
+            ));
+        }
     };
     let mut priced = Vec::new();
     let mut total = Money::ZERO;
     let mut unknown = Vec::new();
     for line in lines {
         let Some(unit) = prices["prices"][&line.sku].as_i64() else {
-            unknown.push(ValidationError { field: "items".into(), message: format!("unknown sku {}", line.sku) });
+            unknown.push(ValidationError {
+                field: "items".into(),
+                message: format!("unknown sku {}", line.sku),
+            });
             continue;
         };
-        let line_total = Money::from_cents(unit).checked_mul(line.quantity).and_then(|t| total.checked_add(t));
+        let line_total = Money::from_cents(unit)
+            .checked_mul(line.quantity)
+            .and_then(|t| total.checked_add(t));
         let Some(sum) = line_total else {
-            return Err(Response::invalid(&[ValidationError { field: "items".into(), message: "order total overflows".into() }]));
+            return Err(Response::invalid(&[ValidationError {
+                field: "items".into(),
+                message: "order total overflows".into(),
+            }]));
         };
         total = sum;
         priced.push(json!({"sku": line.sku, "quantity": line.quantity, "price_cents": unit}));
@@ -251,10 +323,12 @@ fn price(order: &PlaceOrder, env: &Env, correlation_id: &str) -> Result<(Value, 
 fn get(request: &Request, env: &Env, id: &str) -> Response {
     let db = Db::new(env.sql);
     match queries::load(&db, id) {
-        Ok(Some(order)) if Caller::of(request).may_see(&order) => match queries::view(&db, &order) {
-            Ok(view) => Response::json(200, &view),
-            Err(e) => unavailable(&e),
-        },
+        Ok(Some(order)) if Caller::of(request).may_see(&order) => {
+            match queries::view(&db, &order) {
+                Ok(view) => Response::json(200, &view),
+                Err(e) => unavailable(&e),
+            }
+        }
         Ok(Some(_)) => forbidden(),
         Ok(None) => order_not_found(id),
         Err(e) => unavailable(&e),
@@ -265,11 +339,18 @@ fn list(request: &Request, env: &Env) -> Response {
     let caller = Caller::of(request);
     let mut errors = Vec::new();
     let customer = request.query_param("customer");
-    let customer = if caller.staff { customer } else { Some(caller.actor.clone()) };
+    let customer = if caller.staff {
+        customer
+    } else {
+        Some(caller.actor.clone())
+    };
     let status = match request.query_param("status") {
         None => None,
         Some(s) => OrderStatus::parse(&s).or_else(|| {
-            errors.push(ValidationError { field: "status".into(), message: format!("unknown status {s}") });
+            errors.push(ValidationError {
+                field: "status".into(),
+                message: format!("unknown status {s}"),
+            });
             None
         }),
     };
@@ -279,10 +360,16 @@ fn list(request: &Request, env: &Env) -> Response {
     });
     let after = match request.query_param("cursor") {
         None => None,
-        Some(cursor) => match decode_cursor(&cursor).ok().and_then(|key| parse_position(&key)) {
+        Some(cursor) => match decode_cursor(&cursor)
+            .ok()
+            .and_then(|key| parse_position(&key))
+        {
             Some(position) => Some(position),
             None => {
-                errors.push(ValidationError { field: "cursor".into(), message: "invalid cursor".into() });
+                errors.push(ValidationError {
+                    field: "cursor".into(),
+                    message: "invalid cursor".into(),
+                });
                 None
             }
         },
@@ -292,9 +379,16 @@ fn list(request: &Request, env: &Env) -> Response {
     }
     let db = Db::new(env.sql);
     let page = queries::list(&db, customer.as_deref(), status, after, limit).and_then(|orders| {
-        let views = orders.iter().map(|o| queries::view(&db, o)).collect::<Result<Vec<_>, _>>()?;
+        let views = orders
+            .iter()
+            .map(|o| queries::view(&db, o))
+            .collect::<Result<Vec<_>, _>>()?;
         let next = (orders.len() == limit as usize)
-            .then(|| orders.last().map(|o| encode_cursor(&format!("{}:{}", o.created_at, o.id))))
+            .then(|| {
+                orders
+                    .last()
+                    .map(|o| encode_cursor(&format!("{}:{}", o.created_at, o.id)))
+            })
             .flatten();
         Ok(json!({"items": views, "next_cursor": next}))
     });
@@ -316,32 +410,62 @@ fn act(request: &Request, env: &Env, messaging: &Messaging, id: &str, action: &s
     };
     let caller = Caller::of(request);
     if !caller.staff && action != OrderAction::Cancel {
-        return Response::problem(403, "forbidden", "Forbidden", "only staff may ship or deliver orders");
+        return Response::problem(
+            403,
+            "forbidden",
+            "Forbidden",
+            "only staff may ship or deliver orders",
+        );
     }
     let correlation_id = correlation(request);
     let db = Db::new(env.sql);
     let outcome = db.transaction(|tx| {
-        let Some(order) = queries::load(tx, id)? else { return Ok(order_not_found(id)) };
+        let Some(order) = queries::load(tx, id)? else {
+            return Ok(order_not_found(id));
+        };
         if !caller.may_see(&order) {
             return Ok(forbidden());
         }
         let next = match transition(order.status, action) {
             Ok(next) => next,
-            Err(e) => return Ok(Response::problem(409, "invalid-transition", "Invalid transition", &e.to_string())),
+            Err(e) => {
+                return Ok(Response::problem(
+                    409,
+                    "invalid-transition",
+                    "Invalid transition",
+                    &e.to_string(),
+                ));
+            }
         };
         let now = now_ms();
         queries::set_status(tx, id, next, None, now)?;
-        let data = json!({"order_id": id, "customer": order.customer, "total_cents": order.total_cents});
+        let data =
+            json!({"order_id": id, "customer": order.customer, "total_cents": order.total_cents});
         match next {
             OrderStatus::Cancelled => {
-                messaging.publish(tx, event_types::ORDER_CANCELLED, id, &correlation_id, data, &CHECKERS)?;
+                messaging.publish(
+                    tx,
+                    event_types::ORDER_CANCELLED,
+                    id,
+                    &correlation_id,
+                    data,
+                    &CHECKERS,
+                )?;
             }
             OrderStatus::Delivered => {
-                messaging.publish(tx, event_types::ORDER_DELIVERED, id, &correlation_id, data, &["vouchers"])?;
+                messaging.publish(
+                    tx,
+                    event_types::ORDER_DELIVERED,
+                    id,
+                    &correlation_id,
+                    data,
+                    &["vouchers"],
+                )?;
             }
             _ => {}
         }
-        let updated = queries::load(tx, id)?.ok_or_else(|| DbError(format!("order {id} vanished")))?;
+        let updated =
+            queries::load(tx, id)?.ok_or_else(|| DbError(format!("order {id} vanished")))?;
         Ok::<_, DbError>(Response::json(200, &queries::view(tx, &updated)?))
     });
     outcome.unwrap_or_else(|e| unavailable(&e))

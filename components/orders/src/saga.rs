@@ -19,17 +19,27 @@ use crate::db::queries::{self, Check, OrderRecord};
 const TICK_BATCH: i64 = 50;
 
 /// Applies one event addressed to orders, inside transaction `tx`.
-pub fn apply(tx: &Db, event: &Envelope, _env: &Env, messaging: &Messaging) -> Result<(), HandlerError> {
+pub fn apply(
+    tx: &Db,
+    event: &Envelope,
+    _env: &Env,
+    messaging: &Messaging,
+) -> Result<(), HandlerError> {
     let order_id = event.data["order_id"]
         .as_str()
         .ok_or_else(|| HandlerError::Permanent(format!("{} without order_id", event.event_type)))?;
-    let order = queries::load(tx, order_id)?
-        .ok_or_else(|| HandlerError::Permanent(format!("{} for unknown order {order_id}", event.event_type)))?;
+    let order = queries::load(tx, order_id)?.ok_or_else(|| {
+        HandlerError::Permanent(format!("{} for unknown order {order_id}", event.event_type))
+    })?;
     match event.event_type.as_str() {
         event_types::BALANCE_HELD => held(tx, &order, Check::Balance, event, messaging)?,
         event_types::STOCK_HELD => held(tx, &order, Check::Stock, event, messaging)?,
         event_types::BALANCE_REJECTED | event_types::STOCK_REJECTED => {
-            let check = if event.event_type == event_types::BALANCE_REJECTED { Check::Balance } else { Check::Stock };
+            let check = if event.event_type == event_types::BALANCE_REJECTED {
+                Check::Balance
+            } else {
+                Check::Stock
+            };
             queries::set_check(tx, &order.id, check, "rejected")?;
             let reason = event.data["reason"].as_str().unwrap_or("rejected");
             reject(tx, &order, reason, &event.correlation_id, messaging)?;
@@ -42,12 +52,22 @@ pub fn apply(tx: &Db, event: &Envelope, _env: &Env, messaging: &Messaging) -> Re
             });
             queries::set_voucher(tx, &order.id, &voucher)?;
         }
-        other => return Err(HandlerError::Permanent(format!("orders does not handle {other}"))),
+        other => {
+            return Err(HandlerError::Permanent(format!(
+                "orders does not handle {other}"
+            )));
+        }
     }
     Ok(())
 }
 
-fn held(tx: &Db, order: &OrderRecord, check: Check, event: &Envelope, messaging: &Messaging) -> Result<(), DbError> {
+fn held(
+    tx: &Db,
+    order: &OrderRecord,
+    check: Check,
+    event: &Envelope,
+    messaging: &Messaging,
+) -> Result<(), DbError> {
     queries::set_check(tx, &order.id, check, "held")?;
     let (balance, stock) = match check {
         Check::Balance => (Some("held"), order.stock_check.as_deref()),
@@ -59,17 +79,39 @@ fn held(tx: &Db, order: &OrderRecord, check: Check, event: &Envelope, messaging:
     if let Ok(next) = transition(order.status, OrderAction::Confirm) {
         queries::set_status(tx, &order.id, next, None, now_ms())?;
         let data = json!({"order_id": order.id, "customer": order.customer, "total_cents": order.total_cents});
-        messaging.publish(tx, event_types::ORDER_CONFIRMED, &order.id, &event.correlation_id, data, &CHECKERS)?;
+        messaging.publish(
+            tx,
+            event_types::ORDER_CONFIRMED,
+            &order.id,
+            &event.correlation_id,
+            data,
+            &CHECKERS,
+        )?;
     }
     Ok(())
 }
 
 /// Rejects a placed order (first reason wins) and tells both checkers to release.
-fn reject(tx: &Db, order: &OrderRecord, reason: &str, correlation_id: &str, messaging: &Messaging) -> Result<(), DbError> {
-    let Ok(next) = transition(order.status, OrderAction::Reject) else { return Ok(()) };
+fn reject(
+    tx: &Db,
+    order: &OrderRecord,
+    reason: &str,
+    correlation_id: &str,
+    messaging: &Messaging,
+) -> Result<(), DbError> {
+    let Ok(next) = transition(order.status, OrderAction::Reject) else {
+        return Ok(());
+    };
     queries::set_status(tx, &order.id, next, Some(reason), now_ms())?;
     let data = json!({"order_id": order.id, "customer": order.customer, "reason": reason});
-    messaging.publish(tx, event_types::ORDER_REJECTED, &order.id, correlation_id, data, &CHECKERS)?;
+    messaging.publish(
+        tx,
+        event_types::ORDER_REJECTED,
+        &order.id,
+        correlation_id,
+        data,
+        &CHECKERS,
+    )?;
     Ok(())
 }
 
@@ -82,26 +124,42 @@ pub fn time_out_checks(env: &Env, messaging: &Messaging) -> Result<(), DbError> 
     for overdue in queries::overdue(&db, now_ms(), TICK_BATCH)? {
         db.transaction(|tx| {
             // Re-read inside the transaction: another instance may have handled it.
-            let Some(order) = queries::load(tx, &overdue.id)? else { return Ok(()) };
+            let Some(order) = queries::load(tx, &overdue.id)? else {
+                return Ok(());
+            };
             let now = now_ms();
             if order.status != OrderStatus::Placed || order.checks_deadline > now {
                 return Ok(());
             }
             if order.check_resends < max_resends {
-                let placed: Envelope = serde_json::from_str(&order.placed_event).map_err(|e| DbError(e.to_string()))?;
-                let silent: Vec<&str> = [(order.balance_check.as_ref(), CHECKERS[0]), (order.stock_check.as_ref(), CHECKERS[1])]
-                    .into_iter()
-                    .filter(|(answer, _)| answer.is_none())
-                    .map(|(_, checker)| checker)
-                    .collect();
+                let placed: Envelope = serde_json::from_str(&order.placed_event)
+                    .map_err(|e| DbError(e.to_string()))?;
+                let silent: Vec<&str> = [
+                    (order.balance_check.as_ref(), CHECKERS[0]),
+                    (order.stock_check.as_ref(), CHECKERS[1]),
+                ]
+                .into_iter()
+                .filter(|(answer, _)| answer.is_none())
+                .map(|(_, checker)| checker)
+                .collect();
                 let resends = order.check_resends + 1;
                 messaging.resend(tx, &placed, &silent, &format!(":resend{resends}"))?;
                 queries::set_resent(tx, &order.id, resends, now + timeout)?;
-                log::write(Level::Warn, "orders", &order.correlation_id, &format!("checks of {} re-sent ({resends})", order.id));
+                log::write(
+                    Level::Warn,
+                    "orders",
+                    &order.correlation_id,
+                    &format!("checks of {} re-sent ({resends})", order.id),
+                );
             } else {
                 let reason = RejectReason::ChecksTimedOut.to_string();
                 reject(tx, &order, &reason, &order.correlation_id, messaging)?;
-                log::write(Level::Warn, "orders", &order.correlation_id, &format!("order {} timed out", order.id));
+                log::write(
+                    Level::Warn,
+                    "orders",
+                    &order.correlation_id,
+                    &format!("order {} timed out", order.id),
+                );
             }
             Ok::<_, DbError>(())
         })?;

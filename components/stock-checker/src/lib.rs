@@ -45,15 +45,23 @@ impl Worker for StockChecker {
         Some(response)
     }
 
-    fn apply(&self, tx: &Db, event: &Envelope, _env: &Env, messaging: &Messaging) -> Result<(), HandlerError> {
-        let order_id = event.data["order_id"]
-            .as_str()
-            .ok_or_else(|| HandlerError::Permanent(format!("{} without order_id", event.event_type)))?;
+    fn apply(
+        &self,
+        tx: &Db,
+        event: &Envelope,
+        _env: &Env,
+        messaging: &Messaging,
+    ) -> Result<(), HandlerError> {
+        let order_id = event.data["order_id"].as_str().ok_or_else(|| {
+            HandlerError::Permanent(format!("{} without order_id", event.event_type))
+        })?;
         match event.event_type.as_str() {
             event_types::ORDER_PLACED => reserve(tx, order_id, event, messaging),
             event_types::ORDER_CONFIRMED => commit(tx, order_id),
             event_types::ORDER_REJECTED | event_types::ORDER_CANCELLED => release(tx, order_id),
-            other => Err(HandlerError::Permanent(format!("stock-checker does not handle {other}"))),
+            other => Err(HandlerError::Permanent(format!(
+                "stock-checker does not handle {other}"
+            ))),
         }
     }
 }
@@ -65,7 +73,12 @@ fn show(env: &Env, sku: &str) -> Response {
     };
     match queries::find(&Db::new(env.sql), &sku) {
         Ok(Some(product)) => Response::json(200, &product),
-        Ok(None) => Response::problem(404, "not-found", "Product not found", &format!("no product {sku}")),
+        Ok(None) => Response::problem(
+            404,
+            "not-found",
+            "Product not found",
+            &format!("no product {sku}"),
+        ),
         Err(e) => unavailable(&e),
     }
 }
@@ -82,7 +95,9 @@ fn list(request: &Request, env: &Env) -> Response {
     };
     match queries::page(&Db::new(env.sql), &after, limit) {
         Ok(items) => {
-            let next = (items.len() == limit as usize).then(|| items.last().map(|p| encode_cursor(&p.sku))).flatten();
+            let next = (items.len() == limit as usize)
+                .then(|| items.last().map(|p| encode_cursor(&p.sku)))
+                .flatten();
             Response::json(200, &json!({"items": items, "next_cursor": next}))
         }
         Err(e) => unavailable(&e),
@@ -101,8 +116,16 @@ fn save(request: &Request, env: &Env, sku: &str) -> Response {
     };
     let outcome = Db::new(env.sql).transaction(|tx| {
         let existed = queries::find(tx, &sku)?.is_some();
-        queries::upsert(tx, &sku, &input.name, input.price_cents.cents(), input.stock, now_ms())?;
-        let product = queries::find(tx, &sku)?.ok_or_else(|| DbError(format!("product {sku} vanished")))?;
+        queries::upsert(
+            tx,
+            &sku,
+            &input.name,
+            input.price_cents.cents(),
+            input.stock,
+            now_ms(),
+        )?;
+        let product =
+            queries::find(tx, &sku)?.ok_or_else(|| DbError(format!("product {sku} vanished")))?;
         Ok::<_, DbError>(Response::json(if existed { 200 } else { 201 }, &product))
     });
     outcome.unwrap_or_else(|e| unavailable(&e))
@@ -115,7 +138,10 @@ fn prices(request: &Request, env: &Env) -> Response {
         Err(problem) => return problem,
     };
     let Some(skus) = body["skus"].as_array() else {
-        return Response::invalid(&[ValidationError { field: "skus".into(), message: "must be an array".into() }]);
+        return Response::invalid(&[ValidationError {
+            field: "skus".into(),
+            message: "must be an array".into(),
+        }]);
     };
     let db = Db::new(env.sql);
     let mut prices = serde_json::Map::new();
@@ -132,7 +158,12 @@ fn prices(request: &Request, env: &Env) -> Response {
 }
 
 /// Reserves every line or none; answers orders either way.
-fn reserve(tx: &Db, order_id: &str, event: &Envelope, messaging: &Messaging) -> Result<(), HandlerError> {
+fn reserve(
+    tx: &Db,
+    order_id: &str,
+    event: &Envelope,
+    messaging: &Messaging,
+) -> Result<(), HandlerError> {
     if queries::hold(tx, order_id)?.is_some() {
         return Ok(());
     }
@@ -152,23 +183,40 @@ fn reserve(tx: &Db, order_id: &str, event: &Envelope, messaging: &Messaging) -> 
             for line in &lines {
                 queries::adjust(tx, &line.sku, -line.quantity, line.quantity, 0, now)?;
             }
-            ("held", event_types::STOCK_HELD, json!({"order_id": order_id}))
+            (
+                "held",
+                event_types::STOCK_HELD,
+                json!({"order_id": order_id}),
+            )
         }
         Some(sku) => {
             let reason = RejectReason::OutOfStock { sku }.to_string();
-            ("rejected", event_types::STOCK_REJECTED, json!({"order_id": order_id, "reason": reason}))
+            (
+                "rejected",
+                event_types::STOCK_REJECTED,
+                json!({"order_id": order_id, "reason": reason}),
+            )
         }
     };
     let held: &[HeldLine] = if state == "held" { &lines } else { &[] };
     queries::save_hold(tx, order_id, held, state, now)?;
-    messaging.publish(tx, event_type, order_id, &event.correlation_id, data, &["orders"])?;
+    messaging.publish(
+        tx,
+        event_type,
+        order_id,
+        &event.correlation_id,
+        data,
+        &["orders"],
+    )?;
     Ok(())
 }
 
 /// The order is confirmed: reserved units are sold.
 fn commit(tx: &Db, order_id: &str) -> Result<(), HandlerError> {
     let Some((lines, state)) = queries::hold(tx, order_id)? else {
-        return Err(HandlerError::Permanent(format!("order.confirmed for {order_id} without a hold")));
+        return Err(HandlerError::Permanent(format!(
+            "order.confirmed for {order_id} without a hold"
+        )));
     };
     if state != "held" {
         return Ok(());

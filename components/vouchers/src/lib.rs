@@ -53,18 +53,36 @@ impl Worker for Vouchers {
         Some(response)
     }
 
-    fn apply(&self, tx: &Db, event: &Envelope, env: &Env, messaging: &Messaging) -> Result<(), HandlerError> {
+    fn apply(
+        &self,
+        tx: &Db,
+        event: &Envelope,
+        env: &Env,
+        messaging: &Messaging,
+    ) -> Result<(), HandlerError> {
         if event.event_type != event_types::ORDER_DELIVERED {
-            return Err(HandlerError::Permanent(format!("vouchers does not handle {}", event.event_type)));
+            return Err(HandlerError::Permanent(format!(
+                "vouchers does not handle {}",
+                event.event_type
+            )));
         }
-        let (Some(order_id), Some(customer), Some(total)) =
-            (event.data["order_id"].as_str(), event.data["customer"].as_str(), event.data["total_cents"].as_i64())
-        else {
-            return Err(HandlerError::Permanent("order.delivered without order_id, customer or total_cents".into()));
+        let (Some(order_id), Some(customer), Some(total)) = (
+            event.data["order_id"].as_str(),
+            event.data["customer"].as_str(),
+            event.data["total_cents"].as_i64(),
+        ) else {
+            return Err(HandlerError::Permanent(
+                "order.delivered without order_id, customer or total_cents".into(),
+            ));
         };
         let policy = policy(env);
-        let Some(value) = policy.voucher_for(Money::from_cents(total)) else { return Ok(()) };
-        let existing = tx.query_opt("SELECT code FROM vouchers WHERE order_id = $1", &[order_id.into()])?;
+        let Some(value) = policy.voucher_for(Money::from_cents(total)) else {
+            return Ok(());
+        };
+        let existing = tx.query_opt(
+            "SELECT code FROM vouchers WHERE order_id = $1",
+            &[order_id.into()],
+        )?;
         if existing.is_some() {
             return Ok(());
         }
@@ -81,7 +99,14 @@ impl Worker for Vouchers {
             "value_cents": value.cents(),
             "issued_at": rfc3339_from_millis(now),
         });
-        messaging.publish(tx, event_types::VOUCHER_ISSUED, order_id, &event.correlation_id, data, &["orders"])?;
+        messaging.publish(
+            tx,
+            event_types::VOUCHER_ISSUED,
+            order_id,
+            &event.correlation_id,
+            data,
+            &["orders"],
+        )?;
         Ok(())
     }
 }
@@ -89,13 +114,24 @@ impl Worker for Vouchers {
 fn policy(env: &Env) -> VoucherPolicy {
     let default = VoucherPolicy::default();
     VoucherPolicy {
-        threshold: Money::from_cents(settings::number(env.config, "voucher_threshold_cents", default.threshold.cents())),
-        value: Money::from_cents(settings::number(env.config, "voucher_value_cents", default.value.cents())),
+        threshold: Money::from_cents(settings::number(
+            env.config,
+            "voucher_threshold_cents",
+            default.threshold.cents(),
+        )),
+        value: Money::from_cents(settings::number(
+            env.config,
+            "voucher_value_cents",
+            default.value.cents(),
+        )),
     }
 }
 
 fn list(request: &Request, env: &Env) -> Response {
-    let customer = match request.query_param("customer").map(|c| parse_email("customer", &c)) {
+    let customer = match request
+        .query_param("customer")
+        .map(|c| parse_email("customer", &c))
+    {
         None => None,
         Some(Ok(customer)) => Some(customer),
         Some(Err(e)) => return Response::invalid(&[e]),

@@ -43,7 +43,9 @@ impl Row {
     pub fn i64(&self, column: &str) -> Result<i64, DbError> {
         match self.value(column)? {
             SqlValue::Integer(v) => Ok(*v),
-            other => Err(DbError(format!("column {column}: expected integer, got {other:?}"))),
+            other => Err(DbError(format!(
+                "column {column}: expected integer, got {other:?}"
+            ))),
         }
     }
 
@@ -59,7 +61,9 @@ impl Row {
     pub fn text(&self, column: &str) -> Result<String, DbError> {
         match self.value(column)? {
             SqlValue::Text(v) => Ok(v.clone()),
-            other => Err(DbError(format!("column {column}: expected text, got {other:?}"))),
+            other => Err(DbError(format!(
+                "column {column}: expected text, got {other:?}"
+            ))),
         }
     }
 
@@ -91,7 +95,10 @@ impl<'a> Db<'a> {
         Ok(result
             .rows
             .into_iter()
-            .map(|values| Row { columns: columns.clone(), values })
+            .map(|values| Row {
+                columns: columns.clone(),
+                values,
+            })
             .collect())
     }
 
@@ -191,7 +198,12 @@ fn applied_version(db: &Db, scope: &str) -> Result<i64, DbError> {
 fn split_statements(sql: &str) -> Vec<&str> {
     sql.split(";\n")
         .map(|s| s.trim().trim_end_matches(';').trim())
-        .filter(|s| !s.is_empty() && !s.lines().all(|l| l.trim().is_empty() || l.trim().starts_with("--")))
+        .filter(|s| {
+            !s.is_empty()
+                && !s
+                    .lines()
+                    .all(|l| l.trim().is_empty() || l.trim().starts_with("--"))
+        })
         .collect()
 }
 
@@ -202,6 +214,12 @@ mod tests {
     #[test]
     fn splits_on_line_end_semicolons_and_skips_comments() {
         let sql = "-- first\nCREATE TABLE a (x INTEGER);\n\nCREATE INDEX i ON a (x);\n-- only a comment\n";
-        assert_eq!(split_statements(sql), vec!["-- first\nCREATE TABLE a (x INTEGER)", "CREATE INDEX i ON a (x)"]);
+        assert_eq!(
+            split_statements(sql),
+            vec![
+                "-- first\nCREATE TABLE a (x INTEGER)",
+                "CREATE INDEX i ON a (x)"
+            ]
+        );
     }
 }

@@ -138,7 +138,11 @@ impl Response {
 
     /// An empty response.
     pub fn empty(status: u16) -> Response {
-        Response { status, headers: Vec::new(), body: Vec::new() }
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
     }
 
     /// An RFC 9457 `application/problem+json` response; `kind` becomes the type URI's last part.
@@ -152,8 +156,18 @@ impl Response {
             .iter()
             .map(|e| serde_json::json!({"field": e.field, "message": e.message}))
             .collect();
-        let detail = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
-        Response::problem_with(422, "validation", "Invalid request", &detail, Value::Array(list))
+        let detail = errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        Response::problem_with(
+            422,
+            "validation",
+            "Invalid request",
+            &detail,
+            Value::Array(list),
+        )
     }
 
     fn problem_with(status: u16, kind: &str, title: &str, detail: &str, errors: Value) -> Response {
@@ -175,7 +189,8 @@ impl Response {
 
     /// Adds a header.
     pub fn with_header(mut self, name: &str, value: &str) -> Response {
-        self.headers.push((name.to_ascii_lowercase(), value.to_owned()));
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_owned()));
         self
     }
 
@@ -205,7 +220,12 @@ pub fn not_found() -> Response {
 
 /// 405 for a known path with an unsupported method.
 pub fn method_not_allowed() -> Response {
-    Response::problem(405, "method-not-allowed", "Method not allowed", "this method is not supported here")
+    Response::problem(
+        405,
+        "method-not-allowed",
+        "Method not allowed",
+        "this method is not supported here",
+    )
 }
 
 #[cfg(test)]

@@ -105,7 +105,10 @@ impl<'a> Messaging<'a> {
         vec![Migration {
             version: 1,
             name: "messaging",
-            sql: Cow::Owned(include_str!("../migrations/0001_messaging.sql").replace("{prefix}", &table_prefix(service))),
+            sql: Cow::Owned(
+                include_str!("../migrations/0001_messaging.sql")
+                    .replace("{prefix}", &table_prefix(service)),
+            ),
         }]
     }
 
@@ -140,11 +143,23 @@ impl<'a> Messaging<'a> {
 
     /// Stores `envelope` again for `destinations` (a re-send with the same event id, which
     /// receivers that already applied it ignore). `tag` keeps the outbox rows distinct.
-    pub fn resend(&self, tx: &Db, envelope: &Envelope, destinations: &[&str], tag: &str) -> Result<(), DbError> {
+    pub fn resend(
+        &self,
+        tx: &Db,
+        envelope: &Envelope,
+        destinations: &[&str],
+        tag: &str,
+    ) -> Result<(), DbError> {
         self.enqueue(tx, envelope, destinations, tag)
     }
 
-    fn enqueue(&self, tx: &Db, envelope: &Envelope, destinations: &[&str], tag: &str) -> Result<(), DbError> {
+    fn enqueue(
+        &self,
+        tx: &Db,
+        envelope: &Envelope,
+        destinations: &[&str],
+        tag: &str,
+    ) -> Result<(), DbError> {
         let text = serde_json::to_string(envelope).map_err(|e| DbError(e.to_string()))?;
         let now = now_ms();
         for destination in destinations {
@@ -195,21 +210,50 @@ impl<'a> Messaging<'a> {
             let envelope_text = claimed.text("envelope")?;
             match self.deliver(&destination, &envelope_text, attempts) {
                 Ok(()) => {
-                    self.db.execute(&format!("DELETE FROM {}_outbox WHERE id = $1", self.prefix), &[id.as_str().into()])?;
+                    self.db.execute(
+                        &format!("DELETE FROM {}_outbox WHERE id = $1", self.prefix),
+                        &[id.as_str().into()],
+                    )?;
                     report.delivered += 1;
                 }
                 Err(error) => {
                     let correlation = correlation_of(&envelope_text);
-                    if self.retry.is_exhausted(u32::try_from(attempts).unwrap_or(u32::MAX)) {
-                        log::write(Level::Warn, self.service, &correlation, &format!("dead letter {id} after {attempts} attempts: {error}"));
+                    if self
+                        .retry
+                        .is_exhausted(u32::try_from(attempts).unwrap_or(u32::MAX))
+                    {
+                        log::write(
+                            Level::Warn,
+                            self.service,
+                            &correlation,
+                            &format!("dead letter {id} after {attempts} attempts: {error}"),
+                        );
                         self.db.transaction(|tx| {
-                            self.insert_dead_letter(tx, &envelope_text, &destination, &error, attempts)?;
-                            tx.execute(&format!("DELETE FROM {}_outbox WHERE id = $1", self.prefix), &[id.as_str().into()])
+                            self.insert_dead_letter(
+                                tx,
+                                &envelope_text,
+                                &destination,
+                                &error,
+                                attempts,
+                            )?;
+                            tx.execute(
+                                &format!("DELETE FROM {}_outbox WHERE id = $1", self.prefix),
+                                &[id.as_str().into()],
+                            )
                         })?;
                         report.dead_lettered += 1;
                     } else {
-                        let delay = self.retry.delay_ms(u32::try_from(attempts).unwrap_or(u32::MAX), random_u64());
-                        log::write(Level::Warn, self.service, &correlation, &format!("delivery {id} attempt {attempts} failed, retry in {delay} ms: {error}"));
+                        let delay = self
+                            .retry
+                            .delay_ms(u32::try_from(attempts).unwrap_or(u32::MAX), random_u64());
+                        log::write(
+                            Level::Warn,
+                            self.service,
+                            &correlation,
+                            &format!(
+                                "delivery {id} attempt {attempts} failed, retry in {delay} ms: {error}"
+                            ),
+                        );
                         self.db.execute(
                             &format!("UPDATE {}_outbox SET next_attempt_at = $1, last_error = $2 WHERE id = $3", self.prefix),
                             &[(now_ms() + i64::try_from(delay).unwrap_or(i64::MAX / 2)).into(), error.as_str().into(), id.as_str().into()],
@@ -246,7 +290,10 @@ impl<'a> Messaging<'a> {
             Ok(response) => Err(format!(
                 "{destination} answered {}: {}",
                 response.status,
-                String::from_utf8_lossy(&response.body).chars().take(300).collect::<String>()
+                String::from_utf8_lossy(&response.body)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
             )),
             Err(e) => Err(format!("{destination} unreachable: {e}")),
         }
@@ -271,7 +318,10 @@ impl<'a> Messaging<'a> {
         }
         let outcome = self.db.transaction(|tx| {
             let seen = tx.query_opt(
-                &format!("SELECT event_id FROM {}_inbox WHERE event_id = $1", self.prefix),
+                &format!(
+                    "SELECT event_id FROM {}_inbox WHERE event_id = $1",
+                    self.prefix
+                ),
                 &[envelope.id.as_str().into()],
             )?;
             if seen.is_some() {
@@ -279,36 +329,87 @@ impl<'a> Messaging<'a> {
             }
             handler(tx, &envelope)?;
             tx.execute(
-                &format!("INSERT INTO {}_inbox (event_id, event_type, processed_at) VALUES ($1, $2, $3)", self.prefix),
-                &[envelope.id.as_str().into(), envelope.event_type.as_str().into(), now_ms().into()],
+                &format!(
+                    "INSERT INTO {}_inbox (event_id, event_type, processed_at) VALUES ($1, $2, $3)",
+                    self.prefix
+                ),
+                &[
+                    envelope.id.as_str().into(),
+                    envelope.event_type.as_str().into(),
+                    now_ms().into(),
+                ],
             )?;
             Ok(true)
         });
         match outcome {
             Ok(applied) => {
                 let status = if applied { "processed" } else { "duplicate" };
-                log::write(Level::Info, self.service, &envelope.correlation_id, &format!("{} {} {status}", envelope.event_type, envelope.id));
-                Response::json(200, &serde_json::json!({"status": status, "event_id": envelope.id}))
+                log::write(
+                    Level::Info,
+                    self.service,
+                    &envelope.correlation_id,
+                    &format!("{} {} {status}", envelope.event_type, envelope.id),
+                );
+                Response::json(
+                    200,
+                    &serde_json::json!({"status": status, "event_id": envelope.id}),
+                )
             }
-            Err(HandlerError::Permanent(reason)) => self.reject(&raw, &reason, &envelope.correlation_id),
+            Err(HandlerError::Permanent(reason)) => {
+                self.reject(&raw, &reason, &envelope.correlation_id)
+            }
             Err(HandlerError::Transient(reason)) => {
-                log::write(Level::Warn, self.service, &envelope.correlation_id, &format!("{} {} failed: {reason}", envelope.event_type, envelope.id));
+                log::write(
+                    Level::Warn,
+                    self.service,
+                    &envelope.correlation_id,
+                    &format!("{} {} failed: {reason}", envelope.event_type, envelope.id),
+                );
                 Response::problem(503, "handler-failed", "Event handler failed", &reason)
             }
         }
     }
 
     fn reject(&self, raw: &str, reason: &str, correlation: &str) -> Response {
-        log::write(Level::Warn, self.service, correlation, &format!("message rejected to dead letters: {reason}"));
-        match self.db.transaction(|tx| self.insert_dead_letter(tx, raw, self.service, reason, 1)) {
-            Ok(()) => Response::json(202, &serde_json::json!({"status": "dead_lettered", "reason": reason})),
-            Err(e) => Response::problem(503, "handler-failed", "Could not record dead letter", &e.to_string()),
+        log::write(
+            Level::Warn,
+            self.service,
+            correlation,
+            &format!("message rejected to dead letters: {reason}"),
+        );
+        match self
+            .db
+            .transaction(|tx| self.insert_dead_letter(tx, raw, self.service, reason, 1))
+        {
+            Ok(()) => Response::json(
+                202,
+                &serde_json::json!({"status": "dead_lettered", "reason": reason}),
+            ),
+            Err(e) => Response::problem(
+                503,
+                "handler-failed",
+                "Could not record dead letter",
+                &e.to_string(),
+            ),
         }
     }
 
-    fn insert_dead_letter(&self, tx: &Db, raw: &str, destination: &str, reason: &str, attempts: i64) -> Result<(), DbError> {
+    fn insert_dead_letter(
+        &self,
+        tx: &Db,
+        raw: &str,
+        destination: &str,
+        reason: &str,
+        attempts: i64,
+    ) -> Result<(), DbError> {
         let parsed: Option<Value> = serde_json::from_str(raw).ok();
-        let field = |name: &str| parsed.as_ref().and_then(|v| v.get(name)).and_then(Value::as_str).map(str::to_owned);
+        let field = |name: &str| {
+            parsed
+                .as_ref()
+                .and_then(|v| v.get(name))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
         tx.execute(
             &format!(
                 "INSERT INTO {}_dead_letters (id, event_id, event_type, destination, envelope, reason, attempts, dead_at) \
@@ -396,6 +497,10 @@ pub fn table_prefix(service: &str) -> String {
 fn correlation_of(envelope_text: &str) -> String {
     serde_json::from_str::<Value>(envelope_text)
         .ok()
-        .and_then(|v| v.get("correlation_id").and_then(Value::as_str).map(str::to_owned))
+        .and_then(|v| {
+            v.get("correlation_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| "-".to_owned())
 }

@@ -3,11 +3,11 @@
 
 use shop_domain::envelope::Envelope;
 
+use crate::Service;
 use crate::db::{Db, DbError, Migration, migrate};
 use crate::http::{Request, Response, method_not_allowed, not_found};
 use crate::messaging::{EVENTS_PATH, HandlerError, Messaging};
 use crate::ports::Env;
-use crate::Service;
 
 /// One event-driven service: its schema, its own routes and its event handler.
 pub trait Worker: Default {
@@ -22,7 +22,13 @@ pub trait Worker: Default {
 
     /// Applies one verified, not yet applied event inside transaction `tx`; events it
     /// causes are published through `messaging` in the same transaction.
-    fn apply(&self, tx: &Db, event: &Envelope, env: &Env, messaging: &Messaging) -> Result<(), HandlerError>;
+    fn apply(
+        &self,
+        tx: &Db,
+        event: &Envelope,
+        env: &Env,
+        messaging: &Messaging,
+    ) -> Result<(), HandlerError>;
 
     /// Time-driven work (e.g. timeouts), run on every tick.
     fn on_tick(&self, _env: &Env, _messaging: &Messaging) -> Result<(), DbError> {
@@ -37,7 +43,11 @@ pub struct WorkerService<W: Worker>(W);
 impl<W: Worker> WorkerService<W> {
     fn prepare(env: &Env) -> Result<(), DbError> {
         let db = Db::new(env.sql);
-        migrate(&db, &Messaging::migration_scope(W::NAME), &Messaging::migrations(W::NAME))?;
+        migrate(
+            &db,
+            &Messaging::migration_scope(W::NAME),
+            &Messaging::migrations(W::NAME),
+        )?;
         migrate(&db, W::NAME, &W::migrations())
     }
 }
@@ -50,12 +60,16 @@ impl<W: Worker> Service for WorkerService<W> {
         let messaging = Messaging::new(env, W::NAME);
         let segments = request.segments();
         match (request.method.as_str(), segments.as_slice()) {
-            ("POST", _) if request.path == EVENTS_PATH => {
-                messaging.receive(&request.body, |tx, event| self.0.apply(tx, event, env, &messaging))
-            }
+            ("POST", _) if request.path == EVENTS_PATH => messaging
+                .receive(&request.body, |tx, event| {
+                    self.0.apply(tx, event, env, &messaging)
+                }),
             (_, _) if request.path == EVENTS_PATH => method_not_allowed(),
             ("POST", ["internal", "tick"]) => {
-                let ticked = self.0.on_tick(env, &messaging).and_then(|()| messaging.pump());
+                let ticked = self
+                    .0
+                    .on_tick(env, &messaging)
+                    .and_then(|()| messaging.pump());
                 match ticked {
                     Ok(report) => Response::json(200, &report),
                     Err(e) => unavailable(&e),
@@ -65,12 +79,20 @@ impl<W: Worker> Service for WorkerService<W> {
                 Ok(list) => Response::json(200, &list),
                 Err(e) => unavailable(&e),
             },
-            ("POST", ["internal", "dead-letters", id, "retry"]) => match messaging.retry_dead_letter(id) {
-                Ok(true) => Response::json(202, &serde_json::json!({"status": "retrying", "id": format!("{}:{id}", W::NAME)})),
-                Ok(false) => not_found(),
-                Err(e) => unavailable(&e),
-            },
-            _ => self.0.route(&request, env, &messaging).unwrap_or_else(not_found),
+            ("POST", ["internal", "dead-letters", id, "retry"]) => {
+                match messaging.retry_dead_letter(id) {
+                    Ok(true) => Response::json(
+                        202,
+                        &serde_json::json!({"status": "retrying", "id": format!("{}:{id}", W::NAME)}),
+                    ),
+                    Ok(false) => not_found(),
+                    Err(e) => unavailable(&e),
+                }
+            }
+            _ => self
+                .0
+                .route(&request, env, &messaging)
+                .unwrap_or_else(not_found),
         }
     }
 
@@ -81,5 +103,10 @@ impl<W: Worker> Service for WorkerService<W> {
 
 /// 503 for a database failure (the caller may retry).
 pub fn unavailable(error: &DbError) -> Response {
-    Response::problem(503, "unavailable", "Service unavailable", &error.to_string())
+    Response::problem(
+        503,
+        "unavailable",
+        "Service unavailable",
+        &error.to_string(),
+    )
 }

@@ -15,7 +15,10 @@ struct Sqlite(rusqlite::Connection);
 
 impl Sql for Sqlite {
     fn execute(&self, statement: &str, params: &[SqlValue]) -> Result<Rows, PortError> {
-        let mut stmt = self.0.prepare(statement).map_err(|e| PortError(e.to_string()))?;
+        let mut stmt = self
+            .0
+            .prepare(statement)
+            .map_err(|e| PortError(e.to_string()))?;
         let columns: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
         let values = params.iter().map(|p| match p {
             SqlValue::Integer(v) => rusqlite::types::Value::Integer(*v),
@@ -84,18 +87,37 @@ fn url(service: &str) -> String {
 fn open(dir: &tempfile::TempDir, service: &str) -> Sqlite {
     let sql = Sqlite(rusqlite::Connection::open(dir.path().join("db.sqlite")).unwrap());
     let db = Db::new(&sql);
-    migrate(&db, &Messaging::migration_scope(service), &Messaging::migrations(service)).unwrap();
+    migrate(
+        &db,
+        &Messaging::migration_scope(service),
+        &Messaging::migrations(service),
+    )
+    .unwrap();
     // Running it again changes nothing.
-    migrate(&db, &Messaging::migration_scope(service), &Messaging::migrations(service)).unwrap();
+    migrate(
+        &db,
+        &Messaging::migration_scope(service),
+        &Messaging::migrations(service),
+    )
+    .unwrap();
     sql
 }
 
 fn settings() -> Settings {
-    Settings(HashMap::from([("retry_max_attempts", "3"), ("retry_base_delay_ms", "0"), ("retry_max_delay_ms", "0")]))
+    Settings(HashMap::from([
+        ("retry_max_attempts", "3"),
+        ("retry_base_delay_ms", "0"),
+        ("retry_max_delay_ms", "0"),
+    ]))
 }
 
 fn count(sql: &Sqlite, table: &str) -> i64 {
-    Db::new(sql).query_opt(&format!("SELECT COUNT(*) AS n FROM {table}"), &[]).unwrap().unwrap().i64("n").unwrap()
+    Db::new(sql)
+        .query_opt(&format!("SELECT COUNT(*) AS n FROM {table}"), &[])
+        .unwrap()
+        .unwrap()
+        .i64("n")
+        .unwrap()
 }
 
 #[test]
@@ -104,23 +126,53 @@ fn events_exist_exactly_when_their_transaction_commits_and_are_applied_once() {
     let (sender_sql, receiver_sql) = (open(&dir, "sender"), open(&dir, "receiver"));
     let config = settings();
     let receiver = Receiver {
-        env: Env { sql: &receiver_sql, http: &NoNetwork, config: &config, service_url: url },
+        env: Env {
+            sql: &receiver_sql,
+            http: &NoNetwork,
+            config: &config,
+            service_url: url,
+        },
         failures: Cell::new(0),
         applied: RefCell::new(Vec::new()),
     };
-    let env = Env { sql: &sender_sql, http: &receiver, config: &config, service_url: url };
+    let env = Env {
+        sql: &sender_sql,
+        http: &receiver,
+        config: &config,
+        service_url: url,
+    };
     let messaging = Messaging::new(&env, "sender");
     let db = Db::new(&sender_sql);
 
     let rolled_back: Result<(), DbError> = db.transaction(|tx| {
-        messaging.publish(tx, "order.placed", "o1", "c1", json!({"n": 1}), &["receiver"])?;
+        messaging.publish(
+            tx,
+            "order.placed",
+            "o1",
+            "c1",
+            json!({"n": 1}),
+            &["receiver"],
+        )?;
         Err(DbError("the state change failed".into()))
     });
     assert!(rolled_back.is_err());
-    assert_eq!(count(&sender_sql, "sender_outbox"), 0, "no event without its state change");
+    assert_eq!(
+        count(&sender_sql, "sender_outbox"),
+        0,
+        "no event without its state change"
+    );
 
     let envelope = db
-        .transaction(|tx| messaging.publish(tx, "order.placed", "o1", "c1", json!({"n": 1}), &["receiver"]))
+        .transaction(|tx| {
+            messaging.publish(
+                tx,
+                "order.placed",
+                "o1",
+                "c1",
+                json!({"n": 1}),
+                &["receiver"],
+            )
+        })
         .unwrap();
     assert_eq!(count(&sender_sql, "sender_outbox"), 1);
     let report = messaging.pump().unwrap();
@@ -129,7 +181,9 @@ fn events_exist_exactly_when_their_transaction_commits_and_are_applied_once() {
     assert_eq!(*receiver.applied.borrow(), vec![envelope.id.clone()]);
 
     // The same event again is recognised and not applied twice.
-    messaging.resend(&db, &envelope, &["receiver"], ":again").unwrap();
+    messaging
+        .resend(&db, &envelope, &["receiver"], ":again")
+        .unwrap();
     messaging.pump().unwrap();
     assert_eq!(receiver.applied.borrow().len(), 1);
     assert_eq!(count(&receiver_sql, "receiver_inbox"), 1);
@@ -141,28 +195,52 @@ fn failures_are_retried_then_dead_lettered_and_an_admin_retry_delivers() {
     let (sender_sql, receiver_sql) = (open(&dir, "sender"), open(&dir, "receiver"));
     let config = settings();
     let receiver = Receiver {
-        env: Env { sql: &receiver_sql, http: &NoNetwork, config: &config, service_url: url },
+        env: Env {
+            sql: &receiver_sql,
+            http: &NoNetwork,
+            config: &config,
+            service_url: url,
+        },
         failures: Cell::new(5),
         applied: RefCell::new(Vec::new()),
     };
-    let env = Env { sql: &sender_sql, http: &receiver, config: &config, service_url: url };
+    let env = Env {
+        sql: &sender_sql,
+        http: &receiver,
+        config: &config,
+        service_url: url,
+    };
     let messaging = Messaging::new(&env, "sender");
     let db = Db::new(&sender_sql);
-    db.transaction(|tx| messaging.publish(tx, "order.placed", "o1", "c1", json!({}), &["receiver"])).unwrap();
+    db.transaction(|tx| {
+        messaging.publish(tx, "order.placed", "o1", "c1", json!({}), &["receiver"])
+    })
+    .unwrap();
 
     assert_eq!(messaging.pump().unwrap().retried, 1);
     assert_eq!(messaging.pump().unwrap().retried, 1);
-    assert_eq!(messaging.pump().unwrap().dead_lettered, 1, "the third attempt is the last");
+    assert_eq!(
+        messaging.pump().unwrap().dead_lettered,
+        1,
+        "the third attempt is the last"
+    );
     let dead = messaging.dead_letters().unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].attempts, 3);
-    assert!(dead[0].reason.contains("receiver answered 503"), "{}", dead[0].reason);
+    assert!(
+        dead[0].reason.contains("receiver answered 503"),
+        "{}",
+        dead[0].reason
+    );
     assert_eq!(count(&sender_sql, "sender_outbox"), 0);
 
     receiver.failures.set(0);
     let local_id = dead[0].id.strip_prefix("sender:").unwrap();
     assert!(messaging.retry_dead_letter(local_id).unwrap());
-    assert!(!messaging.retry_dead_letter(local_id).unwrap(), "gone from the dead letters");
+    assert!(
+        !messaging.retry_dead_letter(local_id).unwrap(),
+        "gone from the dead letters"
+    );
     assert_eq!(messaging.pump().unwrap().delivered, 1);
     assert_eq!(receiver.applied.borrow().len(), 1);
     assert!(messaging.dead_letters().unwrap().is_empty());
@@ -173,15 +251,27 @@ fn a_bad_signature_or_garbage_is_dead_lettered_by_the_receiver_and_never_applied
     let dir = tempfile::tempdir().unwrap();
     let receiver_sql = open(&dir, "receiver");
     let config = settings();
-    let env = Env { sql: &receiver_sql, http: &NoNetwork, config: &config, service_url: url };
+    let env = Env {
+        sql: &receiver_sql,
+        http: &NoNetwork,
+        config: &config,
+        service_url: url,
+    };
     let messaging = Messaging::new(&env, "receiver");
-    let forged = shop_domain::envelope::Envelope::new("e1", "order.placed", "o1", "t", "c", json!({})).signed(b"wrong");
+    let forged =
+        shop_domain::envelope::Envelope::new("e1", "order.placed", "o1", "t", "c", json!({}))
+            .signed(b"wrong");
     let body = serde_json::to_vec(&forged).unwrap();
     let answer = messaging.receive(&body, |_, _| panic!("a forged event must not be applied"));
     assert_eq!(answer.status, 202);
     let answer = messaging.receive(b"{not json", |_, _| panic!("garbage must not be applied"));
     assert_eq!(answer.status, 202);
-    let reasons: Vec<String> = messaging.dead_letters().unwrap().into_iter().map(|d| d.reason).collect();
+    let reasons: Vec<String> = messaging
+        .dead_letters()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.reason)
+        .collect();
     assert_eq!(reasons.len(), 2);
     assert!(reasons.iter().any(|r| r == "bad_signature"));
     assert!(reasons.iter().any(|r| r.starts_with("malformed")));

@@ -6,8 +6,8 @@ use service_kit::{HttpClient, PortError};
 
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
-    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse, ResponseOutparam,
-    Scheme,
+    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
+    ResponseOutparam, Scheme,
 };
 use crate::bindings::wasi::io::streams::StreamError;
 
@@ -28,16 +28,29 @@ pub fn read_request(request: IncomingRequest) -> Result<Request, Response> {
         .headers()
         .entries()
         .into_iter()
-        .map(|(name, value)| (name.to_ascii_lowercase(), String::from_utf8_lossy(&value).into_owned()))
+        .map(|(name, value)| {
+            (
+                name.to_ascii_lowercase(),
+                String::from_utf8_lossy(&value).into_owned(),
+            )
+        })
         .collect();
     let body = match request.consume() {
         Ok(body) => read_body(body).map_err(|e| match e {
-            BodyError::TooLarge => Response::problem(413, "too-large", "Body too large", "the body exceeds 1 MiB"),
+            BodyError::TooLarge => {
+                Response::problem(413, "too-large", "Body too large", "the body exceeds 1 MiB")
+            }
             BodyError::Io(detail) => Response::problem(400, "bad-body", "Unreadable body", &detail),
         })?,
         Err(()) => Vec::new(),
     };
-    Ok(Request { method, path, query, headers, body })
+    Ok(Request {
+        method,
+        path,
+        query,
+        headers,
+        body,
+    })
 }
 
 enum BodyError {
@@ -48,7 +61,9 @@ enum BodyError {
 fn read_body(body: IncomingBody) -> Result<Vec<u8>, BodyError> {
     let mut bytes = Vec::new();
     {
-        let stream = body.stream().map_err(|()| BodyError::Io("body stream unavailable".into()))?;
+        let stream = body
+            .stream()
+            .map_err(|()| BodyError::Io("body stream unavailable".into()))?;
         loop {
             match stream.blocking_read(64 * 1024) {
                 Ok(chunk) => {
@@ -58,7 +73,9 @@ fn read_body(body: IncomingBody) -> Result<Vec<u8>, BodyError> {
                     }
                 }
                 Err(StreamError::Closed) => break,
-                Err(StreamError::LastOperationFailed(e)) => return Err(BodyError::Io(e.to_debug_string())),
+                Err(StreamError::LastOperationFailed(e)) => {
+                    return Err(BodyError::Io(e.to_debug_string()));
+                }
             }
         }
     }
@@ -78,16 +95,23 @@ pub fn write_response(out: ResponseOutparam, response: Response) {
 
 fn write_body(body: OutgoingBody, bytes: &[u8]) -> Result<(), String> {
     {
-        let stream = body.write().map_err(|()| "body stream unavailable".to_string())?;
+        let stream = body
+            .write()
+            .map_err(|()| "body stream unavailable".to_string())?;
         for chunk in bytes.chunks(WRITE_CHUNK) {
-            stream.blocking_write_and_flush(chunk).map_err(|e| format!("{e:?}"))?;
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|e| format!("{e:?}"))?;
         }
     }
     OutgoingBody::finish(body, None).map_err(|e| format!("{e:?}"))
 }
 
 fn fields(headers: &[(String, String)]) -> Result<Fields, String> {
-    let list: Vec<(String, Vec<u8>)> = headers.iter().map(|(n, v)| (n.clone(), v.clone().into_bytes())).collect();
+    let list: Vec<(String, Vec<u8>)> = headers
+        .iter()
+        .map(|(n, v)| (n.clone(), v.clone().into_bytes()))
+        .collect();
     Fields::from_list(&list).map_err(|e| format!("{e:?}"))
 }
 
@@ -133,7 +157,11 @@ impl HttpClient for WasiHttpClient {
             None => (rest, "/"),
         };
         let outgoing = OutgoingRequest::new(fields(&request.headers).map_err(PortError)?);
-        let scheme = if scheme == "https" { Scheme::Https } else { Scheme::Http };
+        let scheme = if scheme == "https" {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
         let set = outgoing.set_method(&method_of(&request.method)).is_ok()
             && outgoing.set_scheme(Some(&scheme)).is_ok()
             && outgoing.set_authority(Some(authority)).is_ok()
@@ -141,8 +169,11 @@ impl HttpClient for WasiHttpClient {
         if !set {
             return Err(PortError(format!("invalid request target {}", request.url)));
         }
-        let body = outgoing.body().map_err(|()| PortError("request body unavailable".into()))?;
-        let future = outgoing_handler::handle(outgoing, None).map_err(|e| PortError(format!("{e:?}")))?;
+        let body = outgoing
+            .body()
+            .map_err(|()| PortError("request body unavailable".into()))?;
+        let future =
+            outgoing_handler::handle(outgoing, None).map_err(|e| PortError(format!("{e:?}")))?;
         write_body(body, &request.body).map_err(PortError)?;
         future.subscribe().block();
         let incoming = match future.get() {
@@ -155,7 +186,12 @@ impl HttpClient for WasiHttpClient {
             .headers()
             .entries()
             .into_iter()
-            .map(|(n, v)| (n.to_ascii_lowercase(), String::from_utf8_lossy(&v).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.to_ascii_lowercase(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
             .collect();
         let body = match incoming.consume() {
             Ok(body) => read_body(body).map_err(|e| match e {
@@ -164,6 +200,10 @@ impl HttpClient for WasiHttpClient {
             })?,
             Err(()) => Vec::new(),
         };
-        Ok(Response { status, headers, body })
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
     }
 }

@@ -20,7 +20,9 @@ impl Sql for SpinSql {
     fn execute(&self, statement: &str, params: &[SqlValue]) -> Result<Rows, PortError> {
         let connection = self
             .connection
-            .get_or_init(|| Connection::open(DATABASE).map_err(|e| PortError(format!("sqlite open: {e:?}"))))
+            .get_or_init(|| {
+                Connection::open(DATABASE).map_err(|e| PortError(format!("sqlite open: {e:?}")))
+            })
             .as_ref()
             .map_err(Clone::clone)?;
         let params: Vec<Value> = params.iter().map(to_value).collect();
@@ -29,7 +31,11 @@ impl Sql for SpinSql {
             .map_err(|e| PortError(format!("sqlite: {e:?}")))?;
         Ok(Rows {
             columns: result.columns,
-            rows: result.rows.into_iter().map(|row| row.values.into_iter().map(from_value).collect()).collect(),
+            rows: result
+                .rows
+                .into_iter()
+                .map(|row| row.values.into_iter().map(from_value).collect())
+                .collect(),
         })
     }
 }

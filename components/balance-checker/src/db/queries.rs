@@ -51,7 +51,12 @@ pub fn account(db: &Db, customer: &str) -> Result<Account, DbError> {
             spent_cents: row.i64("spent_cents")?,
             credited_cents: row.i64("credited_cents")?,
         },
-        None => Account { balance_cents: 0, held_cents: 0, spent_cents: 0, credited_cents: 0 },
+        None => Account {
+            balance_cents: 0,
+            held_cents: 0,
+            spent_cents: 0,
+            credited_cents: 0,
+        },
     })
 }
 
@@ -74,9 +79,18 @@ pub fn save_account(tx: &Db, customer: &str, account: &Account, now: i64) -> Res
 
 /// The hold of `order_id`, if the order was seen.
 pub fn hold(db: &Db, order_id: &str) -> Result<Option<Hold>, DbError> {
-    db.query_opt("SELECT customer, amount_cents, state FROM credit_holds WHERE order_id = $1", &[order_id.into()])?
-        .map(|row| Ok(Hold { customer: row.text("customer")?, amount_cents: row.i64("amount_cents")?, state: row.text("state")? }))
-        .transpose()
+    db.query_opt(
+        "SELECT customer, amount_cents, state FROM credit_holds WHERE order_id = $1",
+        &[order_id.into()],
+    )?
+    .map(|row| {
+        Ok(Hold {
+            customer: row.text("customer")?,
+            amount_cents: row.i64("amount_cents")?,
+            state: row.text("state")?,
+        })
+    })
+    .transpose()
 }
 
 /// Writes the hold of `order_id`.

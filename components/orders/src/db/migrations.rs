@@ -6,5 +6,9 @@ use service_kit::db::Migration;
 
 /// Every migration of the orders service, in order.
 pub fn all() -> Vec<Migration> {
-    vec![Migration { version: 1, name: "init", sql: Cow::Borrowed(include_str!("../../migrations/0001_init.sql")) }]
+    vec![Migration {
+        version: 1,
+        name: "init",
+        sql: Cow::Borrowed(include_str!("../../migrations/0001_init.sql")),
+    }]
 }

@@ -100,7 +100,8 @@ fn record(row: &Row) -> Result<OrderRecord, DbError> {
         customer: row.text("customer")?,
         items: row.text("items")?,
         total_cents: row.i64("total_cents")?,
-        status: OrderStatus::parse(&status).ok_or_else(|| DbError(format!("unknown status {status}")))?,
+        status: OrderStatus::parse(&status)
+            .ok_or_else(|| DbError(format!("unknown status {status}")))?,
         reason: row.opt_text("reason")?,
         balance_check: row.opt_text("balance_check")?,
         stock_check: row.opt_text("stock_check")?,
@@ -115,17 +116,28 @@ fn record(row: &Row) -> Result<OrderRecord, DbError> {
 
 /// The order with `id`.
 pub fn load(db: &Db, id: &str) -> Result<Option<OrderRecord>, DbError> {
-    db.query_opt(&format!("SELECT {COLUMNS} FROM orders WHERE id = $1"), &[id.into()])?
-        .map(|row| record(&row))
-        .transpose()
+    db.query_opt(
+        &format!("SELECT {COLUMNS} FROM orders WHERE id = $1"),
+        &[id.into()],
+    )?
+    .map(|row| record(&row))
+    .transpose()
 }
 
 /// The API view of an order, with its history.
 pub fn view(db: &Db, order: &OrderRecord) -> Result<OrderView, DbError> {
     let history = db
-        .query("SELECT status, at FROM order_history WHERE order_id = $1 ORDER BY seq", &[order.id.as_str().into()])?
+        .query(
+            "SELECT status, at FROM order_history WHERE order_id = $1 ORDER BY seq",
+            &[order.id.as_str().into()],
+        )?
         .iter()
-        .map(|row| Ok(HistoryEntry { status: row.text("status")?, at: rfc3339_from_millis(row.i64("at")?) }))
+        .map(|row| {
+            Ok(HistoryEntry {
+                status: row.text("status")?,
+                at: rfc3339_from_millis(row.i64("at")?),
+            })
+        })
         .collect::<Result<_, DbError>>()?;
     Ok(OrderView {
         id: order.id.clone(),
@@ -135,7 +147,10 @@ pub fn view(db: &Db, order: &OrderRecord) -> Result<OrderView, DbError> {
         status: order.status.as_str(),
         reason: order.reason.clone(),
         history,
-        voucher: order.voucher.as_deref().and_then(|v| serde_json::from_str(v).ok()),
+        voucher: order
+            .voucher
+            .as_deref()
+            .and_then(|v| serde_json::from_str(v).ok()),
         created_at: rfc3339_from_millis(order.created_at),
     })
 }
@@ -165,7 +180,13 @@ pub fn insert(tx: &Db, order: &OrderRecord) -> Result<(), DbError> {
 }
 
 /// Moves an order to `status` (with `reason` for rejections) and records it in the history.
-pub fn set_status(tx: &Db, id: &str, status: OrderStatus, reason: Option<&str>, now: i64) -> Result<(), DbError> {
+pub fn set_status(
+    tx: &Db,
+    id: &str,
+    status: OrderStatus,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<(), DbError> {
     tx.execute(
         "UPDATE orders SET status = $1, reason = COALESCE($2, reason), updated_at = $3 WHERE id = $4",
         &[status.as_str().into(), reason.map(str::to_owned).into(), now.into(), id.into()],
@@ -199,7 +220,10 @@ pub fn set_resent(tx: &Db, id: &str, resends: i64, deadline: i64) -> Result<(), 
 
 /// Attaches the issued voucher.
 pub fn set_voucher(tx: &Db, id: &str, voucher: &Value) -> Result<(), DbError> {
-    tx.execute("UPDATE orders SET voucher = $1 WHERE id = $2", &[voucher.to_string().into(), id.into()])
+    tx.execute(
+        "UPDATE orders SET voucher = $1 WHERE id = $2",
+        &[voucher.to_string().into(), id.into()],
+    )
 }
 
 /// Orders still waiting for checks whose deadline passed.
@@ -241,14 +265,26 @@ pub fn list(
 }
 
 /// The request and order stored under an idempotency key.
-pub fn find_idempotency_key(db: &Db, scoped_key: &str) -> Result<Option<(String, String)>, DbError> {
-    db.query_opt("SELECT request, order_id FROM order_idempotency_keys WHERE scoped_key = $1", &[scoped_key.into()])?
-        .map(|row| Ok((row.text("request")?, row.text("order_id")?)))
-        .transpose()
+pub fn find_idempotency_key(
+    db: &Db,
+    scoped_key: &str,
+) -> Result<Option<(String, String)>, DbError> {
+    db.query_opt(
+        "SELECT request, order_id FROM order_idempotency_keys WHERE scoped_key = $1",
+        &[scoped_key.into()],
+    )?
+    .map(|row| Ok((row.text("request")?, row.text("order_id")?)))
+    .transpose()
 }
 
 /// Stores an idempotency key with the request it answered.
-pub fn insert_idempotency_key(tx: &Db, scoped_key: &str, request: &str, order_id: &str, now: i64) -> Result<(), DbError> {
+pub fn insert_idempotency_key(
+    tx: &Db,
+    scoped_key: &str,
+    request: &str,
+    order_id: &str,
+    now: i64,
+) -> Result<(), DbError> {
     tx.execute(
         "INSERT INTO order_idempotency_keys (scoped_key, request, order_id, created_at) VALUES ($1, $2, $3, $4)",
         &[scoped_key.into(), request.into(), order_id.into(), now.into()],

@@ -41,9 +41,12 @@ fn product(row: &Row) -> Result<Product, DbError> {
 
 /// The product with `sku`.
 pub fn find(db: &Db, sku: &str) -> Result<Option<Product>, DbError> {
-    db.query_opt(&format!("SELECT {COLUMNS} FROM products WHERE sku = $1"), &[sku.into()])?
-        .map(|row| product(&row))
-        .transpose()
+    db.query_opt(
+        &format!("SELECT {COLUMNS} FROM products WHERE sku = $1"),
+        &[sku.into()],
+    )?
+    .map(|row| product(&row))
+    .transpose()
 }
 
 /// A page of products ordered by sku, after `after`.
@@ -58,7 +61,14 @@ pub fn page(db: &Db, after: &str, limit: u32) -> Result<Vec<Product>, DbError> {
 }
 
 /// Creates a product or replaces its name, price and free stock (reservations stay).
-pub fn upsert(tx: &Db, sku: &str, name: &str, price_cents: i64, stock: i64, now: i64) -> Result<(), DbError> {
+pub fn upsert(
+    tx: &Db,
+    sku: &str,
+    name: &str,
+    price_cents: i64,
+    stock: i64,
+    now: i64,
+) -> Result<(), DbError> {
     tx.execute(
         "INSERT INTO products (sku, name, price_cents, stock, reserved, sold, updated_at) VALUES ($1, $2, $3, $4, 0, 0, $5) \
          ON CONFLICT (sku) DO UPDATE SET name = $2, price_cents = $3, stock = $4, updated_at = $5",
@@ -67,7 +77,14 @@ pub fn upsert(tx: &Db, sku: &str, name: &str, price_cents: i64, stock: i64, now:
 }
 
 /// Moves `quantity` units: `stock += free_delta`, `reserved += reserved_delta`, `sold += sold_delta`.
-pub fn adjust(tx: &Db, sku: &str, free_delta: i64, reserved_delta: i64, sold_delta: i64, now: i64) -> Result<(), DbError> {
+pub fn adjust(
+    tx: &Db,
+    sku: &str,
+    free_delta: i64,
+    reserved_delta: i64,
+    sold_delta: i64,
+    now: i64,
+) -> Result<(), DbError> {
     tx.execute(
         "UPDATE products SET stock = stock + $1, reserved = reserved + $2, sold = sold + $3, updated_at = $4 WHERE sku = $5",
         &[free_delta.into(), reserved_delta.into(), sold_delta.into(), now.into(), sku.into()],
@@ -76,16 +93,26 @@ pub fn adjust(tx: &Db, sku: &str, free_delta: i64, reserved_delta: i64, sold_del
 
 /// The hold of `order_id`: its lines and state.
 pub fn hold(db: &Db, order_id: &str) -> Result<Option<(Vec<HeldLine>, String)>, DbError> {
-    db.query_opt("SELECT items, state FROM stock_holds WHERE order_id = $1", &[order_id.into()])?
-        .map(|row| {
-            let lines = serde_json::from_str(&row.text("items")?).map_err(|e| DbError(e.to_string()))?;
-            Ok((lines, row.text("state")?))
-        })
-        .transpose()
+    db.query_opt(
+        "SELECT items, state FROM stock_holds WHERE order_id = $1",
+        &[order_id.into()],
+    )?
+    .map(|row| {
+        let lines =
+            serde_json::from_str(&row.text("items")?).map_err(|e| DbError(e.to_string()))?;
+        Ok((lines, row.text("state")?))
+    })
+    .transpose()
 }
 
 /// Writes the hold of `order_id`.
-pub fn save_hold(tx: &Db, order_id: &str, lines: &[HeldLine], state: &str, now: i64) -> Result<(), DbError> {
+pub fn save_hold(
+    tx: &Db,
+    order_id: &str,
+    lines: &[HeldLine],
+    state: &str,
+    now: i64,
+) -> Result<(), DbError> {
     let items = serde_json::to_string(lines).map_err(|e| DbError(e.to_string()))?;
     tx.execute(
         "INSERT INTO stock_holds (order_id, items, state, updated_at) VALUES ($1, $2, $3, $4) \
