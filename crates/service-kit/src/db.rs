@@ -147,6 +147,13 @@ pub struct Migration {
     pub sql: Cow<'static, str>,
 }
 
+impl Migration {
+    /// A migration from an embedded `.sql` file.
+    pub const fn new(version: i64, name: &'static str, sql: &'static str) -> Migration {
+        Migration { version, name, sql: Cow::Borrowed(sql) }
+    }
+}
+
 /// Applies the migrations of `scope` that are not applied yet, each in its own
 /// transaction together with its `schema_migrations` row. Safe to call on every request
 /// and from concurrent instances.
