@@ -1,0 +1,285 @@
+//! A wasmtime-based stand-in for Spin 4.0.2 that runs the very `.wasm` files a
+//! `spin.toml` references, providing what Spin provides to WASI 0.2 HTTP components:
+//!
+//! - `wasi:cli`, clocks, random, io and filesystem (no preopens; sockets denied),
+//!   with component stdout/stderr written to the host's stderr as `[component-id] ...`;
+//! - `wasi:http/incoming-handler` called on a fresh instance per request, routed by
+//!   the manifest's `[[trigger.http]]` routes (private components are reachable only
+//!   through local service chaining);
+//! - `wasi:http/outgoing-handler`, enforcing `allowed_outbound_hosts`, with
+//!   `http://<id>.spin.internal` dispatched in-process;
+//! - `spin:sqlite/sqlite@3.0.0` with the `default` database (`<data_dir>/sqlite_db.db`);
+//! - `wasi:config/store@0.2.0-draft-2024-09-27` serving `[component.ID.variables]`.
+//!
+//! On top of Spin it offers a timer that posts `/internal/tick` to every private
+//! component, direct calls into components ([`TestHost::call_component`]), direct
+//! reads of the database ([`TestHost::sqlite_query`]) and fault injection
+//! ([`Faults`]).
+
+#![warn(missing_docs)]
+
+mod allowed_hosts;
+mod bindings;
+mod faults;
+mod manifest;
+mod outbound;
+mod routes;
+mod runtime;
+mod server;
+mod sqlite;
+mod state;
+mod stdio;
+mod ticker;
+mod variables;
+mod wasi_config;
+
+pub use faults::Faults;
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Full};
+use manifest::{AppConfig, DEFAULT_DATABASE};
+use runtime::Runtime;
+use rusqlite::types::ValueRef;
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The SQLite file name Spin uses for the `default` database in its state directory.
+const DATABASE_FILE: &str = "sqlite_db.db";
+
+/// How to start a [`TestHost`].
+#[derive(Debug, Clone)]
+pub struct TestHostConfig {
+    /// Path to `spin.toml`; component `source` paths are relative to its folder.
+    pub manifest: PathBuf,
+    /// Application-variable overrides, like `spin up --variable k=v`; they win over
+    /// `SPIN_VARIABLE_<NAME>` environment variables and manifest defaults.
+    pub variables: HashMap<String, String>,
+    /// Where SQLite files go (`<data_dir>/sqlite_db.db`, like Spin's
+    /// `.spin/sqlite_db.db`); `None` uses a fresh temporary directory that lives as
+    /// long as the host.
+    pub data_dir: Option<PathBuf>,
+    /// `None`: no timer. `Some(d)`: every `d`, `POST /internal/tick` to every private
+    /// component (one tick at a time per component).
+    pub tick_interval: Option<Duration>,
+}
+
+impl TestHostConfig {
+    /// Defaults for `manifest`: no variable overrides, a temporary data directory and
+    /// a 100 ms tick.
+    pub fn new(manifest: impl Into<PathBuf>) -> Self {
+        Self {
+            manifest: manifest.into(),
+            variables: HashMap::new(),
+            data_dir: None,
+            tick_interval: Some(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// A running application: an HTTP listener on `127.0.0.1`, its components, and the
+/// timer. Stop it with [`TestHost::shutdown`]; dropping it stops it abruptly.
+pub struct TestHost {
+    runtime: Arc<Runtime>,
+    faults: Arc<Faults>,
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    shutdown: watch::Sender<bool>,
+    server: Option<JoinHandle<()>>,
+    tickers: Vec<JoinHandle<()>>,
+    _temp_dir: Option<tempfile::TempDir>,
+}
+
+impl TestHost {
+    /// Loads the manifest, compiles and pre-instantiates every component, binds
+    /// `127.0.0.1:0` and serves the public routes.
+    pub async fn start(config: TestHostConfig) -> Result<TestHost> {
+        Self::start_on(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
+    }
+
+    /// Like [`TestHost::start`], listening on `listen`.
+    pub async fn start_on(config: TestHostConfig, listen: SocketAddr) -> Result<TestHost> {
+        let app = AppConfig::load(&config.manifest, &config.variables)?;
+        for warning in &app.warnings {
+            eprintln!("[test-host] warning: {warning}");
+        }
+        let (data_dir, temp_dir) = match config.data_dir {
+            Some(dir) => (dir, None),
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("test-host-")
+                    .tempdir()
+                    .context("cannot create a temporary data directory")?;
+                (dir.path().to_path_buf(), Some(dir))
+            }
+        };
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+
+        let faults = Arc::new(Faults::default());
+        let database_path = data_dir.join(DATABASE_FILE);
+        let runtime_faults = faults.clone();
+        let runtime =
+            tokio::task::spawn_blocking(move || Runtime::new(app, runtime_faults, database_path))
+                .await
+                .context("component compilation panicked")??;
+        let runtime = Arc::new(runtime);
+
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let server = tokio::spawn(server::serve(listener, runtime.clone(), shutdown_rx));
+        let tickers = match config.tick_interval {
+            Some(period) => runtime
+                .private_components()
+                .map(|component| {
+                    tokio::spawn(ticker::run(runtime.clone(), component.clone(), period))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+
+        Ok(TestHost {
+            runtime,
+            faults,
+            addr,
+            data_dir,
+            shutdown,
+            server: Some(server),
+            tickers,
+            _temp_dir: temp_dir,
+        })
+    }
+
+    /// The listener's base URL, `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The directory holding the application's SQLite file.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// Whether components run on wasmtime's pooling allocator (they always should).
+    pub fn uses_pooling_allocator(&self) -> bool {
+        self.runtime.uses_pooling_allocator()
+    }
+
+    /// Calls `component` (public or private) the way another component of the app
+    /// would through local service chaining (`http://<component>.spin.internal<path>`),
+    /// bypassing routing and `allowed_outbound_hosts`. Returns the status and the
+    /// whole body. Used to inject messages a component would otherwise receive from
+    /// its peers.
+    pub async fn call_component(
+        &self,
+        component: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<(u16, Vec<u8>)> {
+        let Some(target) = self.runtime.component(component).cloned() else {
+            bail!("the application has no component {component:?}");
+        };
+        let path = if path.starts_with('/') {
+            path.to_owned()
+        } else {
+            format!("/{path}")
+        };
+        let mut request = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).context("invalid method")?)
+            .uri(format!("http://{component}.spin.internal{path}"))
+            .body(Full::new(Bytes::from(body)))
+            .context("invalid request")?;
+        for (name, value) in headers {
+            request.headers_mut().append(
+                HeaderName::try_from(*name)
+                    .with_context(|| format!("invalid header name {name:?}"))?,
+                HeaderValue::try_from(*value)
+                    .with_context(|| format!("invalid value for header {name:?}"))?,
+            );
+        }
+        let response = self.runtime.serve_chained(&target, request).await;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .context("reading the component's response failed")?
+            .to_bytes();
+        Ok((status, body.to_vec()))
+    }
+
+    /// The fault-injection switches for this host.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Runs `sql` on a new connection to the database behind `label` (only
+    /// `default` exists) and returns every row as JSON values: integers and reals
+    /// as numbers, text as strings, blobs as arrays of bytes, NULL as null. Meant for
+    /// reads in assertions; blocks the calling thread while SQLite works.
+    pub fn sqlite_query(&self, label: &str, sql: &str) -> Result<Vec<Vec<serde_json::Value>>> {
+        if label != DEFAULT_DATABASE {
+            bail!("no SQLite database {label:?}: only \"{DEFAULT_DATABASE}\" exists");
+        }
+        let conn = rusqlite::Connection::open(self.runtime.database_path())?;
+        let mut statement = conn.prepare(sql)?;
+        let columns = statement.column_count();
+        let mut rows = statement.query([])?;
+        let mut result = Vec::new();
+        while let Some(row) = rows.next()? {
+            let values = (0..columns)
+                .map(|i| row.get_ref(i).map(to_json))
+                .collect::<rusqlite::Result<_>>()?;
+            result.push(values);
+        }
+        Ok(result)
+    }
+
+    /// Stops accepting connections, lets open ones finish (up to 5 s), and stops the
+    /// timer.
+    pub async fn shutdown(mut self) {
+        for ticker in self.tickers.drain(..) {
+            ticker.abort();
+        }
+        let _ = self.shutdown.send(true);
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tickers.drain(..).chain(self.server.take()) {
+            task.abort();
+        }
+    }
+}
+
+fn to_json(value: ValueRef<'_>) -> serde_json::Value {
+    match value {
+        ValueRef::Null => serde_json::Value::Null,
+        ValueRef::Integer(i) => i.into(),
+        ValueRef::Real(r) => {
+            serde_json::Number::from_f64(r).map_or(serde_json::Value::Null, Into::into)
+        }
+        ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
+        ValueRef::Blob(b) => b
+            .iter()
+            .map(|&byte| serde_json::Value::from(byte))
+            .collect(),
+    }
+}

@@ -1,0 +1,146 @@
+//! `test-host serve`: run the application locally without Spin.
+
+use anyhow::{Context, Result, bail};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use test_host::{TestHost, TestHostConfig};
+
+const USAGE: &str = "\
+usage: test-host serve [--manifest spin.toml] [--listen 127.0.0.1:3000]
+                       [--data-dir .spin] [--variable key=value]...
+                       [--tick-interval-ms 100]
+
+Runs the components of a Spin manifest the way Spin 4.0.2 would, until Ctrl-C.
+  --manifest          the Spin manifest (default: spin.toml)
+  --listen            address to listen on (default: 127.0.0.1:3000)
+  --data-dir          where sqlite_db.db lives (default: .spin next to the manifest)
+  --variable k=v      application variable override (repeatable)
+  --tick-interval-ms  POST /internal/tick to private components this often;
+                      0 disables (default: 100)";
+
+struct Args {
+    manifest: PathBuf,
+    listen: SocketAddr,
+    data_dir: Option<PathBuf>,
+    variables: Vec<(String, String)>,
+    tick_interval_ms: u64,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args> {
+    match args.next().as_deref() {
+        Some("serve") => {}
+        Some("-h" | "--help") | None => bail!("{USAGE}"),
+        Some(other) => bail!("unknown command {other:?}\n\n{USAGE}"),
+    }
+    let mut parsed = Args {
+        manifest: PathBuf::from("spin.toml"),
+        listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+        data_dir: None,
+        variables: Vec::new(),
+        tick_interval_ms: 100,
+    };
+    while let Some(flag) = args.next() {
+        if flag == "-h" || flag == "--help" {
+            bail!("{USAGE}");
+        }
+        let Some(value) = args.next() else {
+            bail!("{flag} needs a value\n\n{USAGE}");
+        };
+        match flag.as_str() {
+            "--manifest" => parsed.manifest = PathBuf::from(value),
+            "--listen" => {
+                parsed.listen = value.parse().with_context(|| {
+                    format!("--listen {value:?} is not an address like 127.0.0.1:3000")
+                })?;
+            }
+            "--data-dir" => parsed.data_dir = Some(PathBuf::from(value)),
+            "--variable" => {
+                let Some((key, val)) = value.split_once('=') else {
+                    bail!("--variable {value:?} must look like key=value");
+                };
+                parsed.variables.push((key.to_owned(), val.to_owned()));
+            }
+            "--tick-interval-ms" => {
+                parsed.tick_interval_ms = value
+                    .parse()
+                    .with_context(|| format!("--tick-interval-ms {value:?} is not a number"))?;
+            }
+            other => bail!("unknown option {other:?}\n\n{USAGE}"),
+        }
+    }
+    Ok(parsed)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = parse_args(std::env::args().skip(1))?;
+    let data_dir = args.data_dir.unwrap_or_else(|| {
+        args.manifest
+            .parent()
+            .map(|dir| dir.join(".spin"))
+            .unwrap_or_else(|| PathBuf::from(".spin"))
+    });
+    let mut config = TestHostConfig::new(&args.manifest);
+    config.variables = args.variables.into_iter().collect();
+    config.data_dir = Some(data_dir);
+    config.tick_interval =
+        (args.tick_interval_ms > 0).then(|| Duration::from_millis(args.tick_interval_ms));
+
+    let host = TestHost::start_on(config, args.listen).await?;
+    println!("Serving {}", host.base_url());
+    println!("SQLite data in {}", host.data_dir().display());
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot wait for Ctrl-C")?;
+    eprintln!("[test-host] shutting down");
+    host.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args> {
+        parse_args(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn parses_flags() {
+        let args = parse(&[
+            "serve",
+            "--manifest",
+            "app/spin.toml",
+            "--listen",
+            "0.0.0.0:8080",
+            "--variable",
+            "a=b=c",
+            "--variable",
+            "x=",
+            "--tick-interval-ms",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(args.manifest, PathBuf::from("app/spin.toml"));
+        assert_eq!(args.listen.port(), 8080);
+        assert_eq!(
+            args.variables,
+            vec![
+                ("a".to_string(), "b=c".to_string()),
+                ("x".to_string(), String::new())
+            ]
+        );
+        assert_eq!(args.tick_interval_ms, 0);
+        assert!(args.data_dir.is_none());
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["run"]).is_err());
+        assert!(parse(&["serve", "--listen"]).is_err());
+        assert!(parse(&["serve", "--variable", "novalue"]).is_err());
+        assert!(parse(&["serve", "--bogus", "1"]).is_err());
+    }
+}

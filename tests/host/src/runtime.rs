@@ -1,0 +1,353 @@
+//! The wasmtime side: one engine with the pooling allocator, every component
+//! compiled once and pre-instantiated, and a fresh instance per request.
+
+use crate::bindings::SpinImports;
+use crate::faults::Faults;
+use crate::manifest::{AppConfig, ComponentConfig};
+use crate::routes::{RouteMatch, Router};
+use crate::state::InstanceState;
+use crate::stdio::ComponentOutput;
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use http::header::{HOST, HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Body;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Cache, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+/// Concurrent component instances the pool holds: 64 concurrent requests, each with
+/// one chained call in flight.
+const POOL_INSTANCES: u32 = 128;
+/// Largest linear memory a component may grow to, and each memory's reservation.
+const MAX_LINEAR_MEMORY: usize = 256 << 20;
+/// Per-instance metadata limit (components up to ~10 MiB).
+const MAX_INSTANCE_SIZE: usize = 10 << 20;
+
+/// The path Spin's HTTP trigger answers itself for health checks.
+const HEALTH_PATH: &str = "/.well-known/spin/health";
+
+/// The client address Spin reports for service-chaining requests.
+const CHAINED_CLIENT_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+
+/// A compiled, pre-instantiated component and its manifest settings.
+pub(crate) struct LoadedComponent {
+    pub(crate) config: ComponentConfig,
+    pre: ProxyPre<InstanceState>,
+    pub(crate) output: ComponentOutput,
+    pub(crate) variables: Arc<BTreeMap<String, String>>,
+    pub(crate) sqlite_databases: Arc<BTreeSet<String>>,
+}
+
+/// Everything requests need: engine, components, routes, faults.
+pub(crate) struct Runtime {
+    engine: Engine,
+    components: HashMap<String, Arc<LoadedComponent>>,
+    router: Router,
+    private_components: BTreeSet<String>,
+    faults: Arc<Faults>,
+    database_path: PathBuf,
+}
+
+fn engine() -> Result<Engine> {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(POOL_INSTANCES)
+        .total_core_instances(POOL_INSTANCES * 8)
+        .total_memories(POOL_INSTANCES * 2)
+        .total_tables(POOL_INSTANCES * 4)
+        .total_stacks(POOL_INSTANCES)
+        .max_component_instance_size(MAX_INSTANCE_SIZE)
+        .max_core_instance_size(MAX_INSTANCE_SIZE)
+        .max_core_instances_per_component(32)
+        .max_memories_per_component(4)
+        .max_tables_per_component(16)
+        .table_elements(100_000)
+        .max_memory_size(MAX_LINEAR_MEMORY);
+
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .memory_reservation(MAX_LINEAR_MEMORY as u64);
+    match Cache::from_file(None) {
+        Ok(cache) => {
+            config.cache(Some(cache));
+        }
+        Err(e) => eprintln!("[test-host] compilation cache disabled: {e}"),
+    }
+    Ok(Engine::new(&config)?)
+}
+
+impl Runtime {
+    /// Compiles and links every component of `app` (blocking: call it off the async
+    /// runtime).
+    pub(crate) fn new(app: AppConfig, faults: Arc<Faults>, database_path: PathBuf) -> Result<Self> {
+        let engine = engine()?;
+        let mut linker = Linker::<InstanceState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        SpinImports::add_to_linker::<_, HasSelf<InstanceState>>(&mut linker, |state| state)?;
+
+        let mut compiled: HashMap<PathBuf, Component> = HashMap::new();
+        let mut components = HashMap::new();
+        for (id, config) in app.components {
+            let component = match compiled.get(&config.source) {
+                Some(component) => component.clone(),
+                None => {
+                    let component = Component::from_file(&engine, &config.source)
+                        .map_err(anyhow::Error::from)
+                        .with_context(|| {
+                            format!("component {id:?}: cannot load {}", config.source.display())
+                        })?;
+                    compiled.insert(config.source.clone(), component.clone());
+                    component
+                }
+            };
+            let pre = linker
+                .instantiate_pre(&component)
+                .map_err(anyhow::Error::from)
+                .and_then(|pre| ProxyPre::new(pre).map_err(anyhow::Error::from))
+                .with_context(|| {
+                    format!("component {id:?} cannot run on Spin's HTTP trigger with the imports Spin 4.0.2 provides")
+                })?;
+            let loaded = LoadedComponent {
+                output: ComponentOutput::new(&id),
+                variables: Arc::new(config.variables.clone()),
+                sqlite_databases: Arc::new(config.sqlite_databases.clone()),
+                config,
+                pre,
+            };
+            components.insert(id, Arc::new(loaded));
+        }
+
+        let (router, warnings) = Router::build(
+            app.public_routes
+                .iter()
+                .map(|(component, route)| (component.as_str(), route.as_str())),
+        )?;
+        for warning in warnings {
+            eprintln!("[test-host] warning: {warning}");
+        }
+        Ok(Self {
+            engine,
+            components,
+            router,
+            private_components: app.private_components,
+            faults,
+            database_path,
+        })
+    }
+
+    /// The SQLite file behind the `default` label.
+    pub(crate) fn database_path(&self) -> &Path {
+        &self.database_path
+    }
+
+    /// Whether the engine allocates instances from the pooling allocator.
+    pub(crate) fn uses_pooling_allocator(&self) -> bool {
+        self.engine.pooling_allocator_metrics().is_some()
+    }
+
+    /// A component of the application, public or private.
+    pub(crate) fn component(&self, id: &str) -> Option<&Arc<LoadedComponent>> {
+        self.components.get(id)
+    }
+
+    /// Components with a private trigger.
+    pub(crate) fn private_components(&self) -> impl Iterator<Item = &Arc<LoadedComponent>> {
+        self.private_components
+            .iter()
+            .filter_map(|id| self.components.get(id))
+    }
+
+    /// Serves a request that arrived on the public listener: routes it, adds Spin's
+    /// headers and runs the component. Private components are not routable.
+    pub(crate) async fn serve_public<B>(
+        self: &Arc<Self>,
+        mut req: Request<B>,
+        client_addr: SocketAddr,
+    ) -> Response<HyperOutgoingBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let path = req.uri().path().to_owned();
+        if path == HEALTH_PATH {
+            return text_response(StatusCode::OK, "OK");
+        }
+        let Some(route) = self.router.route(&path) else {
+            return text_response(StatusCode::NOT_FOUND, "Not Found");
+        };
+        let Some(component) = self.components.get(&route.component).cloned() else {
+            return text_response(StatusCode::NOT_FOUND, "Not Found");
+        };
+        // As Spin does, a client cannot pretend to be a chained request.
+        let spoofed_host = req
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|h| crate::allowed_hosts::service_chaining_target(h).is_some());
+        if spoofed_host || !req.headers().contains_key(HOST) {
+            req.headers_mut()
+                .insert(HOST, HeaderValue::from_static("localhost"));
+        }
+        let uri = req.uri().clone();
+        set_spin_headers(req.headers_mut(), &uri, &route, client_addr);
+        self.handle(&component, req).await
+    }
+
+    /// Runs a local service-chaining request (`http://<id>.spin.internal/...`) on
+    /// `component`, as Spin does: no route lookup, the whole path is the path info.
+    pub(crate) async fn serve_chained<B>(
+        self: &Arc<Self>,
+        component: &Arc<LoadedComponent>,
+        mut req: Request<B>,
+    ) -> Response<HyperOutgoingBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let route = RouteMatch::synthetic(&component.config.id, req.uri().path());
+        let uri = req.uri().clone();
+        req.headers_mut().remove(HOST);
+        set_spin_headers(req.headers_mut(), &uri, &route, CHAINED_CLIENT_ADDR);
+        self.handle(component, req).await
+    }
+
+    /// Runs one request on a fresh instance of `component`. Failures (traps, no
+    /// response) become a 500 and are logged.
+    async fn handle<B>(
+        self: &Arc<Self>,
+        component: &Arc<LoadedComponent>,
+        req: Request<B>,
+    ) -> Response<HyperOutgoingBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        match self.try_handle(component, req).await {
+            Ok(response) => response,
+            Err(e) => {
+                eprintln!("[test-host] {}: {e:#}", component.config.id);
+                text_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+            }
+        }
+    }
+
+    async fn try_handle<B>(
+        self: &Arc<Self>,
+        component: &Arc<LoadedComponent>,
+        req: Request<B>,
+    ) -> Result<Response<HyperOutgoingBody>>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let fail_sqlite = self.faults.take(&component.config.id, req.uri().path());
+        let state = InstanceState::new(self.clone(), component.clone(), fail_sqlite);
+        let mut store = Store::new(&self.engine, state);
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, req)?;
+        let out = store.data_mut().http().new_response_outparam(sender)?;
+        let pre = component.pre.clone();
+        let id = component.config.id.clone();
+
+        // The instance runs in its own task so it can keep streaming the body after
+        // the response head is sent.
+        let task = tokio::spawn(async move {
+            let result = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
+            }
+            .await;
+            if let Err(e) = &result {
+                eprintln!("[test-host] component {id:?} failed: {e:#}");
+            }
+            result
+        });
+
+        match receiver.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => bail!("the component answered with error code {code:?}"),
+            Err(_) => match task.await {
+                Ok(Ok(())) => bail!("the component returned without setting a response"),
+                Ok(Err(_)) => bail!("the component failed before responding (see above)"),
+                Err(e) => bail!("the component's task failed: {e}"),
+            },
+        }
+    }
+}
+
+/// Sets the `spin-*` request headers Spin's HTTP trigger passes to components.
+fn set_spin_headers(
+    headers: &mut HeaderMap,
+    uri: &Uri,
+    route: &RouteMatch,
+    client_addr: SocketAddr,
+) {
+    let host = headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_owned();
+    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut values = vec![
+        (
+            "spin-full-url".to_owned(),
+            format!("http://{host}{path_and_query}"),
+        ),
+        ("spin-path-info".to_owned(), route.path_info.clone()),
+        ("spin-matched-route".to_owned(), route.raw_route.clone()),
+        ("spin-base-path".to_owned(), "/".to_owned()),
+        (
+            "spin-raw-component-route".to_owned(),
+            route.raw_route.clone(),
+        ),
+        (
+            "spin-component-route".to_owned(),
+            route.route_or_prefix().to_owned(),
+        ),
+        ("spin-client-addr".to_owned(), client_addr.to_string()),
+    ];
+    for (name, value) in &route.captures {
+        values.push((
+            format!("spin-path-match-{}", name.to_ascii_lowercase()),
+            value.clone(),
+        ));
+    }
+    for (name, value) in values {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// A plain-text response generated by the host itself.
+pub(crate) fn text_response(status: StatusCode, text: &'static str) -> Response<HyperOutgoingBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from_static(text.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    response
+}

@@ -1,0 +1,153 @@
+//! `spin:sqlite/sqlite@3.0.0`, as Spin's default local database provides it: every
+//! `connection.open` opens a new connection to one SQLite file, and statements run
+//! on tokio's blocking pool.
+
+use crate::bindings::spin::sqlite::sqlite::{self, Error, QueryResult, RowResult, Value};
+use crate::manifest::DEFAULT_DATABASE;
+use crate::state::InstanceState;
+use rusqlite::types::{Value as SqlValue, ValueRef};
+use std::sync::{Arc, Mutex, PoisonError};
+use wasmtime::component::Resource;
+
+/// The message of injected SQLite faults.
+const INJECTED_FAULT: &str = "injected fault";
+
+/// The host side of a `connection` resource. Dropping the last reference closes the
+/// connection, which rolls back any open transaction.
+pub struct Connection {
+    inner: Arc<Mutex<rusqlite::Connection>>,
+}
+
+fn io_error(error: impl std::fmt::Display) -> Error {
+    Error::Io(error.to_string())
+}
+
+impl InstanceState {
+    fn connection(
+        &self,
+        resource: &Resource<Connection>,
+    ) -> Result<Arc<Mutex<rusqlite::Connection>>, Error> {
+        self.table
+            .get(resource)
+            .map(|c| c.inner.clone())
+            .map_err(|_| Error::InvalidConnection)
+    }
+}
+
+/// Runs `f` on the connection without blocking the async runtime.
+async fn on_blocking_pool<R: Send + 'static>(
+    inner: Arc<Mutex<rusqlite::Connection>>,
+    f: impl FnOnce(&rusqlite::Connection) -> Result<R, Error> + Send + 'static,
+) -> Result<R, Error> {
+    tokio::task::spawn_blocking(move || {
+        let conn = inner.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&conn)
+    })
+    .await
+    .map_err(io_error)?
+}
+
+fn to_sql(value: Value) -> SqlValue {
+    match value {
+        Value::Integer(i) => SqlValue::Integer(i),
+        Value::Real(r) => SqlValue::Real(r),
+        Value::Text(t) => SqlValue::Text(t),
+        Value::Blob(b) => SqlValue::Blob(b),
+        Value::Null => SqlValue::Null,
+    }
+}
+
+fn from_sql(value: ValueRef<'_>) -> Value {
+    match value {
+        ValueRef::Integer(i) => Value::Integer(i),
+        ValueRef::Real(r) => Value::Real(r),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+        ValueRef::Null => Value::Null,
+    }
+}
+
+fn execute(
+    conn: &rusqlite::Connection,
+    statement: &str,
+    parameters: Vec<Value>,
+) -> rusqlite::Result<QueryResult> {
+    let mut prepared = conn.prepare_cached(statement)?;
+    let columns: Vec<String> = prepared.column_names().map(str::to_owned).collect();
+    let mut rows = prepared.query(rusqlite::params_from_iter(
+        parameters.into_iter().map(to_sql),
+    ))?;
+    let mut results = Vec::new();
+    while let Some(row) = rows.next()? {
+        let values = (0..columns.len())
+            .map(|i| row.get_ref(i).map(from_sql))
+            .collect::<rusqlite::Result<_>>()?;
+        results.push(RowResult { values });
+    }
+    Ok(QueryResult {
+        columns,
+        rows: results,
+    })
+}
+
+impl sqlite::HostConnection for InstanceState {
+    async fn open(&mut self, database: String) -> Result<Resource<Connection>, Error> {
+        if !self.sqlite.allowed.contains(&database) {
+            return Err(Error::AccessDenied);
+        }
+        if database != DEFAULT_DATABASE {
+            return Err(Error::NoSuchDatabase);
+        }
+        let path = self.sqlite.default_path.clone();
+        let conn = tokio::task::spawn_blocking(move || rusqlite::Connection::open(path))
+            .await
+            .map_err(io_error)?
+            .map_err(io_error)?;
+        self.table
+            .push(Connection {
+                inner: Arc::new(Mutex::new(conn)),
+            })
+            .map_err(io_error)
+    }
+
+    async fn execute(
+        &mut self,
+        connection: Resource<Connection>,
+        statement: String,
+        parameters: Vec<Value>,
+    ) -> Result<QueryResult, Error> {
+        if self.sqlite.fail_executes {
+            return Err(Error::Io(INJECTED_FAULT.to_owned()));
+        }
+        let inner = self.connection(&connection)?;
+        on_blocking_pool(inner, move |conn| {
+            execute(conn, &statement, parameters).map_err(io_error)
+        })
+        .await
+    }
+
+    async fn last_insert_rowid(&mut self, connection: Resource<Connection>) -> i64 {
+        match self.connection(&connection) {
+            Ok(inner) => on_blocking_pool(inner, |conn| Ok(conn.last_insert_rowid()))
+                .await
+                .unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+
+    async fn changes(&mut self, connection: Resource<Connection>) -> u64 {
+        match self.connection(&connection) {
+            Ok(inner) => on_blocking_pool(inner, |conn| Ok(conn.changes()))
+                .await
+                .unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+
+    async fn drop(&mut self, connection: Resource<Connection>) -> wasmtime::Result<()> {
+        self.table.delete(connection)?;
+        Ok(())
+    }
+}
+
+impl sqlite::Host for InstanceState {}

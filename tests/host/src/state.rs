@@ -1,0 +1,80 @@
+//! The per-request store state: one fresh `Store<InstanceState>` per request, as
+//! Spin creates one instance per request.
+
+use crate::outbound::OutboundHttp;
+use crate::runtime::{LoadedComponent, Runtime};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// What the `spin:sqlite` implementation needs for one instance.
+pub(crate) struct SqliteCtx {
+    /// The component's `sqlite_databases`.
+    pub(crate) allowed: Arc<BTreeSet<String>>,
+    /// The file behind the `default` label.
+    pub(crate) default_path: PathBuf,
+    /// Set by fault injection: every `execute` fails.
+    pub(crate) fail_executes: bool,
+}
+
+/// The `T` of every `Store<T>`.
+pub(crate) struct InstanceState {
+    pub(crate) table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    outbound: OutboundHttp,
+    pub(crate) sqlite: SqliteCtx,
+    /// The component's resolved `[component.ID.variables]`, served by `wasi:config`.
+    pub(crate) config: Arc<BTreeMap<String, String>>,
+}
+
+impl InstanceState {
+    /// State for one request to `component`. `fail_sqlite` injects SQLite faults.
+    pub(crate) fn new(
+        runtime: Arc<Runtime>,
+        component: Arc<LoadedComponent>,
+        fail_sqlite: bool,
+    ) -> Self {
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(component.output.clone())
+            .stderr(component.output.clone())
+            .envs(&component.config.environment)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        Self {
+            table: ResourceTable::new(),
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            sqlite: SqliteCtx {
+                allowed: component.sqlite_databases.clone(),
+                default_path: runtime.database_path().to_path_buf(),
+                fail_executes: fail_sqlite,
+            },
+            config: component.variables.clone(),
+            outbound: OutboundHttp::new(runtime, component),
+        }
+    }
+}
+
+impl WasiView for InstanceState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for InstanceState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
