@@ -10,7 +10,7 @@ use service_kit::Env;
 use service_kit::db::{Db, DbError, Migration};
 use service_kit::http::{Request, Response, method_not_allowed, percent_decode};
 use service_kit::ids::now_ms;
-use service_kit::messaging::{HandlerError, Messaging};
+use service_kit::messaging::{HandlerError, Messaging, data_text};
 use service_kit::worker::{Worker, WorkerService, unavailable};
 use shop_domain::envelope::{Envelope, event_types};
 use shop_domain::order::RejectReason;
@@ -49,9 +49,7 @@ impl Worker for BalanceChecker {
         _env: &Env,
         messaging: &Messaging,
     ) -> Result<(), HandlerError> {
-        let order_id = event.data["order_id"].as_str().ok_or_else(|| {
-            HandlerError::Permanent(format!("{} without order_id", event.event_type))
-        })?;
+        let order_id = data_text(event, "order_id")?;
         match event.event_type.as_str() {
             event_types::ORDER_PLACED => check(tx, order_id, event, messaging),
             event_types::ORDER_CONFIRMED => commit(tx, order_id),
@@ -124,9 +122,7 @@ fn check(
         // Seen before (or released before it arrived): nothing to hold.
         return Ok(());
     }
-    let customer = event.data["customer"]
-        .as_str()
-        .ok_or_else(|| HandlerError::Permanent("order.placed without customer".into()))?;
+    let customer = data_text(event, "customer")?;
     let total = event.data["total_cents"]
         .as_i64()
         .filter(|t| *t >= 0)

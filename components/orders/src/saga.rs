@@ -7,7 +7,7 @@ use service_kit::Env;
 use service_kit::db::{Db, DbError};
 use service_kit::ids::now_ms;
 use service_kit::log::{self, Level};
-use service_kit::messaging::{HandlerError, Messaging};
+use service_kit::messaging::{HandlerError, Messaging, data_text};
 use service_kit::settings;
 use shop_domain::envelope::{Envelope, event_types};
 use shop_domain::order::{OrderAction, OrderStatus, RejectReason, transition};
@@ -25,9 +25,7 @@ pub fn apply(
     _env: &Env,
     messaging: &Messaging,
 ) -> Result<(), HandlerError> {
-    let order_id = event.data["order_id"]
-        .as_str()
-        .ok_or_else(|| HandlerError::Permanent(format!("{} without order_id", event.event_type)))?;
+    let order_id = data_text(event, "order_id")?;
     let order = queries::load(tx, order_id)?.ok_or_else(|| {
         HandlerError::Permanent(format!("{} for unknown order {order_id}", event.event_type))
     })?;

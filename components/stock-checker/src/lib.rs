@@ -10,7 +10,7 @@ use service_kit::Env;
 use service_kit::db::{Db, DbError, Migration};
 use service_kit::http::{Request, Response, method_not_allowed, percent_decode};
 use service_kit::ids::now_ms;
-use service_kit::messaging::{HandlerError, Messaging};
+use service_kit::messaging::{HandlerError, Messaging, data_text};
 use service_kit::worker::{Worker, WorkerService, unavailable};
 use shop_domain::cursor::{decode_cursor, encode_cursor};
 use shop_domain::envelope::{Envelope, event_types};
@@ -52,9 +52,7 @@ impl Worker for StockChecker {
         _env: &Env,
         messaging: &Messaging,
     ) -> Result<(), HandlerError> {
-        let order_id = event.data["order_id"].as_str().ok_or_else(|| {
-            HandlerError::Permanent(format!("{} without order_id", event.event_type))
-        })?;
+        let order_id = data_text(event, "order_id")?;
         match event.event_type.as_str() {
             event_types::ORDER_PLACED => reserve(tx, order_id, event, messaging),
             event_types::ORDER_CONFIRMED => commit(tx, order_id),

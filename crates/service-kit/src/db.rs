@@ -150,7 +150,11 @@ pub struct Migration {
 impl Migration {
     /// A migration from an embedded `.sql` file.
     pub const fn new(version: i64, name: &'static str, sql: &'static str) -> Migration {
-        Migration { version, name, sql: Cow::Borrowed(sql) }
+        Migration {
+            version,
+            name,
+            sql: Cow::Borrowed(sql),
+        }
     }
 }
 

@@ -137,23 +137,13 @@ impl<'a> Messaging<'a> {
             data,
         )
         .signed(&self.secret);
-        self.enqueue(tx, &envelope, destinations, "")?;
+        self.resend(tx, &envelope, destinations, "")?;
         Ok(envelope)
     }
 
-    /// Stores `envelope` again for `destinations` (a re-send with the same event id, which
-    /// receivers that already applied it ignore). `tag` keeps the outbox rows distinct.
+    /// Stores `envelope` for `destinations`; called again it re-sends the same event id,
+    /// which receivers that already applied it ignore. `tag` keeps the outbox rows distinct.
     pub fn resend(
-        &self,
-        tx: &Db,
-        envelope: &Envelope,
-        destinations: &[&str],
-        tag: &str,
-    ) -> Result<(), DbError> {
-        self.enqueue(tx, envelope, destinations, tag)
-    }
-
-    fn enqueue(
         &self,
         tx: &Db,
         envelope: &Envelope,
@@ -487,6 +477,13 @@ impl<'a> Messaging<'a> {
             Ok(true)
         })
     }
+}
+
+/// The text field `name` of an event's data; an event without it can never be applied.
+pub fn data_text<'e>(event: &'e Envelope, name: &str) -> Result<&'e str, HandlerError> {
+    event.data[name]
+        .as_str()
+        .ok_or_else(|| HandlerError::Permanent(format!("{} without {name}", event.event_type)))
 }
 
 /// The table prefix of a service: its id with `-` replaced by `_`.

@@ -39,16 +39,7 @@ async fn happy_path_reaches_a_voucher_and_moves_money_and_stock() {
         (Some(8), Some(0))
     );
 
-    for action in ["ship", "deliver"] {
-        let answer = app
-            .post(
-                &format!("/api/v1/orders/{id}/{action}"),
-                &staff(),
-                &json!({}),
-            )
-            .await;
-        assert_eq!(answer.status, 200, "{answer:?}");
-    }
+    app.ship_and_deliver(&id).await;
     let delivered = app
         .wait_order(&id, "voucher", |o| !o["voucher"].is_null())
         .await;
@@ -86,18 +77,7 @@ async fn voucher_threshold_is_inclusive_at_100() {
             .await;
         let id = order["id"].as_str().unwrap().to_owned();
         app.wait_status(&id, "confirmed").await;
-        for action in ["ship", "deliver"] {
-            assert_eq!(
-                app.post(
-                    &format!("/api/v1/orders/{id}/{action}"),
-                    &staff(),
-                    &json!({})
-                )
-                .await
-                .status,
-                200
-            );
-        }
+        app.ship_and_deliver(&id).await;
         ids.push(id);
     }
     app.wait_quiet().await;
@@ -369,18 +349,7 @@ async fn duplicate_events_are_applied_once() {
         "no double deduction of stock"
     );
 
-    for action in ["ship", "deliver"] {
-        assert_eq!(
-            app.post(
-                &format!("/api/v1/orders/{id}/{action}"),
-                &staff(),
-                &json!({})
-            )
-            .await
-            .status,
-            200
-        );
-    }
+    app.ship_and_deliver(&id).await;
     app.wait_order(&id, "voucher", |o| !o["voucher"].is_null())
         .await;
     // The same delivery again, and a second delivery event for the same order: still one voucher.
@@ -456,18 +425,7 @@ async fn a_poison_message_becomes_a_dead_letter_and_admin_retry_delivers_it() {
     let id = order["id"].as_str().unwrap().to_owned();
     app.wait_status(&id, "confirmed").await;
     app.host.faults().fail_event_handler("vouchers", None);
-    for action in ["ship", "deliver"] {
-        assert_eq!(
-            app.post(
-                &format!("/api/v1/orders/{id}/{action}"),
-                &staff(),
-                &json!({})
-            )
-            .await
-            .status,
-            200
-        );
-    }
+    app.ship_and_deliver(&id).await;
     app.wait_quiet().await;
     let dead = app.dead_letters().await;
     assert_eq!(dead.len(), 1, "{dead:?}");

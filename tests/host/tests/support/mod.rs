@@ -227,6 +227,20 @@ impl App {
         answer.body
     }
 
+    /// Ships and then delivers order `id` as staff.
+    pub async fn ship_and_deliver(&self, id: &str) {
+        for action in ["ship", "deliver"] {
+            let answer = self
+                .post(
+                    &format!("/api/v1/orders/{id}/{action}"),
+                    &staff(),
+                    &json!({}),
+                )
+                .await;
+            assert_eq!(answer.status, 200, "{action}: {answer:?}");
+        }
+    }
+
     /// The order `id` as staff sees it.
     pub async fn order(&self, id: &str) -> Value {
         let answer = self.get(&format!("/api/v1/orders/{id}"), &staff()).await;
