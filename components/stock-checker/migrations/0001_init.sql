@@ -2,16 +2,16 @@
 CREATE TABLE IF NOT EXISTS products (
     sku TEXT PRIMARY KEY,
     name TEXT NOT NULL,
-    price_cents INTEGER NOT NULL,
-    stock INTEGER NOT NULL,
-    reserved INTEGER NOT NULL DEFAULT 0,
-    sold INTEGER NOT NULL DEFAULT 0,
-    updated_at INTEGER NOT NULL
+    price_cents BIGINT NOT NULL,
+    stock BIGINT NOT NULL,
+    reserved BIGINT NOT NULL DEFAULT 0,
+    sold BIGINT NOT NULL DEFAULT 0,
+    updated_at BIGINT NOT NULL
 );
 -- One row per order seen: held, committed, released or rejected (items as JSON).
 CREATE TABLE IF NOT EXISTS stock_holds (
     order_id TEXT PRIMARY KEY,
     items TEXT NOT NULL,
     state TEXT NOT NULL,
-    updated_at INTEGER NOT NULL
+    updated_at BIGINT NOT NULL
 );

@@ -138,7 +138,7 @@ fn list(request: &Request, env: &Env) -> Response {
     };
     let rows = Db::new(env.sql).query(
         "SELECT code, order_id, customer, value_cents, issued_at FROM vouchers \
-         WHERE ($1 IS NULL OR customer = $1) ORDER BY issued_at, code",
+         WHERE (CAST($1 AS TEXT) IS NULL OR customer = $1) ORDER BY issued_at, code",
         &[customer.into()],
     );
     let vouchers = rows.and_then(|rows| {

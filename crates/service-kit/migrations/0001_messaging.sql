@@ -7,17 +7,17 @@ CREATE TABLE IF NOT EXISTS {prefix}_outbox (
     event_type TEXT NOT NULL,
     destination TEXT NOT NULL,
     envelope TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at INTEGER NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
     last_error TEXT,
-    created_at INTEGER NOT NULL
+    created_at BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS {prefix}_outbox_due ON {prefix}_outbox (next_attempt_at);
 -- Inbox: ids of events already applied, so a re-delivered event is applied once.
 CREATE TABLE IF NOT EXISTS {prefix}_inbox (
     event_id TEXT PRIMARY KEY,
     event_type TEXT NOT NULL,
-    processed_at INTEGER NOT NULL
+    processed_at BIGINT NOT NULL
 );
 -- Dead letters: messages that ran out of attempts or can never be applied.
 CREATE TABLE IF NOT EXISTS {prefix}_dead_letters (
@@ -27,6 +27,6 @@ CREATE TABLE IF NOT EXISTS {prefix}_dead_letters (
     destination TEXT NOT NULL,
     envelope TEXT NOT NULL,
     reason TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    dead_at INTEGER NOT NULL
+    attempts BIGINT NOT NULL,
+    dead_at BIGINT NOT NULL
 );

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::ports::{Sql, SqlValue};
+use crate::ports::{Dialect, Sql, SqlValue};
 
 /// A database failure (connection, constraint, syntax, or an unexpected column type).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,27 +113,58 @@ impl<'a> Db<'a> {
         Ok(())
     }
 
+    /// Which database this is.
+    pub fn dialect(&self) -> Dialect {
+        self.sql.dialect()
+    }
+
     /// Runs `work` inside a write transaction: committed when it returns `Ok`, rolled
-    /// back when it returns `Err` (and, by the database, when the instance dies).
-    pub fn transaction<T, E: From<DbError>>(
+    /// back when it returns `Err` (and, by the database, when the instance dies). Writers
+    /// are serialized (SQLite `BEGIN IMMEDIATE`, Postgres `SERIALIZABLE`); a transaction
+    /// that lost a serialization conflict is run again, up to [`TRANSACTION_TRIES`] times.
+    pub fn transaction<T, E: From<DbError> + fmt::Display>(
         &self,
-        work: impl FnOnce(&Db<'a>) -> Result<T, E>,
+        mut work: impl FnMut(&Db<'a>) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.execute("BEGIN IMMEDIATE", &[])?;
-        match work(self) {
-            Ok(value) => match self.execute("COMMIT", &[]) {
-                Ok(()) => Ok(value),
+        let begin = match self.dialect() {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres => "BEGIN ISOLATION LEVEL SERIALIZABLE",
+        };
+        let mut tries = 1;
+        loop {
+            let outcome = self.execute(begin, &[]).map_err(E::from).and_then(|()| {
+                let value = work(self)?;
+                self.execute("COMMIT", &[])?;
+                Ok(value)
+            });
+            match outcome {
+                Ok(value) => return Ok(value),
                 Err(e) => {
                     let _ = self.execute("ROLLBACK", &[]);
-                    Err(e.into())
+                    if tries >= TRANSACTION_TRIES || !is_conflict(&e.to_string()) {
+                        return Err(e);
+                    }
+                    tries += 1;
                 }
-            },
-            Err(e) => {
-                let _ = self.execute("ROLLBACK", &[]);
-                Err(e)
             }
         }
     }
+}
+
+/// How often a transaction that lost a serialization conflict is tried in all.
+pub const TRANSACTION_TRIES: u32 = 5;
+
+/// True for errors that mean "another transaction won; run again".
+fn is_conflict(message: &str) -> bool {
+    [
+        "40001",
+        "40P01",
+        "could not serialize",
+        "deadlock detected",
+        "database is locked",
+    ]
+    .iter()
+    .any(|marker| message.contains(marker))
 }
 
 /// One versioned schema change, usually loaded from a numbered `.sql` file.
@@ -166,18 +197,20 @@ pub fn migrate(db: &Db, scope: &str, migrations: &[Migration]) -> Result<(), DbE
     let applied = match applied_version(db, scope) {
         Ok(v) => v,
         Err(_) => {
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (scope TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL, applied_at INTEGER NOT NULL, PRIMARY KEY (scope, version))",
+            db.transaction(|tx| tx.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (scope TEXT NOT NULL, version BIGINT NOT NULL, name TEXT NOT NULL, applied_at BIGINT NOT NULL, PRIMARY KEY (scope, version))",
                 &[],
-            )?;
+            ))?;
             applied_version(db, scope)?
         }
     };
     if applied >= latest {
         return Ok(());
     }
-    // Readers never block the writer with a write-ahead log; ignored where unsupported.
-    let _ = db.query("PRAGMA journal_mode=WAL", &[]);
+    if db.dialect() == Dialect::Sqlite {
+        // Readers never block the writer with a write-ahead log.
+        let _ = db.query("PRAGMA journal_mode=WAL", &[]);
+    }
     for migration in migrations {
         db.transaction(|tx| {
             if applied_version(tx, scope)? >= migration.version {

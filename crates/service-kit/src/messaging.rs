@@ -35,6 +35,15 @@ pub enum HandlerError {
     Permanent(String),
 }
 
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandlerError::Transient(reason) => write!(f, "transient: {reason}"),
+            HandlerError::Permanent(reason) => write!(f, "permanent: {reason}"),
+        }
+    }
+}
+
 impl From<DbError> for HandlerError {
     fn from(e: DbError) -> Self {
         HandlerError::Transient(e.to_string())
@@ -296,7 +305,7 @@ impl<'a> Messaging<'a> {
     pub fn receive(
         &self,
         body: &[u8],
-        handler: impl FnOnce(&Db, &Envelope) -> Result<(), HandlerError>,
+        mut handler: impl FnMut(&Db, &Envelope) -> Result<(), HandlerError>,
     ) -> Response {
         let raw = String::from_utf8_lossy(body).into_owned();
         let envelope = match Envelope::decode(body) {

@@ -62,10 +62,25 @@ pub struct Rows {
     pub rows: Vec<Vec<SqlValue>>,
 }
 
-/// One SQL connection. Parameters are written `$1`, `$2`, ... (valid in SQLite and Postgres).
+/// The SQL database behind a [`Sql`] port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// SQLite (Spin's embedded default).
+    Sqlite,
+    /// PostgreSQL (many instances on one database).
+    Postgres,
+}
+
+/// One SQL connection. Parameters are written `$1`, `$2`, ... and integer columns are
+/// `BIGINT`, which both SQLite and Postgres accept.
 pub trait Sql {
     /// Runs one statement with its parameters.
     fn execute(&self, statement: &str, params: &[SqlValue]) -> Result<Rows, PortError>;
+
+    /// Which database this is.
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
 }
 
 /// An HTTP request to another service or host.

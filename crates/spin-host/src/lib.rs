@@ -3,7 +3,8 @@
 //!
 //! Imports are pinned to what Spin 4.0.2 provides (see `wit/world.wit`):
 //! `wasi:http@0.2.6` in and out, `spin:sqlite/sqlite@3.0.0` (the interface spin-sdk 5.2's
-//! `sqlite3` module binds) and `wasi:config/store@0.2.0-draft-2024-09-27`.
+//! `sqlite3` module binds) or `spin:postgres/postgres@4.0.0` (when the `database_url`
+//! variable is set), and `wasi:config/store@0.2.0-draft-2024-09-27`.
 #![deny(missing_docs)]
 
 /// Bindings generated from `wit/world.wit` (world `spin-bindings`).
@@ -21,7 +22,7 @@ pub mod bindings {
 
 mod config;
 mod http;
-mod sqlite;
+mod sql;
 
 use bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
 use service_kit::{Env, Service};
@@ -34,7 +35,7 @@ pub fn service_url(component: &str) -> String {
 /// Serves one request with service `S`: converts it, answers it, then runs the
 /// service's after-response work while the caller already has its answer.
 pub fn serve<S: Service + Default>(request: IncomingRequest, out: ResponseOutparam) {
-    let sql = sqlite::SpinSql::default();
+    let sql = sql::SpinSql::from_config(&config::SpinConfig);
     let env = Env {
         sql: &sql,
         http: &http::WasiHttpClient,

@@ -248,7 +248,7 @@ pub fn list(
     let (after_at, after_id) = after.unwrap_or((i64::MIN, String::new()));
     db.query(
         &format!(
-            "SELECT {COLUMNS} FROM orders WHERE ($1 IS NULL OR customer = $1) AND ($2 IS NULL OR status = $2) \
+            "SELECT {COLUMNS} FROM orders WHERE (CAST($1 AS TEXT) IS NULL OR customer = $1) AND (CAST($2 AS TEXT) IS NULL OR status = $2) \
              AND (created_at > $3 OR (created_at = $3 AND id > $4)) ORDER BY created_at, id LIMIT $5"
         ),
         &[

@@ -4,5 +4,9 @@ use service_kit::db::Migration;
 
 /// Every migration of the vouchers service, in order.
 pub fn all() -> Vec<Migration> {
-    vec![Migration::new(1, "init", include_str!("../../migrations/0001_init.sql"))]
+    vec![Migration::new(
+        1,
+        "init",
+        include_str!("../../migrations/0001_init.sql"),
+    )]
 }
