@@ -119,19 +119,26 @@ impl<'a> Db<'a> {
     }
 
     /// Runs `work` inside a write transaction: committed when it returns `Ok`, rolled
-    /// back when it returns `Err` (and, by the database, when the instance dies). Writers
-    /// are serialized (SQLite `BEGIN IMMEDIATE`, Postgres `SERIALIZABLE`); a transaction
-    /// that lost a serialization conflict is run again, up to [`TRANSACTION_TRIES`] times.
+    /// back when it returns `Err` (and, by the database, when the instance dies). SQLite
+    /// serializes writers (`BEGIN IMMEDIATE`); Postgres runs `REPEATABLE READ`, where two
+    /// transactions updating the same row conflict (every write here is a read-modify-write
+    /// of the rows read). A transaction that lost a conflict is run again, up to
+    /// [`TRANSACTION_TRIES`] times.
     pub fn transaction<T, E: From<DbError> + fmt::Display>(
         &self,
         mut work: impl FnMut(&Db<'a>) -> Result<T, E>,
     ) -> Result<T, E> {
         let begin = match self.dialect() {
             Dialect::Sqlite => "BEGIN IMMEDIATE",
-            Dialect::Postgres => "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            Dialect::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ",
         };
         let mut tries = 1;
         loop {
+            if self.dialect() == Dialect::Postgres {
+                // Spin pools Postgres connections and does not roll back on drop: end any
+                // transaction that an instance which trapped left on this connection.
+                let _ = self.execute("ROLLBACK", &[]);
+            }
             let outcome = self.execute(begin, &[]).map_err(E::from).and_then(|()| {
                 let value = work(self)?;
                 self.execute("COMMIT", &[])?;
@@ -152,15 +159,20 @@ impl<'a> Db<'a> {
 }
 
 /// How often a transaction that lost a serialization conflict is tried in all.
-pub const TRANSACTION_TRIES: u32 = 5;
+pub const TRANSACTION_TRIES: u32 = 10;
 
-/// True for errors that mean "another transaction won; run again".
+/// True for errors that mean "another transaction won; run again": a serialization
+/// failure, a deadlock, or a unique violation from a concurrent insert (every insert is
+/// preceded by a read, so the retry sees the winner's row). Errors raised while a Postgres
+/// query runs reach Spin guests as text without their SQLSTATE code.
 fn is_conflict(message: &str) -> bool {
     [
         "40001",
         "40P01",
-        "could not serialize",
+        "23505",
+        "could not serialize access",
         "deadlock detected",
+        "duplicate key value violates unique constraint",
         "database is locked",
     ]
     .iter()

@@ -360,6 +360,50 @@ source = "unused.wasm"
     }
 
     #[test]
+    fn allowed_outbound_hosts_render_variables() {
+        let manifest = MANIFEST
+            .replace(
+                "greeting = { default = \"hello\" }",
+                "greeting = { default = \"hello\" }\ndb_host = { default = \"127.0.0.1:5432\" }",
+            )
+            .replace(
+                "sqlite_databases = [\"default\"]",
+                "sqlite_databases = [\"default\"]\nallowed_outbound_hosts = [\"postgres://{{ db_host }}\"]",
+            );
+        let overrides: HashMap<String, String> = [("token".to_string(), "t".to_string())].into();
+        let load = |overrides: &HashMap<String, String>, env: Option<&str>| {
+            let env = env.map(str::to_owned);
+            AppConfig::parse(&manifest, Path::new("/app"), overrides, |name| {
+                (name == "SPIN_VARIABLE_DB_HOST")
+                    .then(|| env.clone())
+                    .flatten()
+            })
+            .unwrap()
+        };
+        let hosts = |app: &AppConfig| app.components["orders"].allowed_hosts.clone();
+
+        let app = load(&overrides, None);
+        assert!(hosts(&app).allows("postgres", "127.0.0.1", Some(5432)));
+        assert!(!hosts(&app).allows("postgres", "db.internal", Some(5432)));
+
+        let app = load(&overrides, Some("db.internal:6432"));
+        assert!(hosts(&app).allows("postgres", "db.internal", Some(6432)));
+        assert!(!hosts(&app).allows("postgres", "127.0.0.1", Some(5432)));
+
+        let mut with_override = overrides.clone();
+        with_override.insert("db_host".into(), "10.0.0.7".into());
+        let app = load(&with_override, Some("db.internal:6432"));
+        assert!(
+            hosts(&app).allows("postgres", "10.0.0.7", None),
+            "default port 5432"
+        );
+        assert!(!hosts(&app).allows("postgres", "db.internal", Some(6432)));
+
+        let undefined = manifest.replace("{{ db_host }}", "{{ nope }}");
+        assert!(AppConfig::parse(&undefined, Path::new("/app"), &overrides, |_| None).is_err());
+    }
+
+    #[test]
     fn rejects_what_spin_rejects() {
         assert!(
             parse(MANIFEST, &[]).is_err(),

@@ -29,6 +29,8 @@ pub(crate) struct InstanceState {
     pub(crate) sqlite: SqliteCtx,
     /// The component's resolved `[component.ID.variables]`, served by `wasi:config`.
     pub(crate) config: Arc<BTreeMap<String, String>>,
+    /// The component this instance runs (for `spin:postgres`'s `allowed_outbound_hosts`).
+    pub(crate) component: Arc<LoadedComponent>,
 }
 
 impl InstanceState {
@@ -55,7 +57,8 @@ impl InstanceState {
                 fail_executes: fail_sqlite,
             },
             config: component.variables.clone(),
-            outbound: OutboundHttp::new(runtime, component),
+            outbound: OutboundHttp::new(runtime, component.clone()),
+            component,
         }
     }
 }

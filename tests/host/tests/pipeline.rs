@@ -6,7 +6,7 @@ mod support;
 use serde_json::{Value, json};
 use shop_domain::auth::{Claims, Role, mint_token};
 use shop_domain::envelope::Envelope;
-use support::{App, EVENT_SECRET, admin, staff, start, start_with, token};
+use support::{EVENT_SECRET, admin, staff, start, start_with, token};
 
 fn customer(name: &str) -> String {
     format!("{name}@example.com")

@@ -50,6 +50,20 @@ fn nanos() -> u128 {
         .as_nanos()
 }
 
+/// Drops the database `url` names, closing the sessions still attached to it.
+async fn drop_database(url: &str) {
+    let (server, name) = url.rsplit_once('/').expect("url ends with /database");
+    let (client, connection) =
+        tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .expect("drop database");
+}
+
 async fn instance(url: &str, host: &str) -> App {
     start_with(&[("database_url", url), ("database_host", host)]).await
 }
@@ -164,4 +178,10 @@ async fn two_instances_on_one_postgres_process_every_order_once() {
         scalar(&client, "SELECT COUNT(*) FROM orders_dead_letters").await,
         0
     );
+
+    // Leave nothing behind (a failing run keeps its database for inspection).
+    drop(client);
+    a.host.shutdown().await;
+    b.host.shutdown().await;
+    drop_database(&url).await;
 }
