@@ -15,7 +15,7 @@ pub mod ports;
 pub mod settings;
 pub mod worker;
 
-pub use ports::{Config, Env, HttpClient, PortError, Sql, SqlValue};
+pub use ports::{Config, Env, HttpClient, PortError, Sql, SqlValue, Transport};
 
 /// A shop service: one component's request handling, written against ports only.
 pub trait Service {

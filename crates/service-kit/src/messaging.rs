@@ -2,9 +2,9 @@
 //! inbox that makes every handler idempotent by event id, and dead letters an admin can
 //! inspect and retry.
 //!
-//! Delivery is an HTTP `POST {service_url(destination)}/internal/events` of the signed
-//! envelope. It is at-least-once: a message is deleted from the outbox only after the
-//! receiver answered 2xx, and the receiver applies each event id once.
+//! Delivery goes through the host's [`Transport`] (on Spin, a `POST` of the envelope to the
+//! destination's [`EVENTS_PATH`]). It is at-least-once: a message is deleted from the
+//! outbox only after the receiver accepted it, and the receiver applies each event id once.
 
 use std::borrow::Cow;
 
@@ -14,10 +14,10 @@ use shop_domain::envelope::Envelope;
 use shop_domain::retry::RetryPolicy;
 
 use crate::db::{Db, DbError, Migration, Row};
-use crate::http::{CORRELATION_HEADER, Response};
+use crate::http::Response;
 use crate::ids::{new_id, now_ms, random_u64};
 use crate::log::{self, Level};
-use crate::ports::{Env, HttpClient, OutboundRequest};
+use crate::ports::{Env, Transport};
 
 /// The path every service receives events on.
 pub const EVENTS_PATH: &str = "/internal/events";
@@ -87,8 +87,7 @@ pub struct DeadLetter {
 /// One service's messaging over its own database tables.
 pub struct Messaging<'a> {
     db: Db<'a>,
-    http: &'a dyn HttpClient,
-    service_url: fn(&str) -> String,
+    transport: &'a dyn Transport,
     service: &'a str,
     prefix: String,
     secret: Vec<u8>,
@@ -100,8 +99,7 @@ impl<'a> Messaging<'a> {
     pub fn new(env: &Env<'a>, service: &'a str) -> Self {
         Messaging {
             db: Db::new(env.sql),
-            http: env.http,
-            service_url: env.service_url,
+            transport: env.transport,
             service,
             prefix: table_prefix(service),
             secret: crate::settings::event_secret(env.config),
@@ -265,6 +263,7 @@ impl<'a> Messaging<'a> {
         Ok(report)
     }
 
+    /// Sends one outbox row, with its attempt count in the (unsigned) `attempt` field.
     fn deliver(&self, destination: &str, envelope_text: &str, attempts: i64) -> Result<(), String> {
         let body = match serde_json::from_str::<Value>(envelope_text) {
             Ok(mut value) => {
@@ -275,27 +274,8 @@ impl<'a> Messaging<'a> {
             }
             Err(_) => envelope_text.as_bytes().to_vec(),
         };
-        let request = OutboundRequest {
-            method: "POST".into(),
-            url: format!("{}{EVENTS_PATH}", (self.service_url)(destination)),
-            headers: vec![
-                ("content-type".into(), "application/json".into()),
-                (CORRELATION_HEADER.into(), correlation_of(envelope_text)),
-            ],
-            body,
-        };
-        match self.http.send(request) {
-            Ok(response) if response.is_success() => Ok(()),
-            Ok(response) => Err(format!(
-                "{destination} answered {}: {}",
-                response.status,
-                String::from_utf8_lossy(&response.body)
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
-            )),
-            Err(e) => Err(format!("{destination} unreachable: {e}")),
-        }
+        self.transport
+            .deliver(destination, body, &correlation_of(envelope_text))
     }
 
     /// Handles a `POST /internal/events` body: verifies the signature, skips events already

@@ -102,6 +102,14 @@ pub trait HttpClient {
     fn send(&self, request: OutboundRequest) -> Result<crate::http::Response, PortError>;
 }
 
+/// Carries signed events to other services (on Spin: local service chaining).
+pub trait Transport {
+    /// Hands the encoded envelope `body` to `destination`'s event handler; `Ok` once the
+    /// receiver accepted it, else the reason it did not.
+    fn deliver(&self, destination: &str, body: Vec<u8>, correlation_id: &str)
+    -> Result<(), String>;
+}
+
 /// Read-only configuration (Spin variables, wasmCloud config).
 pub trait Config {
     /// The value of `key`, or `None` when it is not set.
@@ -118,4 +126,6 @@ pub struct Env<'a> {
     pub config: &'a dyn Config,
     /// How other services are addressed on this host (e.g. `http://{name}.spin.internal`).
     pub service_url: fn(&str) -> String,
+    /// How events reach other services.
+    pub transport: &'a dyn Transport,
 }

@@ -9,7 +9,7 @@ use service_kit::db::{Db, DbError, migrate};
 use service_kit::http::Response;
 use service_kit::messaging::{HandlerError, Messaging};
 use service_kit::ports::{OutboundRequest, Rows};
-use service_kit::{Config, Env, HttpClient, PortError, Sql, SqlValue};
+use service_kit::{Config, Env, HttpClient, PortError, Sql, SqlValue, Transport};
 
 struct Sqlite(rusqlite::Connection);
 
@@ -57,26 +57,36 @@ impl Config for Settings {
     }
 }
 
-/// Hands every request to the receiver: applies `order.placed` by counting, or fails
-/// while `failures` is above zero.
+/// Hands every delivery to the receiver's `receive`: applies events by recording their
+/// ids, or fails while `failures` is above zero.
 struct Receiver<'a> {
     env: Env<'a>,
     failures: Cell<u32>,
     applied: RefCell<Vec<String>>,
 }
 
-impl HttpClient for Receiver<'_> {
-    fn send(&self, request: OutboundRequest) -> Result<Response, PortError> {
-        assert_eq!(request.url, "http://receiver.test/internal/events");
+impl Transport for Receiver<'_> {
+    fn deliver(
+        &self,
+        destination: &str,
+        body: Vec<u8>,
+        _correlation_id: &str,
+    ) -> Result<(), String> {
+        assert_eq!(destination, "receiver");
         let messaging = Messaging::new(&self.env, "receiver");
-        Ok(messaging.receive(&request.body, |_tx, event| {
+        let answer = messaging.receive(&body, |_tx, event| {
             if self.failures.get() > 0 {
                 self.failures.set(self.failures.get() - 1);
                 return Err(HandlerError::Transient("injected".into()));
             }
             self.applied.borrow_mut().push(event.id.clone());
             Ok(())
-        }))
+        });
+        if answer.is_success() {
+            Ok(())
+        } else {
+            Err(format!("{destination} answered {}", answer.status))
+        }
     }
 }
 
@@ -131,15 +141,17 @@ fn events_exist_exactly_when_their_transaction_commits_and_are_applied_once() {
             http: &NoNetwork,
             config: &config,
             service_url: url,
+            transport: &Nowhere,
         },
         failures: Cell::new(0),
         applied: RefCell::new(Vec::new()),
     };
     let env = Env {
         sql: &sender_sql,
-        http: &receiver,
+        http: &NoNetwork,
         config: &config,
         service_url: url,
+        transport: &receiver,
     };
     let messaging = Messaging::new(&env, "sender");
     let db = Db::new(&sender_sql);
@@ -200,15 +212,17 @@ fn failures_are_retried_then_dead_lettered_and_an_admin_retry_delivers() {
             http: &NoNetwork,
             config: &config,
             service_url: url,
+            transport: &Nowhere,
         },
         failures: Cell::new(5),
         applied: RefCell::new(Vec::new()),
     };
     let env = Env {
         sql: &sender_sql,
-        http: &receiver,
+        http: &NoNetwork,
         config: &config,
         service_url: url,
+        transport: &receiver,
     };
     let messaging = Messaging::new(&env, "sender");
     let db = Db::new(&sender_sql);
@@ -256,6 +270,7 @@ fn a_bad_signature_or_garbage_is_dead_lettered_by_the_receiver_and_never_applied
         http: &NoNetwork,
         config: &config,
         service_url: url,
+        transport: &Nowhere,
     };
     let messaging = Messaging::new(&env, "receiver");
     let forged =
@@ -276,6 +291,20 @@ fn a_bad_signature_or_garbage_is_dead_lettered_by_the_receiver_and_never_applied
     assert!(reasons.iter().any(|r| r == "bad_signature"));
     assert!(reasons.iter().any(|r| r.starts_with("malformed")));
     assert_eq!(count(&receiver_sql, "receiver_inbox"), 0);
+}
+
+/// A transport for services that must not send events.
+struct Nowhere;
+
+impl Transport for Nowhere {
+    fn deliver(
+        &self,
+        destination: &str,
+        _body: Vec<u8>,
+        _correlation_id: &str,
+    ) -> Result<(), String> {
+        Err(format!("unexpected event for {destination}"))
+    }
 }
 
 /// A client for services that must not send anything.

@@ -23,6 +23,7 @@ pub mod bindings {
 mod config;
 mod http;
 mod sql;
+mod transport;
 
 use bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
 use service_kit::{Env, Service};
@@ -41,6 +42,7 @@ pub fn serve<S: Service + Default>(request: IncomingRequest, out: ResponseOutpar
         http: &http::WasiHttpClient,
         config: &config::SpinConfig,
         service_url,
+        transport: &transport::ChainingTransport,
     };
     let service = S::default();
     let response = match http::read_request(request) {
