@@ -19,7 +19,7 @@ impl Sql for Sqlite {
             .0
             .prepare(statement)
             .map_err(|e| PortError(e.to_string()))?;
-        let columns: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
+        let columns: Vec<String> = stmt.column_names().map(str::to_owned).collect();
         let values = params.iter().map(|p| match p {
             SqlValue::Integer(v) => rusqlite::types::Value::Integer(*v),
             SqlValue::Real(v) => rusqlite::types::Value::Real(*v),
@@ -130,134 +130,151 @@ fn count(sql: &Sqlite, table: &str) -> i64 {
         .unwrap()
 }
 
-#[test]
-fn events_exist_exactly_when_their_transaction_commits_and_are_applied_once() {
+/// A sender's messaging wired to a receiver on the same database file.
+struct Wiring<'a> {
+    messaging: &'a Messaging<'a>,
+    db: &'a Db<'a>,
+    receiver: &'a Receiver<'a>,
+    sender_sql: &'a Sqlite,
+    receiver_sql: &'a Sqlite,
+}
+
+/// Runs `test` with a sender wired to a receiver that fails its first `failures` deliveries.
+fn with_wiring(failures: u32, test: impl FnOnce(Wiring)) {
     let dir = tempfile::tempdir().unwrap();
     let (sender_sql, receiver_sql) = (open(&dir, "sender"), open(&dir, "receiver"));
     let config = settings();
     let receiver = Receiver {
-        env: Env {
-            sql: &receiver_sql,
-            http: &NoNetwork,
-            config: &config,
-            service_url: url,
-            transport: &Nowhere,
-        },
-        failures: Cell::new(0),
+        env: env_of(&receiver_sql, &config, &Nowhere),
+        failures: Cell::new(failures),
         applied: RefCell::new(Vec::new()),
     };
-    let env = Env {
-        sql: &sender_sql,
-        http: &NoNetwork,
-        config: &config,
-        service_url: url,
-        transport: &receiver,
-    };
+    let env = env_of(&sender_sql, &config, &receiver);
     let messaging = Messaging::new(&env, "sender");
     let db = Db::new(&sender_sql);
-
-    let rolled_back: Result<(), DbError> = db.transaction(|tx| {
-        messaging.publish(
-            tx,
-            "order.placed",
-            "o1",
-            "c1",
-            json!({"n": 1}),
-            &["receiver"],
-        )?;
-        Err(DbError("the state change failed".into()))
+    test(Wiring {
+        messaging: &messaging,
+        db: &db,
+        receiver: &receiver,
+        sender_sql: &sender_sql,
+        receiver_sql: &receiver_sql,
     });
-    assert!(rolled_back.is_err());
-    assert_eq!(
-        count(&sender_sql, "sender_outbox"),
+}
+
+/// The ports of a service on `sql` that sends events through `transport` and nothing else.
+fn env_of<'a>(sql: &'a Sqlite, config: &'a Settings, transport: &'a dyn Transport) -> Env<'a> {
+    Env {
+        sql,
+        http: &NoNetwork,
+        config,
+        service_url: url,
+        transport,
+    }
+}
+
+#[test]
+fn events_exist_exactly_when_their_transaction_commits_and_are_applied_once() {
+    with_wiring(
         0,
-        "no event without its state change"
+        |Wiring {
+             messaging,
+             db,
+             receiver,
+             sender_sql,
+             receiver_sql,
+         }| {
+            let rolled_back: Result<(), DbError> = db.transaction(|tx| {
+                messaging.publish(
+                    tx,
+                    "order.placed",
+                    "o1",
+                    "c1",
+                    json!({"n": 1}),
+                    &["receiver"],
+                )?;
+                Err(DbError("the state change failed".into()))
+            });
+            assert!(rolled_back.is_err());
+            assert_eq!(
+                count(sender_sql, "sender_outbox"),
+                0,
+                "no event without its state change"
+            );
+
+            let envelope = db
+                .transaction(|tx| {
+                    messaging.publish(
+                        tx,
+                        "order.placed",
+                        "o1",
+                        "c1",
+                        json!({"n": 1}),
+                        &["receiver"],
+                    )
+                })
+                .unwrap();
+            assert_eq!(count(sender_sql, "sender_outbox"), 1);
+            let report = messaging.pump().unwrap();
+            assert_eq!(report.delivered, 1);
+            assert_eq!(count(sender_sql, "sender_outbox"), 0);
+            assert_eq!(*receiver.applied.borrow(), vec![envelope.id.clone()]);
+
+            // The same event again is recognised and not applied twice.
+            messaging
+                .resend(db, &envelope, &["receiver"], ":again")
+                .unwrap();
+            messaging.pump().unwrap();
+            assert_eq!(receiver.applied.borrow().len(), 1);
+            assert_eq!(count(receiver_sql, "receiver_inbox"), 1);
+        },
     );
-
-    let envelope = db
-        .transaction(|tx| {
-            messaging.publish(
-                tx,
-                "order.placed",
-                "o1",
-                "c1",
-                json!({"n": 1}),
-                &["receiver"],
-            )
-        })
-        .unwrap();
-    assert_eq!(count(&sender_sql, "sender_outbox"), 1);
-    let report = messaging.pump().unwrap();
-    assert_eq!(report.delivered, 1);
-    assert_eq!(count(&sender_sql, "sender_outbox"), 0);
-    assert_eq!(*receiver.applied.borrow(), vec![envelope.id.clone()]);
-
-    // The same event again is recognised and not applied twice.
-    messaging
-        .resend(&db, &envelope, &["receiver"], ":again")
-        .unwrap();
-    messaging.pump().unwrap();
-    assert_eq!(receiver.applied.borrow().len(), 1);
-    assert_eq!(count(&receiver_sql, "receiver_inbox"), 1);
 }
 
 #[test]
 fn failures_are_retried_then_dead_lettered_and_an_admin_retry_delivers() {
-    let dir = tempfile::tempdir().unwrap();
-    let (sender_sql, receiver_sql) = (open(&dir, "sender"), open(&dir, "receiver"));
-    let config = settings();
-    let receiver = Receiver {
-        env: Env {
-            sql: &receiver_sql,
-            http: &NoNetwork,
-            config: &config,
-            service_url: url,
-            transport: &Nowhere,
+    with_wiring(
+        5,
+        |Wiring {
+             messaging,
+             db,
+             receiver,
+             sender_sql,
+             ..
+         }| {
+            db.transaction(|tx| {
+                messaging.publish(tx, "order.placed", "o1", "c1", json!({}), &["receiver"])
+            })
+            .unwrap();
+
+            assert_eq!(messaging.pump().unwrap().retried, 1);
+            assert_eq!(messaging.pump().unwrap().retried, 1);
+            assert_eq!(
+                messaging.pump().unwrap().dead_lettered,
+                1,
+                "the third attempt is the last"
+            );
+            let dead = messaging.dead_letters().unwrap();
+            assert_eq!(dead.len(), 1);
+            assert_eq!(dead[0].attempts, 3);
+            assert!(
+                dead[0].reason.contains("receiver answered 503"),
+                "{}",
+                dead[0].reason
+            );
+            assert_eq!(count(sender_sql, "sender_outbox"), 0);
+
+            receiver.failures.set(0);
+            let local_id = dead[0].id.strip_prefix("sender:").unwrap();
+            assert!(messaging.retry_dead_letter(local_id).unwrap());
+            assert!(
+                !messaging.retry_dead_letter(local_id).unwrap(),
+                "gone from the dead letters"
+            );
+            assert_eq!(messaging.pump().unwrap().delivered, 1);
+            assert_eq!(receiver.applied.borrow().len(), 1);
+            assert!(messaging.dead_letters().unwrap().is_empty());
         },
-        failures: Cell::new(5),
-        applied: RefCell::new(Vec::new()),
-    };
-    let env = Env {
-        sql: &sender_sql,
-        http: &NoNetwork,
-        config: &config,
-        service_url: url,
-        transport: &receiver,
-    };
-    let messaging = Messaging::new(&env, "sender");
-    let db = Db::new(&sender_sql);
-    db.transaction(|tx| {
-        messaging.publish(tx, "order.placed", "o1", "c1", json!({}), &["receiver"])
-    })
-    .unwrap();
-
-    assert_eq!(messaging.pump().unwrap().retried, 1);
-    assert_eq!(messaging.pump().unwrap().retried, 1);
-    assert_eq!(
-        messaging.pump().unwrap().dead_lettered,
-        1,
-        "the third attempt is the last"
     );
-    let dead = messaging.dead_letters().unwrap();
-    assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].attempts, 3);
-    assert!(
-        dead[0].reason.contains("receiver answered 503"),
-        "{}",
-        dead[0].reason
-    );
-    assert_eq!(count(&sender_sql, "sender_outbox"), 0);
-
-    receiver.failures.set(0);
-    let local_id = dead[0].id.strip_prefix("sender:").unwrap();
-    assert!(messaging.retry_dead_letter(local_id).unwrap());
-    assert!(
-        !messaging.retry_dead_letter(local_id).unwrap(),
-        "gone from the dead letters"
-    );
-    assert_eq!(messaging.pump().unwrap().delivered, 1);
-    assert_eq!(receiver.applied.borrow().len(), 1);
-    assert!(messaging.dead_letters().unwrap().is_empty());
 }
 
 #[test]
@@ -265,13 +282,7 @@ fn a_bad_signature_or_garbage_is_dead_lettered_by_the_receiver_and_never_applied
     let dir = tempfile::tempdir().unwrap();
     let receiver_sql = open(&dir, "receiver");
     let config = settings();
-    let env = Env {
-        sql: &receiver_sql,
-        http: &NoNetwork,
-        config: &config,
-        service_url: url,
-        transport: &Nowhere,
-    };
+    let env = env_of(&receiver_sql, &config, &Nowhere);
     let messaging = Messaging::new(&env, "receiver");
     let forged =
         shop_domain::envelope::Envelope::new("e1", "order.placed", "o1", "t", "c", json!({}))
