@@ -1,9 +1,11 @@
 # One entry point for people and CI. See README.md.
 COMPONENTS := gateway orders balance-checker stock-checker vouchers
 WASM_DIR := target/wasm32-wasip2/release
+WASMCLOUD_TARGET_DIR := target/wasmcloud
+WASMCLOUD_WASM_DIR := $(WASMCLOUD_TARGET_DIR)/wasm32-wasip2/release
 WASM_TOOLS_VERSION := 1.263.0
 
-.PHONY: setup build check-worlds test serve
+.PHONY: setup build build-wasmcloud check-worlds test serve
 
 ## Installs what building and testing need: the wasm32-wasip2 target and wasm-tools.
 setup:
@@ -15,17 +17,45 @@ setup:
 build:
 	cargo build --target wasm32-wasip2 --release $(addprefix -p ,$(COMPONENTS))
 
-## Checks each built component against the Spin world it targets (wit/world.wit).
-check-worlds: build
+## Builds every component for wasmCloud 1.x (what wadm.yaml deploys), in its own target dir.
+build-wasmcloud:
+	cargo build --target wasm32-wasip2 --release --no-default-features --features wasmcloud \
+		--target-dir $(WASMCLOUD_TARGET_DIR) $(addprefix -p ,$(COMPONENTS))
+
+## Checks each built component against the world of its host (wit/world.wit).
+check-worlds: build build-wasmcloud
 	@for c in $(subst -,_,$(COMPONENTS)); do \
 		wasm-tools component targets wit $(WASM_DIR)/$$c.wasm --world spin-service || exit 1; \
-		echo "$$c.wasm targets shop:platform/spin-service"; \
+		echo "spin: $$c.wasm targets shop:platform/spin-service"; \
+		wasm-tools component targets wit $(WASMCLOUD_WASM_DIR)/$$c.wasm --world wasmcloud-service || exit 1; \
+		echo "wasmcloud: $$c.wasm targets shop:platform/wasmcloud-service"; \
 	done
 
-## Builds, checks the worlds, and runs every test (domain, service kit, test host, pipeline).
+## Builds both flavours, checks the worlds, and runs every test (domain, service kit, test
+## host, the pipeline on the Spin and the wasmCloud flavour).
 test: check-worlds
 	cargo test
+	$(MAKE) browser-test
+
+## Drives the gateway's dashboards in headless Chromium (tests/browser): installs Chromium when
+## /usr/bin/chromium is missing, builds the test host and the components, runs the tests.
+## Screenshots: target/browser-screenshots/. SHOP_URL=http://... tests a running app instead.
+.PHONY: browser-test
+browser-test:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }; fi
+	cd tests/browser && npm ci --no-audit --no-fund
+	cargo build -p test-host
+	$(MAKE) build
+	cd tests/browser && npm test
 
 ## Runs the app on the wasmtime test host at http://127.0.0.1:3000 (when Spin is not installed).
 serve: build
 	cargo run --release -p test-host -- serve --manifest spin.toml --listen 127.0.0.1:3000 --data-dir .spin
+
+## Renders target/wadm.local.yaml: wadm.yaml with file:// images of the wasmCloud build and
+## of the provider archives in infra/wasmcloud/providers (see infra/wasmcloud/README.md).
+.PHONY: wadm-local
+wadm-local: build-wasmcloud
+	sh infra/wasmcloud/render-local.sh

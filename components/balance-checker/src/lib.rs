@@ -22,7 +22,7 @@ use db::queries::{self, Account, AccountView, Hold};
 #[derive(Default)]
 pub struct BalanceChecker;
 
-spin_host::export_service!(WorkerService<BalanceChecker>);
+host_bindings::export_service!(WorkerService<BalanceChecker>);
 
 impl Worker for BalanceChecker {
     const NAME: &'static str = "balance-checker";

@@ -1,39 +1,60 @@
-//! The gateway: the only public HTTP entry. It authenticates every call but `/healthz`,
-//! validates input at the edge, gives every request a correlation id (echoed in
-//! `X-Correlation-Id`), and forwards to the service that owns the data.
+//! The gateway: the only public HTTP entry. It authenticates every API call, validates
+//! input at the edge, gives every request a correlation id (echoed in `X-Correlation-Id`),
+//! limits each caller's request rate, and forwards to the service that owns the data.
+//! `/healthz` and the browser dashboards (`/`, `/customer`, `/staff`, `/admin`, `/assets/*`)
+//! need no token.
 
 mod auth;
+mod rate_limit;
 mod routes;
+mod web;
 
 use service_kit::Env;
 use service_kit::Service;
 use service_kit::http::{CORRELATION_HEADER, Request, Response};
 use service_kit::ids::new_id;
+use service_kit::stream::Streamed;
 
 /// The gateway service.
 #[derive(Default)]
 pub struct Gateway;
 
-spin_host::export_service!(Gateway);
+host_bindings::export_service!(Gateway);
 
 impl Service for Gateway {
-    fn handle(&self, mut request: Request, env: &Env) -> Response {
-        let correlation_id = match request.correlation_id() {
-            Some(id) if valid_correlation_id(id) => id.to_owned(),
-            _ => new_id("cor"),
-        };
-        request
-            .headers
-            .retain(|(name, _)| name != CORRELATION_HEADER);
-        request
-            .headers
-            .push((CORRELATION_HEADER.into(), correlation_id.clone()));
+    fn handle(&self, request: Request, env: &Env) -> Response {
+        let (request, correlation_id) = with_correlation_id(request);
         let mut response = routes::route(&request, env);
         response
             .headers
             .retain(|(name, _)| name != CORRELATION_HEADER);
         response.with_header(CORRELATION_HEADER, &correlation_id)
     }
+
+    fn stream(&self, request: &Request, env: &Env) -> Option<Streamed> {
+        let feed = routes::feed(request)?;
+        let (request, correlation_id) = with_correlation_id(request.clone());
+        let mut streamed = routes::stream(&request, env, feed);
+        streamed
+            .headers
+            .retain(|(name, _)| name != CORRELATION_HEADER);
+        Some(streamed.with_header(CORRELATION_HEADER, &correlation_id))
+    }
+}
+
+/// The request with its correlation id (the client's if valid, else a new one) set.
+fn with_correlation_id(mut request: Request) -> (Request, String) {
+    let correlation_id = match request.correlation_id() {
+        Some(id) if valid_correlation_id(id) => id.to_owned(),
+        _ => new_id("cor"),
+    };
+    request
+        .headers
+        .retain(|(name, _)| name != CORRELATION_HEADER);
+    request
+        .headers
+        .push((CORRELATION_HEADER.into(), correlation_id.clone()));
+    (request, correlation_id)
 }
 
 /// A correlation id a client may choose: 1 to 128 visible ASCII characters.

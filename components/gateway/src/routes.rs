@@ -6,7 +6,8 @@ use service_kit::http::{
     ACTOR_HEADER, CORRELATION_HEADER, ROLE_HEADER, Request, Response, method_not_allowed,
     not_found, percent_encode,
 };
-use service_kit::ports::OutboundRequest;
+use service_kit::ports::{OutboundRequest, ResponseStream};
+use service_kit::stream::{BodyStream, ChunkSink, Streamed};
 use shop_domain::auth::{Claims, Role};
 use shop_domain::cursor::decode_cursor;
 use shop_domain::order::OrderStatus;
@@ -22,6 +23,71 @@ const MESSAGING_SERVICES: [&str; 4] = ["orders", "balance-checker", "stock-check
 /// The most orders one batch may place.
 const MAX_BATCH: usize = 100;
 
+/// 502 when `service` cannot be reached.
+fn unreachable(service: &str, error: &str) -> Response {
+    Response::problem(
+        502,
+        "bad-gateway",
+        "Service unreachable",
+        &format!("{service}: {error}"),
+    )
+}
+
+/// Relays an upstream event stream until it ends or the client goes away.
+struct Relay(Box<dyn ResponseStream>);
+
+impl BodyStream for Relay {
+    fn run(mut self: Box<Self>, _env: &Env, sink: &mut dyn ChunkSink) {
+        while let Ok(Some(chunk)) = self.0.next_chunk() {
+            if sink.send(&chunk).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A public event stream: all orders (staff) or one order.
+pub enum Feed {
+    /// `GET /api/v1/orders/events`.
+    AllOrders,
+    /// `GET /api/v1/orders/{id}/events`.
+    Order(String),
+}
+
+/// The event stream `request` asks for; `None` for any other request.
+pub fn feed(request: &Request) -> Option<Feed> {
+    match (request.method.as_str(), request.segments().as_slice()) {
+        ("GET", ["api", "v1", "orders", "events"]) => Some(Feed::AllOrders),
+        ("GET", ["api", "v1", "orders", id, "events"]) => Some(Feed::Order((*id).to_owned())),
+        _ => None,
+    }
+}
+
+/// Opens `feed` for the caller of `request`: authenticated, rate-limited, relayed from orders.
+pub fn stream(request: &Request, env: &Env, feed: Feed) -> Streamed {
+    let claims = match authenticate(request, env) {
+        Ok(claims) => claims,
+        Err(problem) => return Streamed::whole(problem),
+    };
+    if let Err(problem) = crate::rate_limit::check(request, &claims, env) {
+        return Streamed::whole(problem);
+    }
+    let call = Call {
+        request,
+        env,
+        claims: &claims,
+    };
+    match feed {
+        Feed::AllOrders => match require_staff(&claims) {
+            Ok(()) => call.forward_stream("orders", "/orders/events"),
+            Err(problem) => Streamed::whole(problem),
+        },
+        Feed::Order(id) => {
+            call.forward_stream("orders", &format!("/orders/{}/events", percent_encode(&id)))
+        }
+    }
+}
+
 /// Answers one public request.
 pub fn route(request: &Request, env: &Env) -> Response {
     let segments = request.segments();
@@ -33,12 +99,15 @@ pub fn route(request: &Request, env: &Env) -> Response {
         };
     }
     let ["api", "v1", rest @ ..] = segments.as_slice() else {
-        return not_found();
+        return crate::web::serve(request);
     };
     let claims = match authenticate(request, env) {
         Ok(claims) => claims,
         Err(problem) => return problem,
     };
+    if let Err(problem) = crate::rate_limit::check(request, &claims, env) {
+        return problem;
+    }
     let call = Call {
         request,
         env,
@@ -121,28 +190,11 @@ type Answer = Result<Response, Response>;
 impl Call<'_> {
     /// Sends the call on to `service` as the authenticated caller and relays its answer.
     fn forward(&self, service: &str, method: &str, path: &str, body: Vec<u8>) -> Answer {
-        let mut headers = vec![
-            ("content-type".to_owned(), "application/json".to_owned()),
-            (ACTOR_HEADER.to_owned(), self.claims.sub.clone()),
-            (
-                ROLE_HEADER.to_owned(),
-                role_name(self.claims.role).to_owned(),
-            ),
-            (
-                CORRELATION_HEADER.to_owned(),
-                self.request.correlation_id().unwrap_or_default().to_owned(),
-            ),
-        ];
-        if let Some(key) = self.request.header("idempotency-key") {
-            headers.push(("idempotency-key".to_owned(), key.to_owned()));
-        }
-        let outbound = OutboundRequest {
-            method: method.into(),
-            url: format!("{}{path}", (self.env.service_url)(service)),
-            headers,
-            body,
-        };
-        match self.env.http.send(outbound) {
+        match self
+            .env
+            .http
+            .send(self.outbound(service, method, path, body))
+        {
             Ok(response) => {
                 let keep = ["content-type", "location", "idempotent-replayed"];
                 let headers = response
@@ -156,12 +208,69 @@ impl Call<'_> {
                     body: response.body,
                 })
             }
-            Err(e) => Err(Response::problem(
-                502,
-                "bad-gateway",
-                "Service unreachable",
-                &format!("{service}: {e}"),
-            )),
+            Err(e) => Err(unreachable(service, &e.to_string())),
+        }
+    }
+
+    /// As [`Call::forward`] for a `GET` of an event stream, relayed chunk by chunk.
+    fn forward_stream(&self, service: &str, path: &str) -> Streamed {
+        let mut upstream = match self
+            .env
+            .http
+            .open(self.outbound(service, "GET", path, Vec::new()))
+        {
+            Ok(upstream) => upstream,
+            Err(e) => return Streamed::whole(unreachable(service, &e.to_string())),
+        };
+        let keep = ["content-type", "cache-control", "x-accel-buffering"];
+        let headers = upstream
+            .headers()
+            .iter()
+            .filter(|(n, _)| keep.contains(&n.as_str()))
+            .cloned()
+            .collect();
+        if upstream.status() == 200 {
+            return Streamed {
+                status: 200,
+                headers,
+                body: Box::new(Relay(upstream)),
+            };
+        }
+        let mut body = Vec::new();
+        while let Ok(Some(chunk)) = upstream.next_chunk() {
+            body.extend_from_slice(&chunk);
+        }
+        Streamed::whole(Response {
+            status: upstream.status(),
+            headers,
+            body,
+        })
+    }
+
+    /// The request to `service` on behalf of the authenticated caller.
+    fn outbound(&self, service: &str, method: &str, path: &str, body: Vec<u8>) -> OutboundRequest {
+        let mut headers = vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            (ACTOR_HEADER.to_owned(), self.claims.sub.clone()),
+            (
+                ROLE_HEADER.to_owned(),
+                role_name(self.claims.role).to_owned(),
+            ),
+            (
+                CORRELATION_HEADER.to_owned(),
+                self.request.correlation_id().unwrap_or_default().to_owned(),
+            ),
+        ];
+        for name in ["idempotency-key", "last-event-id"] {
+            if let Some(value) = self.request.header(name) {
+                headers.push((name.to_owned(), value.to_owned()));
+            }
+        }
+        OutboundRequest {
+            method: method.into(),
+            url: format!("{}{path}", (self.env.service_url)(service)),
+            headers,
+            body,
         }
     }
 

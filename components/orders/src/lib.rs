@@ -3,6 +3,7 @@
 //! and from other services, never from outside.
 
 mod db;
+mod live;
 mod saga;
 
 use serde_json::{Value, json};
@@ -13,17 +14,19 @@ use service_kit::http::{
 use service_kit::ids::{new_id, now_ms};
 use service_kit::messaging::{HandlerError, Messaging};
 use service_kit::ports::OutboundRequest;
+use service_kit::stream::Streamed;
 use service_kit::worker::{Worker, WorkerService, unavailable};
 use service_kit::{Env, settings};
 use shop_domain::cursor::{decode_cursor, encode_cursor};
 use shop_domain::envelope::{Envelope, event_types};
 use shop_domain::money::Money;
 use shop_domain::order::{OrderAction, OrderStatus, transition};
+use shop_domain::time::rfc3339_from_millis;
 use shop_domain::validation::{
     OrderContent, PlaceOrder, ValidationError, parse_limit, parse_place_order,
 };
 
-use db::queries::{self, OrderRecord};
+use db::queries::{self, HistoryEntry, OrderRecord, OrderView};
 
 /// This component's id.
 const NAME: &str = "orders";
@@ -34,7 +37,7 @@ const CHECKERS: [&str; 2] = ["balance-checker", "stock-checker"];
 #[derive(Default)]
 pub struct Orders;
 
-spin_host::export_service!(WorkerService<Orders>);
+host_bindings::export_service!(WorkerService<Orders>);
 
 impl Worker for Orders {
     const NAME: &'static str = NAME;
@@ -55,6 +58,10 @@ impl Worker for Orders {
             _ => return None,
         };
         Some(response)
+    }
+
+    fn stream(&self, request: &Request, env: &Env) -> Option<Streamed> {
+        live::stream(request, env)
     }
 
     fn apply(
@@ -116,12 +123,9 @@ fn order_not_found(id: &str) -> Response {
     )
 }
 
-fn accepted(db: &Db, order: &OrderRecord) -> Response {
-    match queries::view(db, order) {
-        Ok(view) => Response::json(202, &view)
-            .with_header("location", &format!("/api/v1/orders/{}", order.id)),
-        Err(e) => unavailable(&e),
-    }
+/// 202 with the order and its location.
+fn accepted(view: &OrderView) -> Response {
+    Response::json(202, view).with_header("location", &format!("/api/v1/orders/{}", view.id))
 }
 
 fn place_one(request: &Request, env: &Env, messaging: &Messaging) -> Response {
@@ -226,7 +230,11 @@ fn place(
             created_at: now,
         };
         queries::insert(tx, &record)?;
-        Ok::<_, DbError>(accepted(tx, &record))
+        let history = vec![HistoryEntry {
+            status: record.status.as_str().to_owned(),
+            at: rfc3339_from_millis(now),
+        }];
+        Ok::<_, DbError>(accepted(&queries::view_with(&record, history)))
     });
     stored.unwrap_or_else(|e| unavailable(&e))
 }
@@ -245,7 +253,9 @@ fn replay(db: &Db, key: &str, canonical: &str) -> Result<Option<Response>, DbErr
         )));
     }
     Ok(queries::load(db, &order_id)?
-        .map(|order| accepted(db, &order).with_header("idempotent-replayed", "true")))
+        .map(|order| queries::view(db, &order))
+        .transpose()?
+        .map(|view| accepted(&view).with_header("idempotent-replayed", "true")))
 }
 
 fn canonical_request(order: &PlaceOrder) -> String {
@@ -437,6 +447,8 @@ fn act(request: &Request, env: &Env, messaging: &Messaging, id: &str, action: &s
                 ));
             }
         };
+        // Every read before the first write (see service_kit::db::Db::transaction).
+        let mut view = queries::view(tx, &order)?;
         let now = now_ms();
         queries::set_status(tx, id, next, None, now)?;
         let data =
@@ -464,9 +476,12 @@ fn act(request: &Request, env: &Env, messaging: &Messaging, id: &str, action: &s
             }
             _ => {}
         }
-        let updated =
-            queries::load(tx, id)?.ok_or_else(|| DbError(format!("order {id} vanished")))?;
-        Ok::<_, DbError>(Response::json(200, &queries::view(tx, &updated)?))
+        view.status = next.as_str();
+        view.history.push(HistoryEntry {
+            status: next.as_str().to_owned(),
+            at: rfc3339_from_millis(now),
+        });
+        Ok::<_, DbError>(Response::json(200, &view))
     });
     outcome.unwrap_or_else(|e| unavailable(&e))
 }

@@ -23,7 +23,7 @@ use db::queries::{self, HeldLine};
 #[derive(Default)]
 pub struct StockChecker;
 
-spin_host::export_service!(WorkerService<StockChecker>);
+host_bindings::export_service!(WorkerService<StockChecker>);
 
 impl Worker for StockChecker {
     const NAME: &'static str = "stock-checker";
@@ -113,7 +113,7 @@ fn save(request: &Request, env: &Env, sku: &str) -> Response {
         Err(problem) => return problem,
     };
     let outcome = Db::new(env.sql).transaction(|tx| {
-        let existed = queries::find(tx, &sku)?.is_some();
+        let existing = queries::find(tx, &sku)?;
         queries::upsert(
             tx,
             &sku,
@@ -122,9 +122,18 @@ fn save(request: &Request, env: &Env, sku: &str) -> Response {
             input.stock,
             now_ms(),
         )?;
-        let product =
-            queries::find(tx, &sku)?.ok_or_else(|| DbError(format!("product {sku} vanished")))?;
-        Ok::<_, DbError>(Response::json(if existed { 200 } else { 201 }, &product))
+        // What the upsert wrote, computed rather than read back (reads come first).
+        let product = queries::Product {
+            sku: sku.clone(),
+            name: input.name.clone(),
+            price_cents: input.price_cents.cents(),
+            stock: input.stock,
+            reserved: existing.as_ref().map_or(0, |p| p.reserved),
+        };
+        Ok::<_, DbError>(Response::json(
+            if existing.is_some() { 200 } else { 201 },
+            &product,
+        ))
     });
     outcome.unwrap_or_else(|e| unavailable(&e))
 }

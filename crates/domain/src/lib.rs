@@ -15,6 +15,7 @@
 //! - [`auth`]: HS256 JSON Web Tokens and roles.
 //! - [`time`]: RFC 3339 timestamps from Unix milliseconds.
 //! - [`cursor`]: opaque pagination cursors.
+//! - [`rate_limit`]: per-caller request limits in one-minute windows.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod envelope;
 mod hmac_key;
 pub mod money;
 pub mod order;
+pub mod rate_limit;
 pub mod retry;
 pub mod time;
 pub mod validation;

@@ -296,8 +296,50 @@ impl FromStr for RejectReason {
     }
 }
 
+/// Status changes `(order, seq, at_ms)` in the order they happened: by time, except that
+/// each order's changes stay in `seq` order even when the clocks of different instances
+/// disagree about their times. Ties go by order key.
+pub fn in_history_order<K: Ord + Clone>(changes: Vec<(K, i64, i64)>) -> Vec<(K, i64)> {
+    use std::collections::{BTreeMap, VecDeque};
+    let mut per_order: BTreeMap<K, VecDeque<(i64, i64)>> = BTreeMap::new();
+    for (order, seq, at) in changes {
+        per_order.entry(order).or_default().push_back((seq, at));
+    }
+    for queue in per_order.values_mut() {
+        queue.make_contiguous().sort_unstable();
+    }
+    let mut ordered = Vec::new();
+    while let Some(order) = per_order
+        .iter()
+        .filter_map(|(order, queue)| queue.front().map(|(_, at)| (*at, order)))
+        .min()
+        .map(|(_, order)| order.clone())
+    {
+        let Some(queue) = per_order.get_mut(&order) else {
+            break;
+        };
+        if let Some((seq, _)) = queue.pop_front() {
+            ordered.push((order.clone(), seq));
+        }
+        if queue.is_empty() {
+            per_order.remove(&order);
+        }
+    }
+    ordered
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn changes_go_by_time_but_each_order_keeps_its_history_order() {
+        let changes = vec![("b", 1, 10), ("a", 2, 5), ("a", 1, 20), ("b", 2, 30)];
+        assert_eq!(
+            in_history_order(changes),
+            vec![("b", 1), ("a", 1), ("a", 2), ("b", 2)]
+        );
+        assert!(in_history_order(Vec::<(&str, i64, i64)>::new()).is_empty());
+    }
+
     use super::*;
     use OrderAction as A;
     use OrderStatus as S;

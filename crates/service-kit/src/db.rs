@@ -124,6 +124,9 @@ impl<'a> Db<'a> {
     /// transactions updating the same row conflict (every write here is a read-modify-write
     /// of the rows read). A transaction that lost a conflict is run again, up to
     /// [`TRANSACTION_TRIES`] times.
+    ///
+    /// `work` must do all its reads before its first write: on wasmCloud the writes are
+    /// buffered until commit (see [`crate::optimistic`]), and a read after a write fails.
     pub fn transaction<T, E: From<DbError> + fmt::Display>(
         &self,
         mut work: impl FnMut(&Db<'a>) -> Result<T, E>,
@@ -162,17 +165,21 @@ impl<'a> Db<'a> {
 pub const TRANSACTION_TRIES: u32 = 10;
 
 /// True for errors that mean "another transaction won; run again": a serialization
-/// failure, a deadlock, or a unique violation from a concurrent insert (every insert is
-/// preceded by a read, so the retry sees the winner's row). Errors raised while a Postgres
-/// query runs reach Spin guests as text without their SQLSTATE code.
+/// failure, a deadlock, a unique violation from a concurrent insert (every insert is
+/// preceded by a read, so the retry sees the winner's row), or a table or column that a
+/// concurrent migration created (the retry sees the migration recorded). Errors raised
+/// while a Postgres query runs reach Spin guests as text without their SQLSTATE code.
 fn is_conflict(message: &str) -> bool {
     [
         "40001",
         "40P01",
         "23505",
+        "42701",
+        "42P07",
         "could not serialize access",
         "deadlock detected",
         "duplicate key value violates unique constraint",
+        "already exists",
         "database is locked",
     ]
     .iter()
@@ -209,10 +216,16 @@ pub fn migrate(db: &Db, scope: &str, migrations: &[Migration]) -> Result<(), DbE
     let applied = match applied_version(db, scope) {
         Ok(v) => v,
         Err(_) => {
-            db.transaction(|tx| tx.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (scope TEXT NOT NULL, version BIGINT NOT NULL, name TEXT NOT NULL, applied_at BIGINT NOT NULL, PRIMARY KEY (scope, version))",
-                &[],
-            ))?;
+            db.transaction(|tx| {
+                tx.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (scope TEXT NOT NULL, version BIGINT NOT NULL, name TEXT NOT NULL, applied_at BIGINT NOT NULL, PRIMARY KEY (scope, version))",
+                    &[],
+                )?;
+                if db.dialect() == Dialect::Postgres {
+                    tx.execute(crate::optimistic::CREATE_CONFLICTS_TABLE, &[])?;
+                }
+                Ok::<_, DbError>(())
+            })?;
             applied_version(db, scope)?
         }
     };

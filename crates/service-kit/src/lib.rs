@@ -11,16 +11,24 @@ pub mod http;
 pub mod ids;
 pub mod log;
 pub mod messaging;
+pub mod optimistic;
 pub mod ports;
 pub mod settings;
+pub mod stream;
 pub mod worker;
 
-pub use ports::{Config, Env, HttpClient, PortError, Sql, SqlValue, Transport};
+pub use ports::{Config, Env, HttpClient, KeyValue, PortError, Sql, SqlValue, Transport};
 
 /// A shop service: one component's request handling, written against ports only.
 pub trait Service {
     /// Answers one request.
     fn handle(&self, request: http::Request, env: &Env) -> http::Response;
+
+    /// Answers a streaming route (Server-Sent Events); `None` when `request` is not one,
+    /// and then the host calls [`Service::handle`].
+    fn stream(&self, _request: &http::Request, _env: &Env) -> Option<stream::Streamed> {
+        None
+    }
 
     /// Work done after the response has been sent (e.g. delivering the outbox), so that
     /// callers do not wait for it.

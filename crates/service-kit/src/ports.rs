@@ -96,10 +96,40 @@ pub struct OutboundRequest {
     pub body: Vec<u8>,
 }
 
+/// An outbound response whose body is read as it arrives.
+pub trait ResponseStream {
+    /// Status code.
+    fn status(&self) -> u16;
+    /// Headers, names in lower case.
+    fn headers(&self) -> &[(String, String)];
+    /// The next chunk of the body, `None` at its end; waits for the chunk to arrive.
+    fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, PortError>;
+}
+
+/// The largest response body [`HttpClient::send`] reads, in bytes.
+pub const MAX_RESPONSE_BODY: usize = 1024 * 1024;
+
 /// Outbound HTTP.
 pub trait HttpClient {
-    /// Sends a request and reads the whole response.
-    fn send(&self, request: OutboundRequest) -> Result<crate::http::Response, PortError>;
+    /// Sends a request; the answer's body is read from the returned stream.
+    fn open(&self, request: OutboundRequest) -> Result<Box<dyn ResponseStream>, PortError>;
+
+    /// Sends a request and reads the whole response (at most [`MAX_RESPONSE_BODY`] bytes).
+    fn send(&self, request: OutboundRequest) -> Result<crate::http::Response, PortError> {
+        let mut stream = self.open(request)?;
+        let mut body = Vec::new();
+        while let Some(chunk) = stream.next_chunk()? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_RESPONSE_BODY {
+                return Err(PortError("response body too large".into()));
+            }
+        }
+        Ok(crate::http::Response {
+            status: stream.status(),
+            headers: stream.headers().to_vec(),
+            body,
+        })
+    }
 }
 
 /// Carries signed events to other services (on Spin: local service chaining).
@@ -108,6 +138,16 @@ pub trait Transport {
     /// receiver accepted it, else the reason it did not.
     fn deliver(&self, destination: &str, body: Vec<u8>, correlation_id: &str)
     -> Result<(), String>;
+}
+
+/// A key-value store with atomic counters (Spin's key-value store, wasmCloud's keyvalue
+/// provider), for data that may be lost or approximate, like request counts.
+pub trait KeyValue {
+    /// Adds `delta` to the counter at `key` (missing counts as 0) and returns the new value.
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, PortError>;
+
+    /// Removes `key`; removing a missing key is not an error.
+    fn delete(&self, key: &str) -> Result<(), PortError>;
 }
 
 /// Read-only configuration (Spin variables, wasmCloud config).
@@ -128,4 +168,6 @@ pub struct Env<'a> {
     pub service_url: fn(&str) -> String,
     /// How events reach other services.
     pub transport: &'a dyn Transport,
+    /// The key-value store.
+    pub kv: &'a dyn KeyValue,
 }

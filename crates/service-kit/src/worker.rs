@@ -8,6 +8,7 @@ use crate::db::{Db, DbError, Migration, migrate};
 use crate::http::{Request, Response, method_not_allowed, not_found};
 use crate::messaging::{EVENTS_PATH, HandlerError, Messaging};
 use crate::ports::Env;
+use crate::stream::Streamed;
 
 /// One event-driven service: its schema, its own routes and its event handler.
 pub trait Worker: Default {
@@ -19,6 +20,12 @@ pub trait Worker: Default {
 
     /// Answers the service's own routes; `None` when no route matches.
     fn route(&self, request: &Request, env: &Env, messaging: &Messaging) -> Option<Response>;
+
+    /// Answers the service's own streaming routes; `None` when no route matches. An
+    /// implementation that matches calls [`WorkerService::prepare`] before using the database.
+    fn stream(&self, _request: &Request, _env: &Env) -> Option<Streamed> {
+        None
+    }
 
     /// Applies one verified, not yet applied event inside transaction `tx`; events it
     /// causes are published through `messaging` in the same transaction.
@@ -41,7 +48,8 @@ pub trait Worker: Default {
 pub struct WorkerService<W: Worker>(W);
 
 impl<W: Worker> WorkerService<W> {
-    fn prepare(env: &Env) -> Result<(), DbError> {
+    /// Brings the service's tables up to date (cheap once they are).
+    pub fn prepare(env: &Env) -> Result<(), DbError> {
         let db = Db::new(env.sql);
         migrate(
             &db,
@@ -94,6 +102,10 @@ impl<W: Worker> Service for WorkerService<W> {
                 .route(&request, env, &messaging)
                 .unwrap_or_else(not_found),
         }
+    }
+
+    fn stream(&self, request: &Request, env: &Env) -> Option<Streamed> {
+        self.0.stream(request, env)
     }
 
     fn after_response(&self, env: &Env) {

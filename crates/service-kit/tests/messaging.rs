@@ -6,10 +6,9 @@ use std::collections::HashMap;
 
 use serde_json::json;
 use service_kit::db::{Db, DbError, migrate};
-use service_kit::http::Response;
 use service_kit::messaging::{HandlerError, Messaging};
-use service_kit::ports::{OutboundRequest, Rows};
-use service_kit::{Config, Env, HttpClient, PortError, Sql, SqlValue, Transport};
+use service_kit::ports::{OutboundRequest, ResponseStream, Rows};
+use service_kit::{Config, Env, HttpClient, KeyValue, PortError, Sql, SqlValue, Transport};
 
 struct Sqlite(rusqlite::Connection);
 
@@ -169,6 +168,7 @@ fn env_of<'a>(sql: &'a Sqlite, config: &'a Settings, transport: &'a dyn Transpor
         config,
         service_url: url,
         transport,
+        kv: &NoNetwork,
     }
 }
 
@@ -322,7 +322,17 @@ impl Transport for Nowhere {
 struct NoNetwork;
 
 impl HttpClient for NoNetwork {
-    fn send(&self, request: OutboundRequest) -> Result<Response, PortError> {
+    fn open(&self, request: OutboundRequest) -> Result<Box<dyn ResponseStream>, PortError> {
         Err(PortError(format!("unexpected request to {}", request.url)))
+    }
+}
+
+impl KeyValue for NoNetwork {
+    fn increment(&self, key: &str, _delta: i64) -> Result<i64, PortError> {
+        Err(PortError(format!("unexpected key-value use of {key}")))
+    }
+
+    fn delete(&self, key: &str) -> Result<(), PortError> {
+        Err(PortError(format!("unexpected key-value use of {key}")))
     }
 }

@@ -1,12 +1,13 @@
 //! Host bindings, generated from the project's WIT, for the Spin-specific interfaces
-//! the components import: `spin:sqlite/sqlite@3.0.0`, `spin:postgres/postgres@4.0.0` and
-//! `wasi:config/store@0.2.0-draft-2024-09-27`.
+//! the components import: `spin:sqlite/sqlite@3.0.0`, `spin:postgres/postgres@4.0.0`,
+//! `wasi:config/store@0.2.0-draft-2024-09-27` and `wasi:keyvalue@0.2.0-draft2`.
 
 wasmtime::component::bindgen!({
     path: [
         "../../wit/deps/spin-sqlite@3.0.0",
         "../../wit/deps/spin-postgres@4.0.0",
         "../../wit/deps/wasi-config@0.2.0-draft-2024-09-27",
+        "../../wit/deps/wasi-keyvalue@0.2.0-draft2",
         "wit",
     ],
     world: "test-host:host/spin-imports",
@@ -14,6 +15,8 @@ wasmtime::component::bindgen!({
     with: {
         "spin:sqlite/sqlite.connection": crate::sqlite::Connection,
         "spin:postgres/postgres.connection": crate::postgres::Connection,
+        "wasi:keyvalue/store.bucket": crate::keyvalue::Bucket,
+        "wasi:keyvalue/atomics.cas": crate::keyvalue::Cas,
     },
     require_store_data_send: true,
 });

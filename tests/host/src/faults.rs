@@ -1,5 +1,6 @@
-//! Fault injection for tests: make the next requests to a component's event
-//! handler run with a failing `spin:sqlite`.
+//! Fault injection for tests: make the next events a component's handler receives run
+//! with a failing database (`spin:sqlite` on the Spin flavour, `wasmcloud:postgres` on the
+//! wasmCloud lattice).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -15,8 +16,8 @@ struct Rule {
     injected: u32,
 }
 
-/// Fault injection shared between a [`TestHost`](crate::TestHost) and the test that
-/// drives it. A fault is scoped to one request's instance: the flag is decided when
+/// Fault injection shared between a [`TestHost`](crate::TestHost) (or a
+/// [`Lattice`](crate::Lattice)) and the test that drives it. A fault is scoped to one request's instance: the flag is decided when
 /// the request arrives and lives in that request's store, so concurrent requests to
 /// other paths or components are unaffected.
 #[derive(Debug, Default)]
@@ -29,9 +30,12 @@ impl Faults {
         self.rules.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The next `times` requests to `component` whose path is `/internal/events` run
-    /// with every `spin:sqlite` `execute` of that instance failing with
-    /// `error::io("injected fault")`, so the real handler fails and answers an error.
+    /// On Spin, the next `times` requests to `component` whose path is
+    /// `/internal/events` run with every `spin:sqlite` `execute` of that instance failing
+    /// with `error::io("injected fault")`; on the wasmCloud lattice, the next `times`
+    /// messages its `wasmcloud:messaging` handler receives run with every
+    /// `wasmcloud:postgres` call failing with `unexpected("failed to perform query:
+    /// injected fault")`. Either way the real handler fails and answers an error.
     /// `None` fails them until [`Faults::clear`] is called. Replaces any earlier
     /// setting for `component`.
     pub fn fail_event_handler(&self, component: &str, times: Option<u32>) {
@@ -57,9 +61,13 @@ impl Faults {
     /// Decides, as a request to `component` for `path` arrives, whether its instance
     /// gets a failing SQLite; consumes one unit of the budget if so.
     pub(crate) fn take(&self, component: &str, path: &str) -> bool {
-        if path != EVENT_HANDLER_PATH {
-            return false;
-        }
+        path == EVENT_HANDLER_PATH && self.take_message(component)
+    }
+
+    /// Decides, as a message for `component`'s `wasmcloud:messaging` handler arrives on the
+    /// wasmCloud lattice, whether its instance gets a failing `wasmcloud:postgres`;
+    /// consumes one unit of the budget if so.
+    pub(crate) fn take_message(&self, component: &str) -> bool {
         let mut rules = self.rules();
         let Some(rule) = rules.get_mut(component) else {
             return false;

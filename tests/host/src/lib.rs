@@ -17,12 +17,18 @@
 //! component, direct calls into components ([`TestHost::call_component`]), direct
 //! reads of the database ([`TestHost::sqlite_query`]) and fault injection
 //! ([`Faults`]).
+//!
+//! The second flavour, [`Lattice`], stands in for a wasmCloud 1.9.2 lattice: it runs the
+//! components of a wadm manifest as replicas and supplies what the linked providers
+//! supply (http-server, http-client, sqldb-postgres on a real PostgreSQL, messaging-nats
+//! on a real NATS server), plus `wasi:config` and `wasi:logging` from the host.
 
 #![warn(missing_docs)]
 
 mod allowed_hosts;
 mod bindings;
 mod faults;
+mod keyvalue;
 mod manifest;
 mod outbound;
 mod postgres;
@@ -35,13 +41,16 @@ mod stdio;
 mod ticker;
 mod variables;
 mod wasi_config;
+mod wasmcloud;
 
 pub use faults::Faults;
+pub use wasmcloud::{Lattice, LatticeConfig, WASMCLOUD_WASM_DIR};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full};
+use keyvalue::KeyValueBackend;
 use manifest::{AppConfig, DEFAULT_DATABASE};
 use runtime::Runtime;
 use rusqlite::types::ValueRef;
@@ -72,6 +81,9 @@ pub struct TestHostConfig {
     /// `None`: no timer. `Some(d)`: every `d`, `POST /internal/tick` to every private
     /// component (one tick at a time per component).
     pub tick_interval: Option<Duration>,
+    /// A Spin runtime configuration file (`spin up --runtime-config-file`); the host reads
+    /// its `[key_value_store.default]` (`type = "redis"` with `url`). `None`: embedded stores.
+    pub runtime_config: Option<PathBuf>,
 }
 
 impl TestHostConfig {
@@ -83,6 +95,7 @@ impl TestHostConfig {
             variables: HashMap::new(),
             data_dir: None,
             tick_interval: Some(Duration::from_millis(100)),
+            runtime_config: None,
         }
     }
 }
@@ -128,11 +141,14 @@ impl TestHost {
 
         let faults = Arc::new(Faults::default());
         let database_path = data_dir.join(DATABASE_FILE);
+        let key_value =
+            KeyValueBackend::from_runtime_config(config.runtime_config.as_ref(), &data_dir)?;
         let runtime_faults = faults.clone();
-        let runtime =
-            tokio::task::spawn_blocking(move || Runtime::new(app, runtime_faults, database_path))
-                .await
-                .context("component compilation panicked")??;
+        let runtime = tokio::task::spawn_blocking(move || {
+            Runtime::new(app, runtime_faults, database_path, key_value)
+        })
+        .await
+        .context("component compilation panicked")??;
         let runtime = Arc::new(runtime);
 
         let listener = TcpListener::bind(listen)
@@ -140,7 +156,15 @@ impl TestHost {
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let server = tokio::spawn(server::serve(listener, runtime.clone(), shutdown_rx));
+        let public = runtime.clone();
+        let server = tokio::spawn(server::serve(
+            listener,
+            move |req, client_addr| {
+                let runtime = public.clone();
+                async move { runtime.serve_public(req, client_addr).await }
+            },
+            shutdown_rx,
+        ));
         let tickers = match config.tick_interval {
             Some(period) => runtime
                 .private_components()

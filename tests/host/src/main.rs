@@ -9,7 +9,7 @@ use test_host::{TestHost, TestHostConfig};
 const USAGE: &str = "\
 usage: test-host serve [--manifest spin.toml] [--listen 127.0.0.1:3000]
                        [--data-dir .spin] [--variable key=value]...
-                       [--tick-interval-ms 100]
+                       [--tick-interval-ms 100] [--runtime-config-file FILE]
 
 Runs the components of a Spin manifest the way Spin 4.0.2 would, until Ctrl-C.
   --manifest          the Spin manifest (default: spin.toml)
@@ -17,7 +17,9 @@ Runs the components of a Spin manifest the way Spin 4.0.2 would, until Ctrl-C.
   --data-dir          where sqlite_db.db lives (default: .spin next to the manifest)
   --variable k=v      application variable override (repeatable)
   --tick-interval-ms  POST /internal/tick to private components this often;
-                      0 disables (default: 100)";
+                      0 disables (default: 100)
+  --runtime-config-file  a Spin runtime config; its [key_value_store.default]
+                      may put key-value on Redis (default: embedded SQLite)";
 
 struct Args {
     manifest: PathBuf,
@@ -25,6 +27,7 @@ struct Args {
     data_dir: Option<PathBuf>,
     variables: Vec<(String, String)>,
     tick_interval_ms: u64,
+    runtime_config: Option<PathBuf>,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args> {
@@ -39,6 +42,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args> {
         data_dir: None,
         variables: Vec::new(),
         tick_interval_ms: 100,
+        runtime_config: None,
     };
     while let Some(flag) = args.next() {
         if flag == "-h" || flag == "--help" {
@@ -55,6 +59,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args> {
                 })?;
             }
             "--data-dir" => parsed.data_dir = Some(PathBuf::from(value)),
+            "--runtime-config-file" => parsed.runtime_config = Some(PathBuf::from(value)),
             "--variable" => {
                 let Some((key, val)) = value.split_once('=') else {
                     bail!("--variable {value:?} must look like key=value");
@@ -84,6 +89,7 @@ async fn main() -> Result<()> {
     let mut config = TestHostConfig::new(&args.manifest);
     config.variables = args.variables.into_iter().collect();
     config.data_dir = Some(data_dir);
+    config.runtime_config = args.runtime_config;
     config.tick_interval =
         (args.tick_interval_ms > 0).then(|| Duration::from_millis(args.tick_interval_ms));
 

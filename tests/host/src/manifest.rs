@@ -81,6 +81,8 @@ struct RawComponent {
     #[serde(default)]
     sqlite_databases: Vec<String>,
     #[serde(default)]
+    key_value_stores: Vec<String>,
+    #[serde(default)]
     variables: BTreeMap<String, String>,
     #[serde(default)]
     environment: BTreeMap<String, String>,
@@ -99,6 +101,8 @@ pub(crate) struct ComponentConfig {
     pub(crate) allowed_hosts: AllowedHosts,
     /// `sqlite_databases` labels.
     pub(crate) sqlite_databases: BTreeSet<String>,
+    /// `key_value_stores` labels.
+    pub(crate) key_value_stores: BTreeSet<String>,
     /// `[component.ID.variables]` with templates rendered: what `wasi:config` serves.
     pub(crate) variables: BTreeMap<String, String>,
     /// `environment` entries, passed as WASI environment variables.
@@ -277,11 +281,23 @@ fn load_component(
              provides \"{DEFAULT_DATABASE}\" unless a runtime configuration file defines more"
         );
     }
+    let key_value_stores: BTreeSet<String> = raw.key_value_stores.iter().cloned().collect();
+    if let Some(label) = key_value_stores
+        .iter()
+        .find(|l| *l != crate::keyvalue::DEFAULT_STORE)
+    {
+        bail!(
+            "component {id:?} uses key-value store {label:?}, which is not defined: Spin only \
+             provides \"{}\" unless a runtime configuration file defines more",
+            crate::keyvalue::DEFAULT_STORE
+        );
+    }
     Ok(ComponentConfig {
         id: id.to_owned(),
         source: base_dir.join(source),
         allowed_hosts,
         sqlite_databases,
+        key_value_stores,
         variables: variables::resolve_component_variables(id, &raw.variables, app_values)?,
         environment: raw
             .environment

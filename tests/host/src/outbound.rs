@@ -19,8 +19,10 @@ const SELF_CLIENT_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Ad
 /// The host some SDKs use to address the application itself.
 const SELF_HOST: &str = "self.alt";
 
-type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
-type SendFuture =
+/// What a request's body I/O resolves to.
+pub(crate) type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
+/// What [`WasiHttpHooks::send_request`] returns.
+pub(crate) type SendFuture =
     Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send>;
 
 /// The `wasi:http` hooks of one instance.
@@ -98,12 +100,21 @@ impl WasiHttpHooks for OutboundHttp {
         if !allowed.allows(&scheme, &host, port) {
             return self.deny(&uri, "the host is not in allowed_outbound_hosts");
         }
-        Box::new(async move {
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as IoFuture,
-            ))
-        })
+        send_over_network(request, options)
     }
+}
+
+/// Sends `request` over the network with wasmtime-wasi-http's default client (plain
+/// HTTP or TLS, as the URL says). Also the whole of outgoing HTTP on the wasmCloud lattice.
+pub(crate) fn send_over_network(
+    request: Request<WasiBody>,
+    options: Option<RequestOptions>,
+) -> SendFuture {
+    Box::new(async move {
+        let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+        Ok((
+            response.map(BodyExt::boxed_unsync),
+            Box::new(io) as IoFuture,
+        ))
+    })
 }

@@ -3,6 +3,7 @@
 
 use crate::bindings::SpinImports;
 use crate::faults::Faults;
+use crate::keyvalue::KeyValueBackend;
 use crate::manifest::{AppConfig, ComponentConfig};
 use crate::routes::{RouteMatch, Router};
 use crate::state::InstanceState;
@@ -24,9 +25,10 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-/// Concurrent component instances the pool holds: 64 concurrent requests, each with
-/// one chained call in flight.
-const POOL_INSTANCES: u32 = 128;
+/// Concurrent component instances the pool holds: Spin's default
+/// (`SPIN_WASMTIME_INSTANCE_COUNT`). Requests, chained calls and open event streams each
+/// hold one; beyond the limit a request fails with 500, as on Spin.
+const POOL_INSTANCES: u32 = 1000;
 /// Largest linear memory a component may grow to, and each memory's reservation.
 const MAX_LINEAR_MEMORY: usize = 256 << 20;
 /// Per-instance metadata limit (components up to ~10 MiB).
@@ -46,6 +48,7 @@ pub(crate) struct LoadedComponent {
     pub(crate) output: ComponentOutput,
     pub(crate) variables: Arc<BTreeMap<String, String>>,
     pub(crate) sqlite_databases: Arc<BTreeSet<String>>,
+    pub(crate) key_value_stores: Arc<BTreeSet<String>>,
 }
 
 /// Everything requests need: engine, components, routes, faults.
@@ -56,9 +59,11 @@ pub(crate) struct Runtime {
     private_components: BTreeSet<String>,
     faults: Arc<Faults>,
     database_path: PathBuf,
+    key_value: Arc<KeyValueBackend>,
 }
 
-fn engine() -> Result<Engine> {
+/// The engine both flavours use: Cranelift, the pooling allocator, the compilation cache.
+pub(crate) fn engine() -> Result<Engine> {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(POOL_INSTANCES)
         .total_core_instances(POOL_INSTANCES * 8)
@@ -90,7 +95,12 @@ fn engine() -> Result<Engine> {
 impl Runtime {
     /// Compiles and links every component of `app` (blocking: call it off the async
     /// runtime).
-    pub(crate) fn new(app: AppConfig, faults: Arc<Faults>, database_path: PathBuf) -> Result<Self> {
+    pub(crate) fn new(
+        app: AppConfig,
+        faults: Arc<Faults>,
+        database_path: PathBuf,
+        key_value: KeyValueBackend,
+    ) -> Result<Self> {
         let engine = engine()?;
         let mut linker = Linker::<InstanceState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -123,6 +133,7 @@ impl Runtime {
                 output: ComponentOutput::new(&id),
                 variables: Arc::new(config.variables.clone()),
                 sqlite_databases: Arc::new(config.sqlite_databases.clone()),
+                key_value_stores: Arc::new(config.key_value_stores.clone()),
                 config,
                 pre,
             };
@@ -144,10 +155,16 @@ impl Runtime {
             private_components: app.private_components,
             faults,
             database_path,
+            key_value: Arc::new(key_value),
         })
     }
 
     /// The SQLite file behind the `default` label.
+    /// The `default` key-value store.
+    pub(crate) fn key_value(&self) -> &Arc<KeyValueBackend> {
+        &self.key_value
+    }
+
     pub(crate) fn database_path(&self) -> &Path {
         &self.database_path
     }
@@ -254,42 +271,61 @@ impl Runtime {
     {
         let fail_sqlite = self.faults.take(&component.config.id, req.uri().path());
         let state = InstanceState::new(self.clone(), component.clone(), fail_sqlite);
-        let mut store = Store::new(&self.engine, state);
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        let req = store
-            .data_mut()
-            .http()
-            .new_incoming_request(Scheme::Http, req)?;
-        let out = store.data_mut().http().new_response_outparam(sender)?;
-        let pre = component.pre.clone();
-        let id = component.config.id.clone();
+        let store = Store::new(&self.engine, state);
+        handle_on_fresh_instance(store, &component.pre, req, &component.config.id, ()).await
+    }
+}
 
-        // The instance runs in its own task so it can keep streaming the body after
-        // the response head is sent.
-        let task = tokio::spawn(async move {
-            let result = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, req, out)
-                    .await
-            }
-            .await;
-            if let Err(e) = &result {
-                eprintln!("[test-host] component {id:?} failed: {e:#}");
-            }
-            result
-        });
+/// Runs `req` on a fresh instance of `pre` in `store` and returns the response head as soon
+/// as the component sets it. The instance runs in its own task so it can keep streaming the
+/// body; `guard` is dropped when that task ends (e.g. a concurrency permit). Both flavours
+/// serve HTTP through this.
+pub(crate) async fn handle_on_fresh_instance<T, B, G>(
+    mut store: Store<T>,
+    pre: &ProxyPre<T>,
+    req: Request<B>,
+    id: &str,
+    guard: G,
+) -> Result<Response<HyperOutgoingBody>>
+where
+    T: WasiHttpView + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+    G: Send + 'static,
+{
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let req = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, req)?;
+    let out = store.data_mut().http().new_response_outparam(sender)?;
+    let pre = pre.clone();
+    let id = id.to_owned();
 
-        match receiver.await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(code)) => bail!("the component answered with error code {code:?}"),
-            Err(_) => match task.await {
-                Ok(Ok(())) => bail!("the component returned without setting a response"),
-                Ok(Err(_)) => bail!("the component failed before responding (see above)"),
-                Err(e) => bail!("the component's task failed: {e}"),
-            },
+    let task = tokio::spawn(async move {
+        let _guard = guard;
+        let result = async {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
         }
+        .await;
+        if let Err(e) = &result {
+            eprintln!("[test-host] component {id:?} failed: {e:#}");
+        }
+        result
+    });
+
+    match receiver.await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(code)) => bail!("the component answered with error code {code:?}"),
+        Err(_) => match task.await {
+            Ok(Ok(())) => bail!("the component returned without setting a response"),
+            Ok(Err(_)) => bail!("the component failed before responding (see above)"),
+            Err(e) => bail!("the component's task failed: {e}"),
+        },
     }
 }
 

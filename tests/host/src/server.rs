@@ -1,27 +1,34 @@
-//! The public HTTP listener: HTTP/1.1 with keep-alive, one task per connection,
-//! graceful shutdown.
+//! An HTTP listener: HTTP/1.1 with keep-alive, one task per connection, graceful
+//! shutdown. Both flavours use it: Spin's public listener and each wasmCloud
+//! http-server link.
 
-use crate::runtime::Runtime;
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// How long shutdown waits for open connections to finish their requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Accepts connections until `shutdown` turns true, then lets open connections finish
-/// (up to [`SHUTDOWN_GRACE`]).
-pub(crate) async fn serve(
+/// (up to [`SHUTDOWN_GRACE`]). Every request goes to `handler` with the client's address.
+pub(crate) async fn serve<H, F>(
     listener: TcpListener,
-    runtime: Arc<Runtime>,
+    handler: H,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<HyperOutgoingBody>> + Send + 'static,
+{
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -31,12 +38,12 @@ pub(crate) async fn serve(
                 Ok((stream, client_addr)) => {
                     // Small responses on keep-alive connections must not wait for Nagle.
                     let _ = stream.set_nodelay(true);
-                    let runtime = runtime.clone();
+                    let handler = handler.clone();
                     let mut shutdown = shutdown.clone();
                     connections.spawn(async move {
                         let service = service_fn(move |req| {
-                            let runtime = runtime.clone();
-                            async move { Ok::<_, Infallible>(runtime.serve_public(req, client_addr).await) }
+                            let response = handler(req, client_addr);
+                            async move { Ok::<_, Infallible>(response.await) }
                         });
                         let connection = http1::Builder::new()
                             .keep_alive(true)

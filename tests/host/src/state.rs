@@ -1,6 +1,7 @@
 //! The per-request store state: one fresh `Store<InstanceState>` per request, as
 //! Spin creates one instance per request.
 
+use crate::keyvalue::KeyValueCtx;
 use crate::outbound::OutboundHttp;
 use crate::runtime::{LoadedComponent, Runtime};
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,6 +28,8 @@ pub(crate) struct InstanceState {
     http: WasiHttpCtx,
     outbound: OutboundHttp,
     pub(crate) sqlite: SqliteCtx,
+    /// What `wasi:keyvalue` serves this instance.
+    pub(crate) key_value: KeyValueCtx,
     /// The component's resolved `[component.ID.variables]`, served by `wasi:config`.
     pub(crate) config: Arc<BTreeMap<String, String>>,
     /// The component this instance runs (for `spin:postgres`'s `allowed_outbound_hosts`).
@@ -55,6 +58,10 @@ impl InstanceState {
                 allowed: component.sqlite_databases.clone(),
                 default_path: runtime.database_path().to_path_buf(),
                 fail_executes: fail_sqlite,
+            },
+            key_value: KeyValueCtx {
+                allowed: component.key_value_stores.clone(),
+                backend: runtime.key_value().clone(),
             },
             config: component.variables.clone(),
             outbound: OutboundHttp::new(runtime, component.clone()),

@@ -1,27 +1,34 @@
-//! The timer: `POST /internal/tick` to every private component on an interval, as a
-//! cron trigger or ticker process would on Spin. One tick at a time per component;
-//! failures are logged (once per change of outcome) and never stop the timer.
+//! The timer: `POST /internal/tick` to components on an interval, as a cron trigger or
+//! ticker process would. One tick at a time per component; failures are logged (once per
+//! change of outcome) and never stop the timer. Spin ticks every private component; the
+//! wasmCloud lattice ticks every worker.
 
 use crate::runtime::{LoadedComponent, Runtime};
 use bytes::Bytes;
-use http::{Method, Request};
+use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Empty};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// The path every tick is sent to.
-const TICK_PATH: &str = "/internal/tick";
+pub(crate) const TICK_PATH: &str = "/internal/tick";
 
-/// Ticks `component` every `period` until the task is aborted.
-pub(crate) async fn run(runtime: Arc<Runtime>, component: Arc<LoadedComponent>, period: Duration) {
-    let id = component.config.id.clone();
+/// Calls `tick` every `period` until the task is aborted; `tick` answers `Some(reason)`
+/// when it failed. `id` names the component in log lines.
+pub(crate) async fn run_with<F, Fut>(id: String, period: Duration, mut tick: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<String>>,
+{
     let mut interval = tokio::time::interval_at(Instant::now() + period, period);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_failure: Option<String> = None;
     loop {
         interval.tick().await;
-        let failure = tick(&runtime, &component).await;
+        let failure = tick().await;
         if failure != last_failure {
             match &failure {
                 Some(failure) => eprintln!("[test-host] tick to {id:?} failed: {failure}"),
@@ -32,24 +39,36 @@ pub(crate) async fn run(runtime: Arc<Runtime>, component: Arc<LoadedComponent>, 
     }
 }
 
-/// Sends one tick and reads the whole response; `Some(reason)` if it failed.
-async fn tick(runtime: &Arc<Runtime>, component: &Arc<LoadedComponent>) -> Option<String> {
-    let request = Request::builder()
+/// Ticks the Spin component `component` every `period` until the task is aborted.
+pub(crate) async fn run(runtime: Arc<Runtime>, component: Arc<LoadedComponent>, period: Duration) {
+    let id = component.config.id.clone();
+    run_with(id, period, || tick(&runtime, &component)).await;
+}
+
+/// A tick request for `authority` (the body is empty).
+pub(crate) fn tick_request(authority: &str) -> Option<Request<Empty<Bytes>>> {
+    Request::builder()
         .method(Method::POST)
-        .uri(format!(
-            "http://{}.spin.internal{TICK_PATH}",
-            component.config.id
-        ))
-        .body(Empty::<Bytes>::new());
-    let request = match request {
-        Ok(request) => request,
-        Err(e) => return Some(e.to_string()),
-    };
-    let response = runtime.serve_chained(component, request).await;
+        .uri(format!("http://{authority}{TICK_PATH}"))
+        .body(Empty::<Bytes>::new())
+        .ok()
+}
+
+/// Reads the whole response to a tick; `Some(reason)` if it failed.
+pub(crate) async fn outcome(response: Response<HyperOutgoingBody>) -> Option<String> {
     let status = response.status();
     match response.into_body().collect().await {
         Err(e) => Some(format!("reading the response failed: {e}")),
         Ok(_) if !status.is_success() => Some(format!("status {status}")),
         Ok(_) => None,
     }
+}
+
+/// Sends one tick through local service chaining and reads the whole response.
+async fn tick(runtime: &Arc<Runtime>, component: &Arc<LoadedComponent>) -> Option<String> {
+    let authority = format!("{}.spin.internal", component.config.id);
+    let Some(request) = tick_request(&authority) else {
+        return Some(format!("cannot build a request for {authority}"));
+    };
+    outcome(runtime.serve_chained(component, request).await).await
 }

@@ -1,20 +1,39 @@
-//! The order pipeline end to end, black box over HTTP, against the real `.wasm` files
-//! `spin.toml` references, on the wasmtime test host.
+//! The order pipeline end to end, black box over HTTP, against the real `.wasm` files, on
+//! both flavours of the test host: `spin::<scenario>` runs the Spin build under `spin.toml`
+//! (embedded SQLite), `wasmcloud::<scenario>` the wasmCloud build under `wadm.yaml` on a
+//! lattice with two replicas per worker, PostgreSQL and NATS.
 
 mod support;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use shop_domain::auth::{Claims, Role, mint_token};
 use shop_domain::envelope::Envelope;
-use support::{EVENT_SECRET, admin, staff, start, start_with, token};
+use support::{EVENT_SECRET, Flavour, admin, scenarios, staff, start, start_with, token};
+
+scenarios!(
+    happy_path_reaches_a_voucher_and_moves_money_and_stock,
+    voucher_threshold_is_inclusive_at_100,
+    insufficient_balance_rejects_and_releases_stock,
+    out_of_stock_rejects_without_partial_deduction,
+    cancel_releases_holds_and_refunds_confirmed_orders,
+    idempotency_key_replays_the_same_order,
+    batch_answers_per_item,
+    duplicate_events_are_applied_once,
+    a_handler_that_fails_twice_then_succeeds,
+    a_poison_message_becomes_a_dead_letter_and_admin_retry_delivers_it,
+    a_forged_signature_is_never_applied,
+    checks_that_never_answer_time_the_order_out,
+    bad_input_gets_problems_and_changes_nothing,
+    cursors_page_through_products_and_orders,
+    health_compat_route_and_correlation_ids,
+);
 
 fn customer(name: &str) -> String {
     format!("{name}@example.com")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn happy_path_reaches_a_voucher_and_moves_money_and_stock() {
-    let app = start().await;
+async fn happy_path_reaches_a_voucher_and_moves_money_and_stock(flavour: Flavour) {
+    let app = start(flavour).await;
     let alice = customer("alice");
     app.product("WIDGET-1", 6_000, 10).await;
     app.credit(&alice, 20_000).await;
@@ -65,9 +84,8 @@ async fn happy_path_reaches_a_voucher_and_moves_money_and_stock() {
     assert_eq!(vouchers.body[0]["code"], delivered["voucher"]["code"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn voucher_threshold_is_inclusive_at_100() {
-    let app = start().await;
+async fn voucher_threshold_is_inclusive_at_100(flavour: Flavour) {
+    let app = start(flavour).await;
     let bob = customer("bob");
     app.credit(&bob, 100_000).await;
     let mut ids = Vec::new();
@@ -91,12 +109,11 @@ async fn voucher_threshold_is_inclusive_at_100() {
         "99.99 must not earn a voucher: {below}"
     );
     assert_eq!(at["voucher"]["value_cents"], 500);
-    assert_eq!(app.count("SELECT COUNT(*) FROM vouchers"), 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM vouchers").await, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn insufficient_balance_rejects_and_releases_stock() {
-    let app = start().await;
+async fn insufficient_balance_rejects_and_releases_stock(flavour: Flavour) {
+    let app = start(flavour).await;
     let carol = customer("carol");
     app.product("LAMP", 5_000, 3).await;
     app.credit(&carol, 4_999).await;
@@ -117,9 +134,8 @@ async fn insufficient_balance_rejects_and_releases_stock() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn out_of_stock_rejects_without_partial_deduction() {
-    let app = start().await;
+async fn out_of_stock_rejects_without_partial_deduction(flavour: Flavour) {
+    let app = start(flavour).await;
     let dave = customer("dave");
     app.product("CUP", 500, 10).await;
     app.product("PLATE", 700, 1).await;
@@ -140,9 +156,8 @@ async fn out_of_stock_rejects_without_partial_deduction() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_releases_holds_and_refunds_confirmed_orders() {
-    let app = start().await;
+async fn cancel_releases_holds_and_refunds_confirmed_orders(flavour: Flavour) {
+    let app = start(flavour).await;
     let erin = customer("erin");
     app.product("BOOK", 2_000, 5).await;
     app.credit(&erin, 10_000).await;
@@ -211,9 +226,8 @@ async fn cancel_releases_holds_and_refunds_confirmed_orders() {
     .assert_problem(409);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotency_key_replays_the_same_order() {
-    let app = start().await;
+async fn idempotency_key_replays_the_same_order(flavour: Flavour) {
+    let app = start(flavour).await;
     let fay = customer("fay");
     app.credit(&fay, 10_000).await;
     let fay_token = token(&fay, Role::Customer);
@@ -261,7 +275,7 @@ async fn idempotency_key_replays_the_same_order() {
     .await
     .assert_problem(422);
     app.wait_quiet().await;
-    assert_eq!(app.count("SELECT COUNT(*) FROM orders"), 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 1);
     assert_eq!(
         app.account(&fay).await["balance_cents"],
         8_500,
@@ -269,9 +283,8 @@ async fn idempotency_key_replays_the_same_order() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batch_answers_per_item() {
-    let app = start().await;
+async fn batch_answers_per_item(flavour: Flavour) {
+    let app = start(flavour).await;
     let gil = customer("gil");
     app.product("PEN", 100, 100).await;
     app.credit(&gil, 100_000).await;
@@ -294,12 +307,11 @@ async fn batch_answers_per_item() {
         app.wait_status(result["order"]["id"].as_str().unwrap(), "confirmed")
             .await;
     }
-    assert_eq!(app.count("SELECT COUNT(*) FROM orders"), 2);
+    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicate_events_are_applied_once() {
-    let app = start().await;
+async fn duplicate_events_are_applied_once(flavour: Flavour) {
+    let app = start(flavour).await;
     let hal = customer("hal");
     app.product("MUG", 6_000, 5).await;
     app.credit(&hal, 20_000).await;
@@ -312,30 +324,18 @@ async fn duplicate_events_are_applied_once() {
 
     // Re-deliver the very order.placed envelope the checkers already applied.
     let placed = app
-        .host
-        .sqlite_query(
-            "default",
-            &format!("SELECT placed_event FROM orders WHERE id = '{id}'"),
-        )
+        .query(&format!(
+            "SELECT placed_event FROM orders WHERE id = '{id}'"
+        ))
+        .await
         .unwrap();
     let placed = placed[0][0].as_str().unwrap().to_owned();
     for checker in ["balance-checker", "stock-checker"] {
         let (status, body) = app
-            .host
-            .call_component(
-                checker,
-                "POST",
-                "/internal/events",
-                &[("content-type", "application/json")],
-                placed.clone().into_bytes(),
-            )
-            .await
-            .unwrap();
+            .deliver_event(checker, placed.clone().into_bytes())
+            .await;
         assert_eq!(status, 200);
-        assert_eq!(
-            serde_json::from_slice::<Value>(&body).unwrap()["status"],
-            "duplicate"
-        );
+        assert_eq!(body["status"], "duplicate");
     }
     app.wait_quiet().await;
     assert_eq!(
@@ -354,8 +354,8 @@ async fn duplicate_events_are_applied_once() {
         .await;
     // The same delivery again, and a second delivery event for the same order: still one voucher.
     let delivered_id = app
-        .host
-        .sqlite_query("default", "SELECT event_id FROM vouchers_inbox")
+        .query("SELECT event_id FROM vouchers_inbox")
+        .await
         .unwrap()[0][0]
         .as_str()
         .unwrap()
@@ -371,40 +371,29 @@ async fn duplicate_events_are_applied_once() {
         );
         envelope.sign(EVENT_SECRET);
         let (status, _) = app
-            .host
-            .call_component(
-                "vouchers",
-                "POST",
-                "/internal/events",
-                &[],
-                serde_json::to_vec(&envelope).unwrap(),
-            )
-            .await
-            .unwrap();
+            .deliver_event("vouchers", serde_json::to_vec(&envelope).unwrap())
+            .await;
         assert_eq!(status, 200);
     }
     app.wait_quiet().await;
     assert_eq!(
-        app.count("SELECT COUNT(*) FROM vouchers"),
+        app.count("SELECT COUNT(*) FROM vouchers").await,
         1,
         "at most one voucher per order"
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handler_that_fails_twice_then_succeeds() {
-    let app = start().await;
+async fn a_handler_that_fails_twice_then_succeeds(flavour: Flavour) {
+    let app = start(flavour).await;
     let ivy = customer("ivy");
     app.credit(&ivy, 10_000).await;
-    app.host
-        .faults()
-        .fail_event_handler("balance-checker", Some(2));
+    app.faults().fail_event_handler("balance-checker", Some(2));
     let order = app
         .place(&json!({"customer": ivy, "value_cents": 3_000}))
         .await;
     app.wait_status(order["id"].as_str().unwrap(), "confirmed")
         .await;
-    assert_eq!(app.host.faults().injected_count("balance-checker"), 2);
+    assert_eq!(app.faults().injected_count("balance-checker"), 2);
     app.wait_quiet().await;
     assert_eq!(
         app.account(&ivy).await["balance_cents"],
@@ -414,9 +403,8 @@ async fn a_handler_that_fails_twice_then_succeeds() {
     assert!(app.dead_letters().await.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poison_message_becomes_a_dead_letter_and_admin_retry_delivers_it() {
-    let app = start().await;
+async fn a_poison_message_becomes_a_dead_letter_and_admin_retry_delivers_it(flavour: Flavour) {
+    let app = start(flavour).await;
     let jo = customer("jo");
     app.credit(&jo, 50_000).await;
     let order = app
@@ -424,7 +412,7 @@ async fn a_poison_message_becomes_a_dead_letter_and_admin_retry_delivers_it() {
         .await;
     let id = order["id"].as_str().unwrap().to_owned();
     app.wait_status(&id, "confirmed").await;
-    app.host.faults().fail_event_handler("vouchers", None);
+    app.faults().fail_event_handler("vouchers", None);
     app.ship_and_deliver(&id).await;
     app.wait_quiet().await;
     let dead = app.dead_letters().await;
@@ -454,7 +442,7 @@ async fn a_poison_message_becomes_a_dead_letter_and_admin_retry_delivers_it() {
     .await
     .assert_problem(403);
 
-    app.host.faults().clear();
+    app.faults().clear();
     let retried = app
         .post(
             &format!("/api/v1/admin/dead-letters/{dead_id}/retry"),
@@ -475,9 +463,8 @@ async fn a_poison_message_becomes_a_dead_letter_and_admin_retry_delivers_it() {
     .assert_problem(404);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forged_signature_is_never_applied() {
-    let app = start().await;
+async fn a_forged_signature_is_never_applied(flavour: Flavour) {
+    let app = start(flavour).await;
     let kim = customer("kim");
     app.credit(&kim, 10_000).await;
     let mut forged = Envelope::new(
@@ -490,43 +477,34 @@ async fn a_forged_signature_is_never_applied() {
     );
     forged.sign(b"not-the-secret");
     let (status, body) = app
-        .host
-        .call_component(
-            "balance-checker",
-            "POST",
-            "/internal/events",
-            &[],
-            serde_json::to_vec(&forged).unwrap(),
-        )
-        .await
-        .unwrap();
+        .deliver_event("balance-checker", serde_json::to_vec(&forged).unwrap())
+        .await;
     assert_eq!(status, 202);
-    assert_eq!(
-        serde_json::from_slice::<Value>(&body).unwrap()["reason"],
-        "bad_signature"
-    );
+    assert_eq!(body["reason"], "bad_signature");
     assert_eq!(
         app.account(&kim).await,
         json!({"customer": kim, "balance_cents": 10_000, "held_cents": 0})
     );
-    assert_eq!(app.count("SELECT COUNT(*) FROM credit_holds"), 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM credit_holds").await, 0);
     let dead = app.dead_letters().await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["reason"], "bad_signature");
     assert_eq!(dead[0]["service"], "balance-checker");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn checks_that_never_answer_time_the_order_out() {
-    let app = start_with(&[
-        ("check_timeout_ms", "300"),
-        ("check_resends", "1"),
-        ("retry_max_attempts", "2"),
-    ])
+async fn checks_that_never_answer_time_the_order_out(flavour: Flavour) {
+    let app = start_with(
+        flavour,
+        &[
+            ("check_timeout_ms", "300"),
+            ("check_resends", "1"),
+            ("retry_max_attempts", "2"),
+        ],
+    )
     .await;
     let lee = customer("lee");
     app.credit(&lee, 10_000).await;
-    app.host.faults().fail_event_handler("stock-checker", None);
+    app.faults().fail_event_handler("stock-checker", None);
     let order = app
         .place(&json!({"customer": lee, "value_cents": 1_000}))
         .await;
@@ -534,7 +512,7 @@ async fn checks_that_never_answer_time_the_order_out() {
         .wait_status(order["id"].as_str().unwrap(), "rejected")
         .await;
     assert_eq!(rejected["reason"], "checks_timed_out");
-    app.host.faults().clear();
+    app.faults().clear();
     app.wait_quiet().await;
     assert_eq!(
         app.account(&lee).await,
@@ -542,9 +520,8 @@ async fn checks_that_never_answer_time_the_order_out() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_gets_problems_and_changes_nothing() {
-    let app = start().await;
+async fn bad_input_gets_problems_and_changes_nothing(flavour: Flavour) {
+    let app = start(flavour).await;
     let max = customer("max");
     app.product("BOLT", 100, 10).await;
     app.credit(&max, 1_000).await;
@@ -685,7 +662,7 @@ async fn bad_input_gets_problems_and_changes_nothing() {
 
     app.wait_quiet().await;
     assert_eq!(
-        app.count("SELECT COUNT(*) FROM orders"),
+        app.count("SELECT COUNT(*) FROM orders").await,
         0,
         "no order was stored"
     );
@@ -697,9 +674,8 @@ async fn bad_input_gets_problems_and_changes_nothing() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cursors_page_through_products_and_orders() {
-    let app = start().await;
+async fn cursors_page_through_products_and_orders(flavour: Flavour) {
+    let app = start(flavour).await;
     for sku in ["A-1", "A-2", "A-3", "A-4", "A-5"] {
         app.product(sku, 100, 1).await;
     }
@@ -761,9 +737,8 @@ async fn cursors_page_through_products_and_orders() {
         .assert_problem(422);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_compat_route_and_correlation_ids() {
-    let app = start().await;
+async fn health_compat_route_and_correlation_ids(flavour: Flavour) {
+    let app = start(flavour).await;
     let health = app.raw("GET", "/healthz", None, None, &[]).await;
     assert_eq!(health.status, 200);
     assert!(health.header("x-correlation-id").is_some());
@@ -786,10 +761,12 @@ async fn health_compat_route_and_correlation_ids() {
     app.wait_status(id, "confirmed").await;
     // The correlation id travels in every event the request caused.
     let events = app
-        .host
-        .sqlite_query("default", "SELECT correlation_id FROM orders")
+        .query("SELECT correlation_id FROM orders")
+        .await
         .unwrap();
     assert_eq!(events[0][0], "trace-42");
-    let inbox = app.count("SELECT COUNT(*) FROM balance_checker_inbox");
+    let inbox = app
+        .count("SELECT COUNT(*) FROM balance_checker_inbox")
+        .await;
     assert!(inbox >= 1);
 }

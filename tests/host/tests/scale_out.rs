@@ -7,40 +7,23 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{App, start_with};
+use support::{App, Flavour, drop_database, start_with};
 
-/// A fresh database on the machine's Postgres (`DATABASE_URL` names the server to use);
-/// `None` (test skipped loudly) only outside CI when no server answers.
+/// A fresh database on the tests' PostgreSQL and the `host:port` to allow; `None` (test
+/// skipped loudly) only outside CI when there is no server.
 async fn fresh_database() -> Option<(String, String)> {
-    let server = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let client = match tokio_postgres::connect(&server, tokio_postgres::NoTls).await {
-        Ok((client, connection)) => {
-            tokio::spawn(connection);
-            client
-        }
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI needs Postgres at {server}: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: no Postgres at {server} ({e}); set DATABASE_URL");
-            return None;
-        }
+    let Some(server) = support::services::locate(support::services::Service::Postgres).await else {
+        support::skip_or_fail("no PostgreSQL (DATABASE_URL)");
+        return None;
     };
-    let name = format!("shop_test_{}_{}", std::process::id(), nanos());
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create database");
-    let (prefix, _) = server
-        .rsplit_once('/')
-        .expect("DATABASE_URL ends with /database");
+    let url = support::fresh_database(&server, "shop_test").await;
+    let (prefix, _) = url.rsplit_once('/').expect("the URL ends with /database");
     let after_scheme = prefix.split_once("://").map_or(prefix, |(_, rest)| rest);
     let host = after_scheme
         .rsplit_once('@')
         .map_or(after_scheme, |(_, host)| host)
         .to_owned();
-    Some((format!("{prefix}/{name}"), host))
+    Some((url, host))
 }
 
 fn nanos() -> u128 {
@@ -50,22 +33,12 @@ fn nanos() -> u128 {
         .as_nanos()
 }
 
-/// Drops the database `url` names, closing the sessions still attached to it.
-async fn drop_database(url: &str) {
-    let (server, name) = url.rsplit_once('/').expect("url ends with /database");
-    let (client, connection) =
-        tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .expect("drop database");
-}
-
 async fn instance(url: &str, host: &str) -> App {
-    start_with(&[("database_url", url), ("database_host", host)]).await
+    start_with(
+        Flavour::Spin,
+        &[("database_url", url), ("database_host", host)],
+    )
+    .await
 }
 
 /// Places 20 orders through `app`, alternating item and value orders over `customers`.
@@ -181,7 +154,73 @@ async fn two_instances_on_one_postgres_process_every_order_once() {
 
     // Leave nothing behind (a failing run keeps its database for inspection).
     drop(client);
-    a.host.shutdown().await;
-    b.host.shutdown().await;
+    a.shutdown().await;
+    b.shutdown().await;
+    drop_database(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_redis_share_each_callers_request_budget() {
+    let Some((url, host)) = fresh_database().await else {
+        return;
+    };
+    let Some(redis) = support::services::locate(support::services::Service::Redis).await else {
+        support::skip_or_fail("no Redis (REDIS_URL)");
+        drop_database(&url).await;
+        return;
+    };
+    // The runtime config infra/spin/runtime-config.redis.toml describes, on this Redis.
+    let dir = tempfile::tempdir().unwrap();
+    let runtime_config = dir.path().join("runtime-config.toml");
+    std::fs::write(
+        &runtime_config,
+        format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{redis}\"\n"),
+    )
+    .unwrap();
+    let mut hosts = Vec::new();
+    for _ in 0..2 {
+        let mut config = test_host::TestHostConfig::new(support::manifest());
+        config.variables = [
+            ("database_url", url.as_str()),
+            ("database_host", host.as_str()),
+            ("rate_limit_per_minute", "4"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        config.runtime_config = Some(runtime_config.clone());
+        hosts.push(
+            test_host::TestHost::start(config)
+                .await
+                .expect("instance starts"),
+        );
+    }
+    // All five requests in one counting window: wait out a window about to end.
+    let into_window = (nanos() / 1_000_000 % 60_000) as u64;
+    if into_window > 50_000 {
+        tokio::time::sleep(Duration::from_millis(60_000 - into_window + 100)).await;
+    }
+    // A caller no earlier run has used, so its counter starts at zero.
+    let caller = support::token(
+        &format!("budget{}@example.com", nanos()),
+        shop_domain::auth::Role::Customer,
+    );
+    let client = reqwest::Client::new();
+    let products = |host: &test_host::TestHost| {
+        client
+            .get(format!("{}/api/v1/products", host.base_url()))
+            .bearer_auth(&caller)
+            .send()
+    };
+    for host in [&hosts[0], &hosts[1], &hosts[0], &hosts[1]] {
+        assert_eq!(products(host).await.unwrap().status(), 200);
+    }
+    // Four requests in all through two processes: the fifth is over budget on either.
+    assert_eq!(products(&hosts[0]).await.unwrap().status(), 429);
+    assert_eq!(products(&hosts[1]).await.unwrap().status(), 429);
+
+    for host in hosts {
+        host.shutdown().await;
+    }
     drop_database(&url).await;
 }

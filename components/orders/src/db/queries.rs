@@ -126,7 +126,7 @@ pub fn load(db: &Db, id: &str) -> Result<Option<OrderRecord>, DbError> {
 
 /// The API view of an order, with its history.
 pub fn view(db: &Db, order: &OrderRecord) -> Result<OrderView, DbError> {
-    let history = db
+    let history: Vec<HistoryEntry> = db
         .query(
             "SELECT status, at FROM order_history WHERE order_id = $1 ORDER BY seq",
             &[order.id.as_str().into()],
@@ -139,7 +139,13 @@ pub fn view(db: &Db, order: &OrderRecord) -> Result<OrderView, DbError> {
             })
         })
         .collect::<Result<_, DbError>>()?;
-    Ok(OrderView {
+    Ok(view_with(order, history))
+}
+
+/// The API view of an order with the given history (no database read: for answers
+/// computed inside a transaction after its writes).
+pub fn view_with(order: &OrderRecord, history: Vec<HistoryEntry>) -> OrderView {
+    OrderView {
         id: order.id.clone(),
         customer: order.customer.clone(),
         items: serde_json::from_str(&order.items).unwrap_or(Value::Array(Vec::new())),
@@ -152,7 +158,7 @@ pub fn view(db: &Db, order: &OrderRecord) -> Result<OrderView, DbError> {
             .as_deref()
             .and_then(|v| serde_json::from_str(v).ok()),
         created_at: rfc3339_from_millis(order.created_at),
-    })
+    }
 }
 
 /// Stores a new order in status `placed` with its first history entry.
@@ -200,6 +206,106 @@ fn append_history(tx: &Db, id: &str, status: OrderStatus, at: i64) -> Result<(),
          VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM order_history WHERE order_id = $1), $2, $3)",
         &[id.into(), status.as_str().into(), at.into()],
     )
+}
+
+/// One status change, as live tracking sends it.
+#[derive(Debug, Clone)]
+pub struct StatusEvent {
+    /// Its place in the global order of status changes (the SSE id).
+    pub event_id: i64,
+    /// The order that changed.
+    pub order_id: String,
+    /// Its place in that order's history.
+    pub seq: i64,
+}
+
+/// How many history rows one assignment numbers at most.
+const ASSIGN_BATCH: i64 = 500;
+
+/// Gives committed history rows that have no event id the next ids, in the order they
+/// happened (each order's rows in history order). Runs in its own transaction; a concurrent
+/// assignment makes one of them conflict and run again. Returns how many rows it numbered.
+pub fn assign_event_ids(db: &Db) -> Result<usize, DbError> {
+    db.transaction(|tx| {
+        let next = tx
+            .query_opt(
+                "SELECT COALESCE(MAX(event_id), 0) AS last FROM order_history",
+                &[],
+            )?
+            .map_or(Ok(0), |row| row.i64("last"))?
+            + 1;
+        let pending = tx
+            .query(
+                "SELECT order_id, seq, at FROM order_history WHERE event_id IS NULL \
+                 ORDER BY at, order_id, seq LIMIT $1",
+                &[ASSIGN_BATCH.into()],
+            )?
+            .iter()
+            .map(|row| Ok((row.text("order_id")?, row.i64("seq")?, row.i64("at")?)))
+            .collect::<Result<Vec<_>, DbError>>()?;
+        let ordered = shop_domain::order::in_history_order(pending);
+        for (id, (order_id, seq)) in (next..).zip(&ordered) {
+            tx.execute(
+                "UPDATE order_history SET event_id = $1 WHERE order_id = $2 AND seq = $3",
+                &[id.into(), order_id.as_str().into(), (*seq).into()],
+            )?;
+        }
+        Ok(ordered.len())
+    })
+}
+
+/// Status changes after `after` (of one order, or of all), oldest first.
+pub fn events_after(
+    db: &Db,
+    order_id: Option<&str>,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<StatusEvent>, DbError> {
+    db.query(
+        "SELECT event_id, order_id, seq FROM order_history \
+         WHERE event_id > $1 AND (CAST($2 AS TEXT) IS NULL OR order_id = $2) ORDER BY event_id LIMIT $3",
+        &[after.into(), order_id.map(str::to_owned).into(), limit.into()],
+    )?
+    .iter()
+    .map(|row| {
+        Ok(StatusEvent {
+            event_id: row.i64("event_id")?,
+            order_id: row.text("order_id")?,
+            seq: row.i64("seq")?,
+        })
+    })
+    .collect()
+}
+
+/// The latest status change (of one order, or of all); `None` before the first.
+pub fn latest_event(db: &Db, order_id: Option<&str>) -> Result<Option<StatusEvent>, DbError> {
+    let row = db.query_opt(
+        "SELECT event_id, order_id, seq FROM order_history \
+         WHERE event_id IS NOT NULL AND (CAST($1 AS TEXT) IS NULL OR order_id = $1) ORDER BY event_id DESC LIMIT 1",
+        &[order_id.map(str::to_owned).into()],
+    )?;
+    row.map(|row| {
+        Ok(StatusEvent {
+            event_id: row.i64("event_id")?,
+            order_id: row.text("order_id")?,
+            seq: row.i64("seq")?,
+        })
+    })
+    .transpose()
+}
+
+/// The API view of `order` as it was right after history entry `seq`.
+pub fn view_as_of(db: &Db, order: &OrderRecord, seq: i64) -> Result<OrderView, DbError> {
+    let mut view = view(db, order)?;
+    view.history.truncate(usize::try_from(seq).unwrap_or(0));
+    if let Some(status) = view
+        .history
+        .last()
+        .and_then(|entry| OrderStatus::parse(&entry.status))
+    {
+        view.status = status.as_str();
+    }
+    Ok(view)
 }
 
 /// Records a checker's answer ("held" or "rejected").

@@ -1,6 +1,16 @@
-//! Shared helpers of the black-box suite: start the app from `spin.toml` on the test
-//! host, mint tokens, call the public API, and wait for asynchronous outcomes.
+//! Shared helpers of the black-box suite: start the app on either flavour of the test host
+//! (Spin: `spin.toml` on [`TestHost`]; wasmCloud: `wadm.yaml` on a [`Lattice`] with
+//! PostgreSQL and NATS), mint tokens, call the public API, and wait for asynchronous
+//! outcomes.
+//!
+//! The wasmCloud flavour needs PostgreSQL (`DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`: a fresh database is created on that server
+//! for each test and dropped at the end) and NATS (`NATS_URL`, default
+//! `nats://127.0.0.1:4222`, with JetStream). When one is unreachable its tests are skipped
+//! with a loud message, unless `CI=true` (then they fail).
 #![allow(dead_code)]
+
+pub mod services;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,33 +18,162 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use shop_domain::auth::{Claims, Role, mint_token};
-use test_host::{TestHost, TestHostConfig};
+use test_host::{Faults, Lattice, LatticeConfig, TestHost, TestHostConfig, WASMCLOUD_WASM_DIR};
 
-/// The dev secret in spin.toml (tests run on the documented defaults).
+/// The dev secret in spin.toml and wadm.yaml (tests run on the documented defaults).
 pub const AUTH_SECRET: &[u8] = b"dev-auth-secret-change-me";
-/// The dev event secret in spin.toml.
+/// The dev event secret in spin.toml and wadm.yaml.
 pub const EVENT_SECRET: &[u8] = b"dev-event-secret-change-me";
+
+/// The host a scenario runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// The Spin build under `spin.toml`, on the Spin test host (embedded SQLite).
+    Spin,
+    /// The wasmCloud build under `wadm.yaml`, on the lattice (Postgres, NATS).
+    WasmCloud,
+}
+
+/// Generates, for each scenario `async fn name(flavour: Flavour)`, the tests
+/// `spin::name` and `wasmcloud::name` (the latter skipped when its services are missing).
+#[allow(unused_macros)]
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        /// The scenarios on the Spin flavour.
+        mod spin {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::support::Flavour::Spin).await;
+                }
+            )*
+        }
+
+        /// The scenarios on the wasmCloud flavour.
+        mod wasmcloud {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if crate::support::wasmcloud_services().await.is_some() {
+                        super::$name(crate::support::Flavour::WasmCloud).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use scenarios;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
 
 /// The repository's spin.toml; fails clearly when the components are not built.
 pub fn manifest() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let wasm = root.join("target/wasm32-wasip2/release/orders.wasm");
+    let wasm = root().join("target/wasm32-wasip2/release/orders.wasm");
     assert!(
         wasm.exists(),
         "components are not built: run `make build` (cargo build --target wasm32-wasip2 --release) first"
     );
-    root.join("spin.toml")
+    root().join("spin.toml")
+}
+
+/// The repository's wadm.yaml and the folder its OCI images map to; fails clearly when
+/// the wasmCloud build is missing.
+pub fn wadm_manifest() -> (PathBuf, PathBuf) {
+    let wasm_dir = root().join(WASMCLOUD_WASM_DIR);
+    assert!(
+        wasm_dir.join("orders.wasm").exists(),
+        "the wasmCloud build is missing: run `make build-wasmcloud` first"
+    );
+    (root().join("wadm.yaml"), wasm_dir)
+}
+
+/// Where the wasmCloud flavour's services are.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// A Postgres URL whose server gets a fresh database per test.
+    pub database_server: String,
+    /// The NATS server.
+    pub nats_url: String,
+}
+
+/// The services the wasmCloud flavour needs (see [`services::locate`]), or `None` (and a
+/// loud message) when one is missing outside CI. With `CI=true` a missing service fails
+/// the test.
+pub async fn wasmcloud_services() -> Option<Services> {
+    let postgres = services::locate(services::Service::Postgres).await;
+    let nats = services::locate(services::Service::Nats).await;
+    match (postgres, nats) {
+        (Some(database_server), Some(nats_url)) => Some(Services {
+            database_server,
+            nats_url,
+        }),
+        _ => {
+            skip_or_fail(
+                "the wasmCloud flavour needs PostgreSQL and NATS (DATABASE_URL, NATS_URL)",
+            );
+            None
+        }
+    }
+}
+
+/// Prints why a test is skipped; with `CI=true` (where every service must be there) fails.
+pub fn skip_or_fail(why: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI needs this test's services: {why}");
+    }
+    eprintln!("SKIPPED: {why}");
+}
+
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{}_{}", std::process::id(), nanos % 1_000_000_000_000)
+}
+
+/// A fresh database `<prefix>_<unique>` on the server of `server_url`; returns its URL.
+pub async fn fresh_database(server_url: &str, prefix: &str) -> String {
+    let (client, connection) = tokio_postgres::connect(server_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to Postgres");
+    tokio::spawn(connection);
+    let name = format!("{prefix}_{}", unique_suffix());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let (server, _) = server_url
+        .rsplit_once('/')
+        .expect("DATABASE_URL ends with /database");
+    format!("{server}/{name}")
+}
+
+/// Drops the database `url` names, closing the sessions still attached to it.
+pub async fn drop_database(url: &str) {
+    let (server, name) = url.rsplit_once('/').expect("url ends with /database");
+    let (client, connection) =
+        tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .expect("drop database");
 }
 
 /// The app on a fresh database, with fast retries so failure paths finish quickly.
-pub async fn start() -> App {
-    start_with(&[]).await
+pub async fn start(flavour: Flavour) -> App {
+    start_with(flavour, &[]).await
 }
 
-/// As [`start`], with extra variable overrides.
-pub async fn start_with(variables: &[(&str, &str)]) -> App {
-    let mut config = TestHostConfig::new(manifest());
-    let mut vars: HashMap<String, String> = [
+/// The fast-retry settings every test runs with, plus `extra`.
+fn settings(extra: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut settings: HashMap<String, String> = [
         ("retry_base_delay_ms", "20"),
         ("retry_max_delay_ms", "200"),
         ("retry_max_attempts", "4"),
@@ -42,26 +181,97 @@ pub async fn start_with(variables: &[(&str, &str)]) -> App {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    for (k, v) in variables {
-        vars.insert((*k).to_owned(), (*v).to_owned());
+    for (k, v) in extra {
+        settings.insert((*k).to_owned(), (*v).to_owned());
     }
-    config.variables = vars;
+    settings
+}
+
+/// As [`start`], with extra settings: Spin variables or wasmCloud config overrides.
+pub async fn start_with(flavour: Flavour, extra: &[(&str, &str)]) -> App {
+    match flavour {
+        Flavour::Spin => {
+            let mut config = TestHostConfig::new(manifest());
+            config.variables = settings(extra);
+            config.tick_interval = Some(Duration::from_millis(50));
+            let host = TestHost::start(config).await.expect("test host starts");
+            App::new(Host::Spin(host), None)
+        }
+        Flavour::WasmCloud => {
+            let services = wasmcloud_services()
+                .await
+                .expect("the wasmCloud flavour's services are reachable");
+            let mut config = lattice_config(&services, 2).await;
+            config.overrides = settings(extra);
+            let lattice = Lattice::start(config.clone())
+                .await
+                .unwrap_or_else(|e| panic!("the lattice did not start: {e:#}"));
+            let cleanup = Cleanup {
+                database_url: config.database_url.clone().expect("set above"),
+                nats_url: services.nats_url,
+                buckets: lattice.buckets().to_vec(),
+            };
+            App::new(Host::WasmCloud(Box::new(lattice)), Some(cleanup))
+        }
+    }
+}
+
+/// A lattice configuration for `wadm.yaml` on a fresh database, with its own NATS subject
+/// prefix and key-value buckets (so tests running at once do not meet), `worker_replicas`
+/// replicas per worker and a 50 ms tick.
+pub async fn lattice_config(services: &Services, worker_replicas: usize) -> LatticeConfig {
+    let (manifest, wasm_dir) = wadm_manifest();
+    let suffix = unique_suffix();
+    let mut config = LatticeConfig::new(manifest);
+    config.wasm_dir = Some(wasm_dir);
+    config.database_url = Some(fresh_database(&services.database_server, "shop_wc").await);
+    config.nats_url = Some(services.nats_url.clone());
+    config.subject_prefix = Some(format!("test_{suffix}"));
+    config.bucket_suffix = Some(format!("_{suffix}"));
+    config.worker_replicas = worker_replicas;
     config.tick_interval = Some(Duration::from_millis(50));
-    let host = TestHost::start(config).await.expect("test host starts");
-    App {
-        base: host.base_url(),
-        host,
-        client: reqwest::Client::new(),
+    config
+}
+
+/// What a wasmCloud test leaves behind and removes at the end.
+pub struct Cleanup {
+    /// Its database.
+    pub database_url: String,
+    /// The NATS server holding its buckets.
+    pub nats_url: String,
+    /// Its key-value buckets.
+    pub buckets: Vec<String>,
+}
+
+impl Cleanup {
+    /// Drops the database and deletes the buckets.
+    pub async fn run(self) {
+        drop_database(&self.database_url).await;
+        if let Ok(client) = async_nats::connect(&self.nats_url).await {
+            let jetstream = async_nats::jetstream::new(client);
+            for bucket in &self.buckets {
+                let _ = jetstream.delete_key_value(bucket).await;
+            }
+        }
     }
+}
+
+/// The host running the app.
+pub enum Host {
+    /// The Spin flavour.
+    Spin(TestHost),
+    /// The wasmCloud flavour.
+    WasmCloud(Box<Lattice>),
 }
 
 /// A running app and a client for it.
 pub struct App {
-    /// The host running the components.
-    pub host: TestHost,
+    /// The host running the components (`None` once shut down).
+    host: Option<Host>,
     /// Its base URL.
     pub base: String,
     client: reqwest::Client,
+    cleanup: Option<Cleanup>,
 }
 
 /// A response: status, headers and JSON body (Null when empty or not JSON).
@@ -116,6 +326,104 @@ pub fn admin() -> String {
 }
 
 impl App {
+    /// An app on `host`; `cleanup` runs when it is shut down or dropped.
+    pub fn new(host: Host, cleanup: Option<Cleanup>) -> App {
+        let base = match &host {
+            Host::Spin(host) => host.base_url(),
+            Host::WasmCloud(lattice) => lattice.base_url(),
+        };
+        App {
+            host: Some(host),
+            base,
+            client: reqwest::Client::new(),
+            cleanup,
+        }
+    }
+
+    fn host(&self) -> &Host {
+        self.host.as_ref().expect("the app is running")
+    }
+
+    /// The lattice of a wasmCloud app.
+    pub fn lattice(&self) -> &Lattice {
+        match self.host() {
+            Host::WasmCloud(lattice) => lattice,
+            Host::Spin(_) => panic!("not a wasmCloud app"),
+        }
+    }
+
+    /// Which flavour runs the app.
+    pub fn flavour(&self) -> Flavour {
+        match self.host() {
+            Host::Spin(_) => Flavour::Spin,
+            Host::WasmCloud(_) => Flavour::WasmCloud,
+        }
+    }
+
+    /// The host's fault-injection switches.
+    pub fn faults(&self) -> &Faults {
+        match self.host() {
+            Host::Spin(host) => host.faults(),
+            Host::WasmCloud(lattice) => lattice.faults(),
+        }
+    }
+
+    /// Stops the host and removes what the test created.
+    pub async fn shutdown(mut self) {
+        match self.host.take() {
+            Some(Host::Spin(host)) => host.shutdown().await,
+            Some(Host::WasmCloud(lattice)) => lattice.shutdown().await,
+            None => {}
+        }
+        if let Some(cleanup) = self.cleanup.take() {
+            cleanup.run().await;
+        }
+    }
+
+    /// Hands a signed event envelope to `component`'s event handler as its peers would
+    /// (Spin: `POST /internal/events` through service chaining; wasmCloud: a NATS request
+    /// to `shop.events.<component>`). Returns the status and the handler's JSON answer.
+    pub async fn deliver_event(&self, component: &str, envelope: Vec<u8>) -> (u16, Value) {
+        match self.host() {
+            Host::Spin(host) => {
+                let (status, body) = host
+                    .call_component(
+                        component,
+                        "POST",
+                        "/internal/events",
+                        &[("content-type", "application/json")],
+                        envelope,
+                    )
+                    .await
+                    .expect("event delivered");
+                (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+            }
+            Host::WasmCloud(lattice) => {
+                let reply = lattice
+                    .request(
+                        &format!("shop.events.{component}"),
+                        envelope,
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .expect("event delivered");
+                let reply: Value = serde_json::from_slice(&reply).expect("a JSON reply");
+                let status = reply["status"].as_u64().expect("a status") as u16;
+                let detail = reply["detail"].as_str().unwrap_or("");
+                (status, serde_json::from_str(detail).unwrap_or(Value::Null))
+            }
+        }
+    }
+
+    /// Reads rows straight from the app's database (SQLite on Spin, Postgres on
+    /// wasmCloud) as JSON values.
+    pub async fn query(&self, sql: &str) -> anyhow::Result<Vec<Vec<Value>>> {
+        match self.host() {
+            Host::Spin(host) => host.sqlite_query("default", sql),
+            Host::WasmCloud(lattice) => lattice.sql_query(sql).await,
+        }
+    }
+
     /// Sends a request with an optional token, raw body and extra headers.
     pub async fn raw(
         &self,
@@ -273,10 +581,12 @@ impl App {
     pub async fn wait_quiet(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let pending: i64 = ["orders", "balance_checker", "stock_checker", "vouchers"]
-                .iter()
-                .map(|p| self.count(&format!("SELECT COUNT(*) FROM {p}_outbox")))
-                .sum();
+            let mut pending = 0;
+            for prefix in ["orders", "balance_checker", "stock_checker", "vouchers"] {
+                pending += self
+                    .count(&format!("SELECT COUNT(*) FROM {prefix}_outbox"))
+                    .await;
+            }
             if pending == 0 {
                 return;
             }
@@ -288,9 +598,10 @@ impl App {
         }
     }
 
-    /// A COUNT(*) read straight from the app's database.
-    pub fn count(&self, sql: &str) -> i64 {
-        match self.host.sqlite_query("default", sql) {
+    /// A COUNT(*) read straight from the app's database (0 when the table does not exist
+    /// yet).
+    pub async fn count(&self, sql: &str) -> i64 {
+        match self.query(sql).await {
             Ok(rows) => rows
                 .first()
                 .and_then(|r| r.first())
@@ -305,5 +616,23 @@ impl App {
         let answer = self.get("/api/v1/admin/dead-letters", &admin()).await;
         assert_eq!(answer.status, 200, "{answer:?}");
         answer.body["items"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for App {
+    /// Stops the host, then removes the test's database and buckets on a helper thread
+    /// (a failing test's database goes too: each run starts fresh).
+    fn drop(&mut self) {
+        drop(self.host.take());
+        if let Some(cleanup) = self.cleanup.take() {
+            let cleaner = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for the cleanup")
+                    .block_on(cleanup.run());
+            });
+            let _ = cleaner.join();
+        }
     }
 }

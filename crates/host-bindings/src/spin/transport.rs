@@ -20,7 +20,7 @@ impl Transport for ChainingTransport {
     ) -> Result<(), String> {
         let request = OutboundRequest {
             method: "POST".into(),
-            url: format!("{}{EVENTS_PATH}", crate::service_url(destination)),
+            url: format!("{}{EVENTS_PATH}", super::service_url(destination)),
             headers: vec![
                 ("content-type".into(), "application/json".into()),
                 (CORRELATION_HEADER.into(), correlation_id.into()),

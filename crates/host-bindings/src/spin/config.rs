@@ -2,7 +2,7 @@
 
 use service_kit::{Config, PortError};
 
-use crate::bindings::wasi::config::store;
+use crate::bindings::wasi::config0_2_0_draft_2024_09_27::store;
 
 /// Reads the component's variables.
 pub struct SpinConfig;

@@ -1,15 +1,16 @@
 //! WASI 0.2 HTTP: reading incoming requests, writing responses, and outbound requests.
 
 use service_kit::http::{Request, Response};
-use service_kit::ports::OutboundRequest;
-use service_kit::{HttpClient, PortError};
+use service_kit::ports::{OutboundRequest, ResponseStream};
+use service_kit::stream::{ChunkSink, Streamed};
+use service_kit::{Env, HttpClient, PortError, Service};
 
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
-    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
-    ResponseOutparam, Scheme,
+    Fields, IncomingBody, IncomingRequest, IncomingResponse, Method, OutgoingBody, OutgoingRequest,
+    OutgoingResponse, ResponseOutparam, Scheme,
 };
-use crate::bindings::wasi::io::streams::StreamError;
+use crate::bindings::wasi::io::streams::{InputStream, OutputStream, StreamError};
 
 /// The largest request or response body read, in bytes.
 const MAX_BODY: usize = 1024 * 1024;
@@ -83,14 +84,65 @@ fn read_body(body: IncomingBody) -> Result<Vec<u8>, BodyError> {
     Ok(bytes)
 }
 
+/// Answers `request` with `service` (streamed when it streams that route), then runs the
+/// service's after-response work while the caller already has its answer.
+pub fn answer<S: Service>(service: &S, request: IncomingRequest, out: ResponseOutparam, env: &Env) {
+    match read_request(request) {
+        Ok(request) => match service.stream(&request, env) {
+            Some(streamed) => write_streamed(out, streamed, env),
+            None => write_response(out, service.handle(request, env)),
+        },
+        Err(problem) => write_response(out, problem),
+    }
+    service.after_response(env);
+}
+
 /// Sends `response` through `out`.
 pub fn write_response(out: ResponseOutparam, response: Response) {
-    let headers = fields(&response.headers).unwrap_or_else(|_| Fields::new());
-    let outgoing = OutgoingResponse::new(headers);
-    let _ = outgoing.set_status_code(response.status);
-    let Ok(body) = outgoing.body() else { return };
+    if let Some(body) = start_response(out, response.status, &response.headers) {
+        let _ = write_body(body, &response.body);
+    }
+}
+
+/// Sends a streamed answer through `out`: the head at once, then the body as `env`-using
+/// code produces it, flushed chunk by chunk.
+pub fn write_streamed(out: ResponseOutparam, streamed: Streamed, env: &Env) {
+    let Some(body) = start_response(out, streamed.status, &streamed.headers) else {
+        return;
+    };
+    if let Ok(stream) = body.write() {
+        streamed.body.run(env, &mut WasiSink { stream: &stream });
+    }
+    let _ = OutgoingBody::finish(body, None);
+}
+
+/// Sets the response head on `out` and returns the body to write.
+fn start_response(
+    out: ResponseOutparam,
+    status: u16,
+    headers: &[(String, String)],
+) -> Option<OutgoingBody> {
+    let outgoing = OutgoingResponse::new(fields(headers).unwrap_or_else(|_| Fields::new()));
+    let _ = outgoing.set_status_code(status);
+    let body = outgoing.body().ok()?;
     ResponseOutparam::set(out, Ok(outgoing));
-    let _ = write_body(body, &response.body);
+    Some(body)
+}
+
+/// Writes streamed chunks to a response body.
+struct WasiSink<'a> {
+    stream: &'a OutputStream,
+}
+
+impl ChunkSink for WasiSink<'_> {
+    fn send(&mut self, chunk: &[u8]) -> Result<(), PortError> {
+        for part in chunk.chunks(WRITE_CHUNK) {
+            self.stream
+                .blocking_write_and_flush(part)
+                .map_err(|e| PortError(format!("client gone: {e:?}")))?;
+        }
+        Ok(())
+    }
 }
 
 fn write_body(body: OutgoingBody, bytes: &[u8]) -> Result<(), String> {
@@ -147,7 +199,7 @@ fn method_of(name: &str) -> Method {
 pub struct WasiHttpClient;
 
 impl HttpClient for WasiHttpClient {
-    fn send(&self, request: OutboundRequest) -> Result<Response, PortError> {
+    fn open(&self, request: OutboundRequest) -> Result<Box<dyn ResponseStream>, PortError> {
         let (scheme, rest) = request
             .url
             .split_once("://")
@@ -193,17 +245,54 @@ impl HttpClient for WasiHttpClient {
                 )
             })
             .collect();
-        let body = match incoming.consume() {
-            Ok(body) => read_body(body).map_err(|e| match e {
-                BodyError::TooLarge => PortError("response body too large".into()),
-                BodyError::Io(detail) => PortError(detail),
-            })?,
-            Err(()) => Vec::new(),
-        };
-        Ok(Response {
+        let body = incoming
+            .consume()
+            .map_err(|()| PortError("response body already taken".into()))?;
+        let stream = body
+            .stream()
+            .map_err(|()| PortError("response body stream unavailable".into()))?;
+        Ok(Box::new(WasiResponseStream {
             status,
             headers,
-            body,
-        })
+            stream: Some(stream),
+            body: Some(body),
+            _response: incoming,
+        }))
+    }
+}
+
+/// An outbound response being read. Fields drop in order: stream, body, response.
+struct WasiResponseStream {
+    status: u16,
+    headers: Vec<(String, String)>,
+    stream: Option<InputStream>,
+    body: Option<IncomingBody>,
+    _response: IncomingResponse,
+}
+
+impl ResponseStream for WasiResponseStream {
+    fn status(&self) -> u16 {
+        self.status
+    }
+
+    fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, PortError> {
+        let Some(stream) = &self.stream else {
+            return Ok(None);
+        };
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => Ok(Some(chunk)),
+            Err(StreamError::Closed) => {
+                self.stream = None;
+                if let Some(body) = self.body.take() {
+                    IncomingBody::finish(body);
+                }
+                Ok(None)
+            }
+            Err(StreamError::LastOperationFailed(e)) => Err(PortError(e.to_debug_string())),
+        }
     }
 }

@@ -1,0 +1,96 @@
+//! Binds shop services to their host. A component crate only writes
+//! `host_bindings::export_service!(MyService);` and picks the host with a feature:
+//!
+//! - `spin` (Spin 4.0.2, world `spin-service` in `wit/world.wit`): `wasi:http@0.2.6` in and
+//!   out, `spin:sqlite/sqlite@3.0.0` or `spin:postgres/postgres@4.0.0` (when the
+//!   `database_url` variable is set), `wasi:config/store@0.2.0-draft-2024-09-27`; events go
+//!   by local service chaining.
+//! - `wasmcloud` (wasmCloud 1.9.2, world `wasmcloud-service`): `wasi:http@0.2.6` in and out,
+//!   `wasmcloud:postgres/query@0.1.1-draft`, `wasmcloud:messaging@0.2.0` (events as NATS
+//!   requests, and a handler for them), `wasi:config/store@0.2.0-draft` and
+//!   `wasi:logging/logging@0.1.0-draft`.
+//!
+//! What both hosts share (WASI HTTP) is in [`http`]; each host's own glue is in its module.
+#![deny(missing_docs)]
+
+#[cfg(all(feature = "spin", feature = "wasmcloud"))]
+compile_error!("enable exactly one host feature: `spin` or `wasmcloud`");
+#[cfg(not(any(feature = "spin", feature = "wasmcloud")))]
+compile_error!("enable a host feature: `spin` or `wasmcloud`");
+
+/// Bindings generated from `wit/world.wit` for the host chosen by feature.
+#[allow(missing_docs)]
+pub mod bindings {
+    #[cfg(feature = "spin")]
+    wit_bindgen::generate!({
+        world: "shop:platform/spin-bindings",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_host_bindings",
+        default_bindings_module: "host_bindings::bindings",
+        generate_all,
+    });
+    #[cfg(feature = "wasmcloud")]
+    wit_bindgen::generate!({
+        world: "shop:platform/wasmcloud-bindings",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_host_bindings",
+        default_bindings_module: "host_bindings::bindings",
+        generate_all,
+    });
+}
+
+pub mod http;
+#[cfg(feature = "spin")]
+pub mod spin;
+#[cfg(feature = "wasmcloud")]
+pub mod wasmcloud;
+
+#[cfg(feature = "spin")]
+pub use spin::{serve, service_url};
+#[cfg(feature = "wasmcloud")]
+pub use wasmcloud::{handle_message, serve, service_url};
+
+/// Exports `$service` (a `service_kit::Service + Default`) as this component's
+/// `wasi:http/incoming-handler` and, on wasmCloud, its `wasmcloud:messaging/handler`.
+#[macro_export]
+macro_rules! export_service {
+    ($service:ty) => {
+        struct ShopComponent;
+        impl $crate::bindings::exports::wasi::http::incoming_handler::Guest for ShopComponent {
+            fn handle(
+                request: $crate::bindings::wasi::http::types::IncomingRequest,
+                out: $crate::bindings::wasi::http::types::ResponseOutparam,
+            ) {
+                $crate::serve::<$service>(request, out)
+            }
+        }
+        $crate::export_host_handlers!(ShopComponent, $service);
+        $crate::bindings::export_host_bindings!(ShopComponent with_types_in $crate::bindings);
+    };
+}
+
+/// The handlers a host exports besides HTTP: none on Spin.
+#[cfg(feature = "spin")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! export_host_handlers {
+    ($component:ident, $service:ty) => {};
+}
+
+/// The handlers a host exports besides HTTP: events from NATS on wasmCloud.
+#[cfg(feature = "wasmcloud")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! export_host_handlers {
+    ($component:ident, $service:ty) => {
+        impl $crate::bindings::exports::wasmcloud::messaging::handler::Guest for $component {
+            fn handle_message(
+                message: $crate::bindings::wasmcloud::messaging::types::BrokerMessage,
+            ) -> Result<(), String> {
+                $crate::handle_message::<$service>(message)
+            }
+        }
+    };
+}

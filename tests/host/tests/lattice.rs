@@ -1,0 +1,171 @@
+//! The wasmCloud build on a lattice with two replicas of every worker, PostgreSQL and NATS:
+//! orders fan out to both checkers, each checker's replicas share its messages (one queue
+//! group), nothing is applied twice, and stopping every replica of a checker mid-stream
+//! loses no order (core NATS drops what reaches nobody; the senders' outboxes re-send it
+//! once the replicas are back).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{App, Cleanup, Host, lattice_config, wasmcloud_services};
+use test_host::Lattice;
+
+const CUSTOMERS: usize = 4;
+const ORDERS: usize = 40;
+const CREDIT: i64 = 100_000;
+const ORDER_VALUE: i64 = 1_000;
+
+/// Places orders `range` concurrently, spread over the customers; returns their ids.
+async fn place_all(app: &Arc<App>, range: std::ops::Range<usize>) -> Vec<String> {
+    let mut placing = tokio::task::JoinSet::new();
+    for i in range {
+        let app = app.clone();
+        placing.spawn(async move {
+            let customer = format!("buyer{}@example.com", i % CUSTOMERS);
+            app.place(&json!({"customer": customer, "value_cents": ORDER_VALUE}))
+                .await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        });
+    }
+    placing.join_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_the_load_and_a_stopped_checker_loses_no_order() {
+    let Some(services) = wasmcloud_services().await else {
+        return;
+    };
+    let mut config = lattice_config(&services, 2).await;
+    config.overrides = [
+        ("retry_base_delay_ms", "20"),
+        ("retry_max_delay_ms", "200"),
+        // Enough attempts to outlast the checker's downtime below.
+        ("retry_max_attempts", "40"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let lattice = Lattice::start(config.clone())
+        .await
+        .unwrap_or_else(|e| panic!("the lattice did not start: {e:#}"));
+    for worker in ["orders", "balance-checker", "stock-checker", "vouchers"] {
+        assert_eq!(lattice.running_replicas(worker).unwrap(), [true, true]);
+    }
+    assert!(lattice.uses_pooling_allocator());
+    let cleanup = Cleanup {
+        database_url: config.database_url.clone().unwrap(),
+        nats_url: services.nats_url.clone(),
+        buckets: lattice.buckets().to_vec(),
+    };
+    let app = Arc::new(App::new(Host::WasmCloud(Box::new(lattice)), Some(cleanup)));
+    for i in 0..CUSTOMERS {
+        app.credit(&format!("buyer{i}@example.com"), CREDIT).await;
+    }
+
+    // Half the orders with every replica up, then the balance checker goes away entirely
+    // while the other half is placed, and comes back a moment later.
+    let mut ids = place_all(&app, 0..ORDERS / 2).await;
+    for replica in 0..2 {
+        app.lattice()
+            .stop_replica("balance-checker", replica)
+            .unwrap();
+    }
+    assert_eq!(
+        app.lattice().running_replicas("balance-checker").unwrap(),
+        [false, false]
+    );
+    ids.extend(place_all(&app, ORDERS / 2..ORDERS).await);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    app.lattice()
+        .start_component("balance-checker")
+        .await
+        .unwrap();
+
+    for id in &ids {
+        app.wait_status(id, "confirmed").await;
+    }
+    // Stopping the replicas cancelled handlers that were delivering their own outbox; the
+    // rows they had claimed are retried once the claim's 30 s lease runs out.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pending = app
+            .count(
+                "SELECT (SELECT COUNT(*) FROM orders_outbox) \
+                      + (SELECT COUNT(*) FROM balance_checker_outbox) \
+                      + (SELECT COUNT(*) FROM stock_checker_outbox) \
+                      + (SELECT COUNT(*) FROM vouchers_outbox)",
+            )
+            .await;
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pending} messages never delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Fan-out: every order reached both checkers.
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM orders o \
+             WHERE EXISTS (SELECT 1 FROM credit_holds c WHERE c.order_id = o.id) \
+               AND EXISTS (SELECT 1 FROM stock_holds s WHERE s.order_id = o.id)"
+        )
+        .await,
+        ORDERS as i64
+    );
+    // Load sharing: both replicas of each checker handled messages.
+    for checker in ["balance-checker", "stock-checker"] {
+        let counts = app.lattice().handled_counts(checker).unwrap();
+        assert!(
+            counts.iter().all(|&n| n > 0),
+            "{checker} replicas handled {counts:?}"
+        );
+    }
+    // Exactly once in effect: money, holds, inboxes, no dead letters.
+    for i in 0..CUSTOMERS {
+        let customer = format!("buyer{i}@example.com");
+        assert_eq!(
+            app.account(&customer).await,
+            json!({
+                "customer": customer,
+                "balance_cents": CREDIT - (ORDERS / CUSTOMERS) as i64 * ORDER_VALUE,
+                "held_cents": 0
+            })
+        );
+    }
+    for (sql, expected) in [
+        (
+            "SELECT COUNT(*) FROM orders WHERE status = 'confirmed'",
+            ORDERS,
+        ),
+        (
+            "SELECT COUNT(*) FROM credit_holds WHERE state = 'committed'",
+            ORDERS,
+        ),
+        (
+            "SELECT COUNT(*) FROM stock_holds WHERE state = 'committed'",
+            ORDERS,
+        ),
+        // One placement and one confirmation per order and checker.
+        ("SELECT COUNT(*) FROM balance_checker_inbox", 2 * ORDERS),
+        ("SELECT COUNT(*) FROM stock_checker_inbox", 2 * ORDERS),
+        (
+            "SELECT (SELECT COUNT(*) FROM orders_dead_letters) \
+                  + (SELECT COUNT(*) FROM balance_checker_dead_letters) \
+                  + (SELECT COUNT(*) FROM stock_checker_dead_letters)",
+            0,
+        ),
+    ] {
+        assert_eq!(app.count(sql).await, expected as i64, "{sql}");
+    }
+    let app = Arc::into_inner(app).expect("no placement task holds the app");
+    app.shutdown().await;
+}
