@@ -4,14 +4,20 @@ WASM_DIR := target/wasm32-wasip2/release
 WASMCLOUD_TARGET_DIR := target/wasmcloud
 WASMCLOUD_WASM_DIR := $(WASMCLOUD_TARGET_DIR)/wasm32-wasip2/release
 WASM_TOOLS_VERSION := 1.263.0
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_TARGETS := decode_request verify_envelope tamper_signed_envelope
+## Seconds each fuzz target runs in `make fuzz` (CI's short run; raise it for a long one).
+FUZZ_SECONDS ?= 20
 
 .PHONY: setup build build-wasmcloud check-worlds test serve
 
-## Installs what building and testing need: the wasm32-wasip2 target and wasm-tools.
+## Installs what building and testing need: the wasm32-wasip2 target, wasm-tools and cargo-fuzz.
 setup:
 	rustup target add wasm32-wasip2
 	@if ! wasm-tools --version 2>/dev/null | grep -q "$(WASM_TOOLS_VERSION)"; then \
 		cargo install wasm-tools --locked --version $(WASM_TOOLS_VERSION); fi
+	@if ! cargo fuzz --version 2>/dev/null | grep -q "$(CARGO_FUZZ_VERSION)"; then \
+		cargo install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION); fi
 
 ## Builds every component for wasm32-wasip2 (what spin.toml references).
 build:
@@ -31,11 +37,29 @@ check-worlds: build build-wasmcloud
 		echo "wasmcloud: $$c.wasm targets shop:platform/wasmcloud-service"; \
 	done
 
-## Builds both flavours, checks the worlds, and runs every test (domain, service kit, test
-## host, the pipeline on the Spin and the wasmCloud flavour).
+## Builds both flavours, checks the worlds, and runs every test: domain, service kit, test
+## host (pipeline on both flavours, chaos, authorization, events), shopctl, the dashboards in
+## Chromium, the schema-driven API test and a short run of every fuzz target.
 test: check-worlds
 	cargo test
 	$(MAKE) browser-test
+	$(MAKE) api-test
+	$(MAKE) fuzz
+
+## Schemathesis from openapi.yaml against the app on the test host: no 5xx, every answer as
+## specified (tests/api/schemathesis.sh; installs schemathesis into target/schemathesis-venv).
+.PHONY: api-test
+api-test: build
+	SCHEMATHESIS_MAX_EXAMPLES=$${SCHEMATHESIS_MAX_EXAMPLES:-10} tests/api/schemathesis.sh
+
+## Runs every cargo-fuzz target for FUZZ_SECONDS seconds (fuzz/README.md); fails on a crash.
+.PHONY: fuzz
+fuzz:
+	@cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$t; \
+		seeds=; [ -d seeds/$$t ] && seeds=seeds/$$t; \
+		RUSTC_BOOTSTRAP=1 cargo fuzz run $$t corpus/$$t $$seeds -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 ## Drives the gateway's dashboards in headless Chromium (tests/browser): installs Chromium when
 ## /usr/bin/chromium is missing, builds the test host and the components, runs the tests.

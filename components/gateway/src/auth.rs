@@ -18,8 +18,8 @@ pub fn authenticate(request: &Request, env: &Env) -> Result<Claims, Response> {
             "the Authorization header must be 'Bearer <token>'",
         ));
     };
-    let secret = settings::text(env.config, "auth_secret", settings::DEV_AUTH_SECRET);
-    verify_token(token.trim(), secret.as_bytes(), now_ms() / 1000).map_err(|e| {
+    let secret = settings::auth_secret(env.config, "gateway");
+    verify_token(token.trim(), &secret, now_ms() / 1000).map_err(|e| {
         unauthorized(match e {
             AuthError::Expired => "token expired",
             AuthError::BadSignature => "bad token signature",

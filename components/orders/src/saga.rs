@@ -29,6 +29,17 @@ pub fn apply(
     let order = queries::load(tx, order_id)?.ok_or_else(|| {
         HandlerError::Permanent(format!("{} for unknown order {order_id}", event.event_type))
     })?;
+    let check_result = [
+        event_types::BALANCE_HELD,
+        event_types::STOCK_HELD,
+        event_types::BALANCE_REJECTED,
+        event_types::STOCK_REJECTED,
+    ]
+    .contains(&event.event_type.as_str());
+    if check_result && order.status != OrderStatus::Placed {
+        // A late or re-sent answer: the order already moved on, so it changes nothing.
+        return Ok(());
+    }
     match event.event_type.as_str() {
         event_types::BALANCE_HELD => held(tx, &order, Check::Balance, event, messaging)?,
         event_types::STOCK_HELD => held(tx, &order, Check::Stock, event, messaging)?,
@@ -42,6 +53,15 @@ pub fn apply(
             let reason = event.data["reason"].as_str().unwrap_or("rejected");
             reject(tx, &order, reason, &event.correlation_id, messaging)?;
         }
+        event_types::VOUCHER_ISSUED if order.status != OrderStatus::Delivered => {
+            return Err(HandlerError::Permanent(format!(
+                "voucher.issued for order {} in status {}",
+                order.id,
+                order.status.as_str()
+            )));
+        }
+        // One voucher per order: a second one (another event id) changes nothing.
+        event_types::VOUCHER_ISSUED if order.voucher.is_some() => {}
         event_types::VOUCHER_ISSUED => {
             let voucher = json!({
                 "code": event.data["code"],

@@ -17,7 +17,7 @@ use crate::db::{Db, DbError, Migration, Row};
 use crate::http::Response;
 use crate::ids::{new_id, now_ms, random_u64};
 use crate::log::{self, Level};
-use crate::ports::{Env, Transport};
+use crate::ports::{Config, Env, Transport};
 
 /// The path every service receives events on.
 pub const EVENTS_PATH: &str = "/internal/events";
@@ -90,7 +90,9 @@ pub struct Messaging<'a> {
     transport: &'a dyn Transport,
     service: &'a str,
     prefix: String,
-    secret: Vec<u8>,
+    /// Where the event secret is read, at each use (so its dev-default warning comes only
+    /// when an event is signed or verified, not on every tick).
+    config: &'a dyn Config,
     retry: RetryPolicy,
 }
 
@@ -102,9 +104,14 @@ impl<'a> Messaging<'a> {
             transport: env.transport,
             service,
             prefix: table_prefix(service),
-            secret: crate::settings::event_secret(env.config),
+            config: env.config,
             retry: crate::settings::retry_policy(env.config),
         }
+    }
+
+    /// The secret that signs and verifies this service's events.
+    fn secret(&self) -> Vec<u8> {
+        crate::settings::event_secret(self.config, self.service)
     }
 
     /// The versioned migrations that create this service's messaging tables.
@@ -143,7 +150,7 @@ impl<'a> Messaging<'a> {
             correlation_id.to_owned(),
             data,
         )
-        .signed(&self.secret);
+        .signed(&self.secret());
         self.resend(tx, &envelope, destinations, "")?;
         Ok(envelope)
     }
@@ -292,7 +299,7 @@ impl<'a> Messaging<'a> {
             Ok(envelope) => envelope,
             Err(e) => return self.reject(&raw, &format!("malformed: {e}"), "-"),
         };
-        if envelope.verify(&self.secret).is_err() {
+        if envelope.verify(&self.secret()).is_err() {
             return self.reject(&raw, "bad_signature", &envelope.correlation_id);
         }
         let outcome = self.db.transaction(|tx| {

@@ -11,7 +11,11 @@ wasmtime::component::bindgen!({
         "wit",
     ],
     world: "test-host:host/spin-imports",
-    imports: { default: async },
+    // `execute` may trap: chaos mode kills handler instances there (see `Faults`).
+    imports: {
+        default: async,
+        "spin:sqlite/sqlite.[method]connection.execute": async | trappable,
+    },
     with: {
         "spin:sqlite/sqlite.connection": crate::sqlite::Connection,
         "spin:postgres/postgres.connection": crate::postgres::Connection,

@@ -1,12 +1,19 @@
 //! Fault injection for tests: make the next events a component's handler receives run
 //! with a failing database (`spin:sqlite` on the Spin flavour, `wasmcloud:postgres` on the
-//! wasmCloud lattice).
+//! wasmCloud lattice), and, on the Spin flavour, a seeded chaos mode ([`ChaosSettings`])
+//! that loses, duplicates and delays event messages, traps handlers, and takes the
+//! database or the message transport away for a while ([`Outage`]).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-/// The path whose requests [`Faults::fail_event_handler`] targets.
-const EVENT_HANDLER_PATH: &str = "/internal/events";
+/// The path whose requests [`Faults::fail_event_handler`] and chaos mode target.
+pub(crate) const EVENT_HANDLER_PATH: &str = "/internal/events";
+/// The largest number of `spin:sqlite` `execute` calls after which a chaos trap fires;
+/// the call is picked uniformly in `1..=TRAP_WINDOW`, so a trap lands before, inside or
+/// after the handler's transaction (or not at all when the handler makes fewer calls).
+const TRAP_WINDOW: u64 = 12;
 
 #[derive(Debug, Default)]
 struct Rule {
@@ -23,11 +30,284 @@ struct Rule {
 #[derive(Debug, Default)]
 pub struct Faults {
     rules: Mutex<HashMap<String, Rule>>,
+    chaos: Mutex<Option<Chaos>>,
+    outages: Mutex<HashMap<Outage, Instant>>,
+    figures: Mutex<ChaosFigures>,
+}
+
+/// How chaos mode misbehaves. Every decision is drawn from one PRNG seeded with `seed`:
+/// the sequence of draws is reproducible, while which message gets which draw depends on
+/// the order in which concurrent requests reach the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChaosSettings {
+    /// The PRNG seed.
+    pub seed: u64,
+    /// Share of event messages lost (0.0 to 1.0). Half of the losses drop the request
+    /// before it reaches the receiver; the other half deliver it, let the receiver commit,
+    /// and lose the reply. Either way the sender sees a connection error.
+    pub drop_rate: f64,
+    /// Share of event messages delivered twice: once at once, and once more after a
+    /// random delay of up to `max_delay`, with the second answer discarded.
+    pub duplicate_rate: f64,
+    /// Share of event messages held back for a random delay of up to `max_delay`
+    /// before delivery, so that later messages overtake them.
+    pub delay_rate: f64,
+    /// The longest hold-back of delayed and duplicated messages.
+    pub max_delay: Duration,
+    /// Share of event-handler instances that trap: a `spin:sqlite` `execute` call chosen
+    /// at random returns a trap instead of running, so the instance dies mid-request.
+    pub trap_rate: f64,
+}
+
+impl ChaosSettings {
+    /// No faults at all, with `seed`; set the rates you want.
+    pub fn quiet(seed: u64) -> Self {
+        Self {
+            seed,
+            drop_rate: 0.0,
+            duplicate_rate: 0.0,
+            delay_rate: 0.0,
+            max_delay: Duration::ZERO,
+            trap_rate: 0.0,
+        }
+    }
+}
+
+/// What chaos mode and outages have done so far.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ChaosFigures {
+    /// Event messages lost before they reached the receiver.
+    pub dropped_requests: u64,
+    /// Event messages the receiver handled whose reply was lost.
+    pub dropped_replies: u64,
+    /// Extra copies of event messages delivered.
+    pub duplicates: u64,
+    /// Event messages held back before delivery.
+    pub delays: u64,
+    /// Handler instances that trapped.
+    pub traps: u64,
+    /// Event messages a sender sent again after a failed attempt (seen while chaos mode
+    /// is on, from the envelope's `attempt` field).
+    pub redeliveries: u64,
+    /// `spin:sqlite` calls refused because the database was away.
+    pub database_outage_failures: u64,
+    /// Service-chaining requests refused because the transport was away.
+    pub transport_outage_failures: u64,
+}
+
+impl ChaosFigures {
+    /// Messages lost either way.
+    pub fn drops(&self) -> u64 {
+        self.dropped_requests + self.dropped_replies
+    }
+}
+
+/// A shared resource an outage takes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outage {
+    /// The SQLite database: every `spin:sqlite` `open` and `execute` fails with an I/O error.
+    Database,
+    /// Local service chaining: every `http://<id>.spin.internal` request fails with
+    /// "connection refused" (event deliveries, ticks and calls through the gateway alike).
+    Transport,
+}
+
+/// How an event message is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Loss {
+    /// Before the receiver gets it.
+    Request,
+    /// After the receiver handled it: the reply does not come back.
+    Reply,
+}
+
+/// What chaos mode does to one event message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct MessageFate {
+    /// Lost, and how.
+    pub(crate) loss: Option<Loss>,
+    /// Held back this long before delivery.
+    pub(crate) delay: Option<Duration>,
+    /// Delivered a second time this long after the first delivery.
+    pub(crate) duplicate_after: Option<Duration>,
+}
+
+/// The faults one request's instance runs with.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct InstanceFaults {
+    /// Every `spin:sqlite` `execute` fails ([`Faults::fail_event_handler`]).
+    pub(crate) fail_executes: bool,
+    /// The `execute` call (counted from 1) that traps instead of running.
+    pub(crate) trap_at_execute: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Chaos {
+    settings: ChaosSettings,
+    rng: SplitMix64,
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014): the small, fast, well-distributed PRNG behind
+/// chaos mode, public so that tests draw their plans from the same seed.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator starting from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A uniform draw in `[0, 1)`.
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// True with probability `rate`.
+    pub fn chance(&mut self, rate: f64) -> bool {
+        rate > 0.0 && self.unit() < rate
+    }
+
+    /// A uniform draw in `low..=high` (`low` when `high < low`).
+    pub fn between(&mut self, low: u64, high: u64) -> u64 {
+        match high.checked_sub(low) {
+            Some(span) if span < u64::MAX => low + self.next_u64() % (span + 1),
+            Some(_) => self.next_u64(),
+            None => low,
+        }
+    }
+
+    /// A uniform duration in `[0, max]` (millisecond resolution).
+    fn duration_up_to(&mut self, max: Duration) -> Duration {
+        let millis = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(self.next_u64() % millis.saturating_add(1))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Faults {
     fn rules(&self) -> MutexGuard<'_, HashMap<String, Rule>> {
-        self.rules.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.rules)
+    }
+
+    /// Turns chaos mode on (Spin flavour) with `settings`, restarting its PRNG from the
+    /// seed. Figures keep counting from where they were.
+    pub fn start_chaos(&self, settings: ChaosSettings) {
+        let rng = SplitMix64::new(settings.seed);
+        *lock(&self.chaos) = Some(Chaos { settings, rng });
+    }
+
+    /// Turns chaos mode off; messages and handlers run untouched again. Outages are not
+    /// affected (see [`Faults::end_outages`]).
+    pub fn stop_chaos(&self) {
+        *lock(&self.chaos) = None;
+    }
+
+    /// Takes `what` away for `duration` from now (Spin flavour); it comes back by itself.
+    pub fn begin_outage(&self, what: Outage, duration: Duration) {
+        lock(&self.outages).insert(what, Instant::now() + duration);
+    }
+
+    /// Brings every resource taken away by [`Faults::begin_outage`] back now.
+    pub fn end_outages(&self) {
+        lock(&self.outages).clear();
+    }
+
+    /// Whether `what` is away now.
+    pub fn is_away(&self, what: Outage) -> bool {
+        lock(&self.outages)
+            .get(&what)
+            .is_some_and(|until| Instant::now() < *until)
+    }
+
+    /// What chaos mode and outages have done so far.
+    pub fn chaos_figures(&self) -> ChaosFigures {
+        *lock(&self.figures)
+    }
+
+    /// Refuses a use of `what` if it is away now, counting the refusal.
+    pub(crate) fn refuse_during_outage(&self, what: Outage) -> bool {
+        if !self.is_away(what) {
+            return false;
+        }
+        let mut figures = lock(&self.figures);
+        match what {
+            Outage::Database => figures.database_outage_failures += 1,
+            Outage::Transport => figures.transport_outage_failures += 1,
+        }
+        true
+    }
+
+    /// Draws the fate of one event message and counts it; `None` when chaos mode is off.
+    pub(crate) fn message_fate(&self) -> Option<MessageFate> {
+        let mut chaos = lock(&self.chaos);
+        let Chaos { settings, rng } = chaos.as_mut()?;
+        let mut fate = MessageFate::default();
+        if rng.chance(settings.drop_rate) {
+            fate.loss = Some(if rng.chance(0.5) {
+                Loss::Request
+            } else {
+                Loss::Reply
+            });
+        }
+        if rng.chance(settings.delay_rate) {
+            fate.delay = Some(rng.duration_up_to(settings.max_delay));
+        }
+        if fate.loss != Some(Loss::Request) && rng.chance(settings.duplicate_rate) {
+            fate.duplicate_after = Some(rng.duration_up_to(settings.max_delay));
+        }
+        drop(chaos);
+        let mut figures = lock(&self.figures);
+        match fate.loss {
+            Some(Loss::Request) => figures.dropped_requests += 1,
+            Some(Loss::Reply) => figures.dropped_replies += 1,
+            None => {}
+        }
+        figures.delays += u64::from(fate.delay.is_some());
+        figures.duplicates += u64::from(fate.duplicate_after.is_some());
+        Some(fate)
+    }
+
+    /// Counts an event message a sender sent again.
+    pub(crate) fn count_redelivery(&self) {
+        lock(&self.figures).redeliveries += 1;
+    }
+
+    /// Decides the faults of one request to `component` for `path` as it arrives:
+    /// [`Faults::fail_event_handler`]'s budget, and, in chaos mode, whether an event
+    /// handler traps and at which `execute` call.
+    pub(crate) fn for_request(&self, component: &str, path: &str) -> InstanceFaults {
+        let fail_executes = self.take(component, path);
+        let trap_at_execute = if path == EVENT_HANDLER_PATH {
+            let mut chaos = lock(&self.chaos);
+            chaos.as_mut().and_then(|Chaos { settings, rng }| {
+                rng.chance(settings.trap_rate)
+                    .then(|| rng.between(1, TRAP_WINDOW))
+            })
+        } else {
+            None
+        };
+        InstanceFaults {
+            fail_executes,
+            trap_at_execute,
+        }
+    }
+
+    /// Counts a trap chaos mode made an instance take.
+    pub(crate) fn count_trap(&self) {
+        lock(&self.figures).traps += 1;
     }
 
     /// On Spin, the next `times` requests to `component` whose path is
@@ -45,12 +325,14 @@ impl Faults {
         rule.remaining = times;
     }
 
-    /// Stops injecting faults into every component. Counts reported by
-    /// [`Faults::injected_count`] are kept.
+    /// Stops injecting faults into every component, chaos mode and outages included.
+    /// Counts reported by [`Faults::injected_count`] and [`Faults::chaos_figures`] are kept.
     pub fn clear(&self) {
         for rule in self.rules().values_mut() {
             rule.active = false;
         }
+        self.stop_chaos();
+        self.end_outages();
     }
 
     /// How many requests to `component` have been run with injected faults so far.
@@ -108,5 +390,71 @@ mod tests {
         assert!(!faults.take("orders", EVENT_HANDLER_PATH));
         assert_eq!(faults.injected_count("orders"), 7);
         assert_eq!(faults.injected_count("stock"), 0);
+    }
+
+    fn fates(seed: u64, n: usize) -> Vec<MessageFate> {
+        let faults = Faults::default();
+        faults.start_chaos(ChaosSettings {
+            drop_rate: 0.1,
+            duplicate_rate: 0.1,
+            delay_rate: 0.2,
+            max_delay: Duration::from_millis(200),
+            ..ChaosSettings::quiet(seed)
+        });
+        (0..n).filter_map(|_| faults.message_fate()).collect()
+    }
+
+    #[test]
+    fn chaos_is_reproducible_by_seed_and_near_its_rates() {
+        let first = fates(7, 5000);
+        assert_eq!(first, fates(7, 5000));
+        assert_ne!(first, fates(8, 5000));
+        let share = |f: &dyn Fn(&MessageFate) -> bool| {
+            first.iter().filter(|fate| f(fate)).count() as f64 / first.len() as f64
+        };
+        assert!((share(&|f| f.loss.is_some()) - 0.1).abs() < 0.02);
+        assert!((share(&|f| f.delay.is_some()) - 0.2).abs() < 0.02);
+        assert!((share(&|f| f.duplicate_after.is_some()) - 0.095).abs() < 0.02);
+        assert!(first.iter().all(|f| f.loss != Some(Loss::Request) || f.duplicate_after.is_none()));
+        assert!(
+            first
+                .iter()
+                .filter_map(|f| f.delay)
+                .all(|d| d <= Duration::from_millis(200))
+        );
+    }
+
+    #[test]
+    fn chaos_counts_and_stops() {
+        let faults = Faults::default();
+        faults.start_chaos(ChaosSettings {
+            drop_rate: 1.0,
+            trap_rate: 1.0,
+            ..ChaosSettings::quiet(1)
+        });
+        assert!(faults.message_fate().is_some_and(|fate| fate.loss.is_some()));
+        let trap = faults.for_request("orders", EVENT_HANDLER_PATH).trap_at_execute;
+        assert!(trap.is_some_and(|at| (1..=TRAP_WINDOW).contains(&at)));
+        assert_eq!(faults.for_request("orders", "/internal/tick").trap_at_execute, None);
+        assert_eq!(faults.chaos_figures().drops(), 1);
+        faults.clear();
+        assert_eq!(faults.message_fate(), None);
+        assert_eq!(faults.for_request("orders", EVENT_HANDLER_PATH).trap_at_execute, None);
+        assert_eq!(faults.chaos_figures().drops(), 1);
+    }
+
+    #[test]
+    fn outages_end_by_themselves_or_when_ended() {
+        let faults = Faults::default();
+        assert!(!faults.refuse_during_outage(Outage::Database));
+        faults.begin_outage(Outage::Database, Duration::from_millis(30));
+        assert!(faults.refuse_during_outage(Outage::Database));
+        assert!(!faults.is_away(Outage::Transport));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!faults.is_away(Outage::Database));
+        faults.begin_outage(Outage::Transport, Duration::from_secs(60));
+        faults.end_outages();
+        assert!(!faults.is_away(Outage::Transport));
+        assert_eq!(faults.chaos_figures().database_outage_failures, 1);
     }
 }

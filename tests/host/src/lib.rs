@@ -43,7 +43,7 @@ mod variables;
 mod wasi_config;
 mod wasmcloud;
 
-pub use faults::Faults;
+pub use faults::{ChaosFigures, ChaosSettings, Faults, Outage, SplitMix64};
 pub use wasmcloud::{Lattice, LatticeConfig, WASMCLOUD_WASM_DIR};
 
 use anyhow::{Context, Result, bail};
@@ -245,6 +245,24 @@ impl TestHost {
             .context("reading the component's response failed")?
             .to_bytes();
         Ok((status, body.to_vec()))
+    }
+
+    /// Instantiates `component` `count` times, one after another, each on a fresh store
+    /// as a request would (pooling allocator), without calling it, and returns how long
+    /// each took (store creation, instantiation and drop).
+    pub async fn time_instantiations(
+        &self,
+        component: &str,
+        count: usize,
+    ) -> Result<Vec<Duration>> {
+        let Some(target) = self.runtime.component(component).cloned() else {
+            bail!("the application has no component {component:?}");
+        };
+        let mut times = Vec::with_capacity(count);
+        for _ in 0..count {
+            times.push(self.runtime.time_instantiation(&target).await?);
+        }
+        Ok(times)
     }
 
     /// The fault-injection switches for this host.

@@ -3,6 +3,7 @@
 //! on tokio's blocking pool.
 
 use crate::bindings::spin::sqlite::sqlite::{self, Error, QueryResult, RowResult, Value};
+use crate::faults::Outage;
 use crate::manifest::DEFAULT_DATABASE;
 use crate::state::InstanceState;
 use rusqlite::types::{Value as SqlValue, ValueRef};
@@ -11,6 +12,10 @@ use wasmtime::component::Resource;
 
 /// The message of injected SQLite faults.
 const INJECTED_FAULT: &str = "injected fault";
+/// The message of a database outage.
+const DATABASE_AWAY: &str = "unable to open database file (injected outage)";
+/// The message of a trap chaos mode injects.
+const INJECTED_TRAP: &str = "injected trap (chaos mode)";
 
 /// The host side of a `connection` resource. Dropping the last reference closes the
 /// connection, which rolls back any open transaction.
@@ -98,6 +103,9 @@ impl sqlite::HostConnection for InstanceState {
         if database != DEFAULT_DATABASE {
             return Err(Error::NoSuchDatabase);
         }
+        if self.sqlite.host_faults.refuse_during_outage(Outage::Database) {
+            return Err(Error::Io(DATABASE_AWAY.to_owned()));
+        }
         let path = self.sqlite.default_path.clone();
         let conn = tokio::task::spawn_blocking(move || rusqlite::Connection::open(path))
             .await
@@ -115,15 +123,26 @@ impl sqlite::HostConnection for InstanceState {
         connection: Resource<Connection>,
         statement: String,
         parameters: Vec<Value>,
-    ) -> Result<QueryResult, Error> {
-        if self.sqlite.fail_executes {
-            return Err(Error::Io(INJECTED_FAULT.to_owned()));
+    ) -> wasmtime::Result<Result<QueryResult, Error>> {
+        self.sqlite.executes += 1;
+        if self.sqlite.faults.trap_at_execute == Some(self.sqlite.executes) {
+            self.sqlite.host_faults.count_trap();
+            return Err(wasmtime::Error::msg(INJECTED_TRAP));
         }
-        let inner = self.connection(&connection)?;
-        on_blocking_pool(inner, move |conn| {
+        if self.sqlite.faults.fail_executes {
+            return Ok(Err(Error::Io(INJECTED_FAULT.to_owned())));
+        }
+        if self.sqlite.host_faults.refuse_during_outage(Outage::Database) {
+            return Ok(Err(Error::Io(DATABASE_AWAY.to_owned())));
+        }
+        let inner = match self.connection(&connection) {
+            Ok(inner) => inner,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(on_blocking_pool(inner, move |conn| {
             execute(conn, &statement, parameters).map_err(io_error)
         })
-        .await
+        .await)
     }
 
     async fn last_insert_rowid(&mut self, connection: Resource<Connection>) -> i64 {

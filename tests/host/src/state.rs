@@ -1,6 +1,7 @@
 //! The per-request store state: one fresh `Store<InstanceState>` per request, as
 //! Spin creates one instance per request.
 
+use crate::faults::{Faults, InstanceFaults};
 use crate::keyvalue::KeyValueCtx;
 use crate::outbound::OutboundHttp;
 use crate::runtime::{LoadedComponent, Runtime};
@@ -17,8 +18,12 @@ pub(crate) struct SqliteCtx {
     pub(crate) allowed: Arc<BTreeSet<String>>,
     /// The file behind the `default` label.
     pub(crate) default_path: PathBuf,
-    /// Set by fault injection: every `execute` fails.
-    pub(crate) fail_executes: bool,
+    /// The faults this instance runs with.
+    pub(crate) faults: InstanceFaults,
+    /// The host's fault switches (outages are checked on every call).
+    pub(crate) host_faults: Arc<Faults>,
+    /// `execute` calls made so far (to place an injected trap).
+    pub(crate) executes: u64,
 }
 
 /// The `T` of every `Store<T>`.
@@ -37,11 +42,11 @@ pub(crate) struct InstanceState {
 }
 
 impl InstanceState {
-    /// State for one request to `component`. `fail_sqlite` injects SQLite faults.
+    /// State for one request to `component`, running with `faults`.
     pub(crate) fn new(
         runtime: Arc<Runtime>,
         component: Arc<LoadedComponent>,
-        fail_sqlite: bool,
+        faults: InstanceFaults,
     ) -> Self {
         let mut wasi = WasiCtx::builder();
         wasi.stdout(component.output.clone())
@@ -57,7 +62,9 @@ impl InstanceState {
             sqlite: SqliteCtx {
                 allowed: component.sqlite_databases.clone(),
                 default_path: runtime.database_path().to_path_buf(),
-                fail_executes: fail_sqlite,
+                faults,
+                host_faults: runtime.faults().clone(),
+                executes: 0,
             },
             key_value: KeyValueCtx {
                 allowed: component.key_value_stores.clone(),

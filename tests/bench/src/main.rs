@@ -1,0 +1,265 @@
+//! The shop's benchmark (issue 5), one run that writes `BENCHMARKS.md`:
+//!
+//! 1. order accept (`POST /api/v1/orders` → 202) on the Spin test host at 1, 32 and 128
+//!    connections, next to a hello-world component on the same host and a native hyper
+//!    hello-world, as throughput, p50/p99 latency and ratios;
+//! 2. end to end: orders placed until every one is `confirmed` (SQLite), against a raw
+//!    SQLite insert-and-commit loop on the same disk;
+//! 3. per-request instantiation cost of the components on the pooling allocator.
+//!
+//! Run `cargo build --target wasm32-wasip2 --release -p gateway -p orders -p balance-checker
+//! -p stock-checker -p vouchers -p bench-hello` first, then `cargo bench -p shop-bench`
+//! (`-- --quick` for a short run; `-- --help` for options).
+
+mod load;
+mod raw_sqlite;
+mod report;
+mod targets;
+
+use anyhow::{Context, Result, bail};
+use load::{LoadResult, Stop, Workload};
+use report::{EndToEnd, Instantiation, Report};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+
+/// Connection counts of the accept and hello-world runs.
+const CONNECTIONS: [usize; 3] = [1, 32, 128];
+/// Connections placing orders in the end-to-end run.
+const END_TO_END_CONNECTIONS: usize = 32;
+/// Worker threads of the servers' runtime (the test machine has two cores).
+const SERVER_THREADS: usize = 2;
+/// Worker threads of the load generator's runtime.
+const LOAD_THREADS: usize = 2;
+
+/// How long and how much to measure.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Short runs for CI (`--quick`).
+    pub quick: bool,
+    /// Unrecorded time before each timed run.
+    pub warmup: Duration,
+    /// The measured window of each timed run.
+    pub measure: Duration,
+    /// Orders of the end-to-end run.
+    pub end_to_end_orders: usize,
+    /// Transactions of the raw SQLite loop.
+    pub raw_commits: usize,
+    /// Instantiations timed per component.
+    pub instantiations: usize,
+    /// Where the report goes.
+    pub output: PathBuf,
+}
+
+const USAGE: &str = "usage: cargo bench -p shop-bench -- [--quick] [--seconds N] [--orders N] [--output FILE]
+  --quick     2 s per run, 500 end-to-end orders, report to target/BENCHMARKS.quick.md
+  --seconds   measured seconds per throughput run (default 10; 2 s warm-up before each)
+  --orders    orders of the end-to-end run (default 5000)
+  --output    where the report goes (default BENCHMARKS.md at the repository root)";
+
+impl Options {
+    fn parse(root: &Path) -> Result<Options> {
+        let mut options = Options {
+            quick: false,
+            warmup: Duration::from_secs(2),
+            measure: Duration::from_secs(10),
+            end_to_end_orders: 5_000,
+            raw_commits: 5_000,
+            instantiations: 2_000,
+            output: root.join("BENCHMARKS.md"),
+        };
+        let mut output = None;
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                // cargo bench passes --bench to harness=false benches.
+                "--bench" => {}
+                "--quick" => {
+                    options.quick = true;
+                    options.warmup = Duration::from_secs(1);
+                    options.measure = Duration::from_secs(2);
+                    options.end_to_end_orders = 500;
+                    options.raw_commits = 1_000;
+                    options.instantiations = 300;
+                }
+                "--seconds" | "--orders" | "--output" => {
+                    let value = args.next().with_context(|| format!("{arg} needs a value\n{USAGE}"))?;
+                    match arg.as_str() {
+                        "--seconds" => {
+                            options.measure = Duration::from_secs(value.parse().with_context(|| format!("--seconds {value:?}\n{USAGE}"))?);
+                        }
+                        "--orders" => {
+                            options.end_to_end_orders = value.parse().with_context(|| format!("--orders {value:?}\n{USAGE}"))?;
+                        }
+                        _ => output = Some(PathBuf::from(value)),
+                    }
+                }
+                "--help" | "-h" => {
+                    println!("{USAGE}");
+                    std::process::exit(0);
+                }
+                other => bail!("unknown argument {other:?}\n{USAGE}"),
+            }
+        }
+        options.output = match output {
+            Some(path) => path,
+            None if options.quick => root.join("target/BENCHMARKS.quick.md"),
+            None => options.output,
+        };
+        Ok(options)
+    }
+}
+
+fn runtime(threads: usize, name: &str) -> Result<Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(name)
+        .enable_all()
+        .build()?)
+}
+
+/// A built `.wasm` the bench needs, or an error naming the build command.
+fn wasm(root: &Path, name: &str) -> Result<PathBuf> {
+    let path = root.join("target/wasm32-wasip2/release").join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: run `cargo build --target wasm32-wasip2 --release -p gateway -p orders \
+             -p balance-checker -p stock-checker -p vouchers -p bench-hello` first",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn print_run(label: &str, result: &LoadResult) {
+    eprintln!(
+        "[bench] {label:<16} {:>4} conns: {:>9.0} req/s  p50 {:>8.3} ms  p99 {:>8.3} ms  errors {}",
+        result.connections,
+        result.throughput(),
+        report::millis(result.percentile(0.50)),
+        report::millis(result.percentile(0.99)),
+        result.errors
+    );
+}
+
+fn main() -> Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize()?;
+    let options = Options::parse(&root)?;
+    let hello_wasm = wasm(&root, "bench_hello.wasm")?;
+    wasm(&root, "gateway.wasm")?;
+    wasm(&root, "orders.wasm")?;
+    let manifest = root.join("spin.toml");
+
+    let mut report = Report::new(&root, &options);
+    let servers = runtime(SERVER_THREADS, "bench-server")?;
+    let clients = runtime(LOAD_THREADS, "bench-load")?;
+    let scratch = tempfile::Builder::new().prefix("shop-bench-").tempdir()?;
+    let timed = Stop::Timed {
+        warmup: options.warmup,
+        measure: options.measure,
+    };
+
+    // The raw SQLite baseline first, while the process is otherwise idle.
+    let raw = raw_sqlite::insert_and_commit_loop(scratch.path(), options.raw_commits)?;
+    report.raw_sqlite = Some((options.raw_commits, raw));
+    eprintln!("[bench] raw SQLite: {} commits in {raw:?}", options.raw_commits);
+
+    // Hello-world: native hyper, then the component on the test host.
+    let native = servers.block_on(targets::start_native_hello())?;
+    for connections in CONNECTIONS {
+        let result = clients.block_on(load::run(native, vec![Workload::get("/"); connections], timed))?;
+        print_run("native hello", &result);
+        report.native_hello.push(result);
+    }
+    let hello = servers.block_on(targets::start_hello_component(&hello_wasm, scratch.path()))?;
+    let hello_addr = hello.base_url().trim_start_matches("http://").parse()?;
+    for connections in CONNECTIONS {
+        let result = clients.block_on(load::run(hello_addr, vec![Workload::get("/"); connections], timed))?;
+        print_run("hello component", &result);
+        report.hello_component.push(result);
+    }
+    let hello_instantiation = servers.block_on(hello.time_instantiations("hello", options.instantiations))?;
+    report.instantiations.push(Instantiation::new("hello (bench)", hello_instantiation));
+    servers.block_on(hello.shutdown());
+
+    // Order accept on the shop, letting the pipeline settle between runs.
+    let shop = servers.block_on(targets::start_shop(manifest.clone(), scratch.path().join("shop-accept")))?;
+    let shop_addr = shop.base_url().trim_start_matches("http://").parse()?;
+    clients.block_on(targets::stock_the_shop(&shop, *CONNECTIONS.iter().max().unwrap_or(&1)))?;
+    for connections in CONNECTIONS {
+        let result = clients.block_on(load::run(shop_addr, targets::order_workloads(connections)?, timed))?;
+        print_run("order accept", &result);
+        report.order_accept.push(result);
+        let settled = clients.block_on(targets::wait_until_settled(&shop, Duration::from_secs(600)))?;
+        eprintln!("[bench] the pipeline settled {settled:?} after the run");
+    }
+    for component in ["gateway", "orders"] {
+        let times = servers.block_on(shop.time_instantiations(component, options.instantiations))?;
+        report.instantiations.push(Instantiation::new(component, times));
+    }
+    servers.block_on(shop.shutdown());
+
+    // End to end on a fresh database.
+    let shop = servers.block_on(targets::start_shop(manifest, scratch.path().join("shop-end-to-end")))?;
+    let shop_addr = shop.base_url().trim_start_matches("http://").parse()?;
+    clients.block_on(targets::stock_the_shop(&shop, END_TO_END_CONNECTIONS))?;
+    // Warm every component and table once, then wait until those orders are confirmed.
+    clients.block_on(load::run(shop_addr, targets::order_workloads(END_TO_END_CONNECTIONS)?, Stop::Count(1)))?;
+    clients.block_on(targets::wait_until_settled(&shop, Duration::from_secs(60)))?;
+    let before = targets::count(&shop, "SELECT COUNT(*) FROM orders WHERE status = 'confirmed'")?;
+    let per_connection = options.end_to_end_orders.div_ceil(END_TO_END_CONNECTIONS);
+    let orders = per_connection * END_TO_END_CONNECTIONS;
+    let started = Instant::now();
+    let placing = clients.block_on(load::run(
+        shop_addr,
+        targets::order_workloads(END_TO_END_CONNECTIONS)?,
+        Stop::Count(per_connection),
+    ))?;
+    let placed_after = started.elapsed();
+    print_run("e2e placing", &placing);
+    let all_confirmed = clients.block_on(async {
+        loop {
+            let confirmed = targets::count(&shop, "SELECT COUNT(*) FROM orders WHERE status = 'confirmed'")? - before;
+            if confirmed >= placing.ok as i64 {
+                return anyhow::Ok(started.elapsed());
+            }
+            let rejected = targets::count(&shop, "SELECT COUNT(*) FROM orders WHERE status = 'rejected'")?;
+            if rejected > 0 {
+                bail!("{rejected} benchmark orders were rejected");
+            }
+            if started.elapsed() > Duration::from_secs(900) {
+                bail!("only {confirmed} of {} orders confirmed after 15 minutes", placing.ok);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })?;
+    let confirmation_ms: Vec<i64> = shop
+        .sqlite_query(
+            "default",
+            "SELECT c.at - p.at FROM order_history p JOIN order_history c \
+             ON c.order_id = p.order_id AND c.status = 'confirmed' WHERE p.status = 'placed' ORDER BY 1",
+        )?
+        .iter()
+        .filter_map(|row| row.first().and_then(serde_json::Value::as_i64))
+        .collect();
+    report.end_to_end = Some(EndToEnd {
+        orders,
+        placed: placing.ok,
+        connections: END_TO_END_CONNECTIONS,
+        placed_after,
+        confirmed_after: all_confirmed,
+        confirmation_ms,
+    });
+    servers.block_on(shop.shutdown());
+
+    report.finish();
+    let text = report.render();
+    if let Some(dir) = options.output.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&options.output, &text)
+        .with_context(|| format!("cannot write {}", options.output.display()))?;
+    println!("{text}");
+    eprintln!("[bench] wrote {}", options.output.display());
+    Ok(())
+}

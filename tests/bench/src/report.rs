@@ -1,0 +1,392 @@
+//! `BENCHMARKS.md`: the machine, the figures, the ratios and whether the targets of issue 5
+//! are met, with how each figure was measured and how to re-run.
+
+use crate::Options;
+use crate::load::LoadResult;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Target: order accept at 32 connections reaches this share of the hello component's
+/// throughput.
+const ACCEPT_SHARE_TARGET: f64 = 0.50;
+/// Target: order accept p99 at 32 connections stays under this.
+const ACCEPT_P99_TARGET: Duration = Duration::from_millis(10);
+/// Target: orders per second placed → confirmed.
+const END_TO_END_TARGET: f64 = 1_000.0;
+/// The connection count the targets are stated at.
+const TARGET_CONNECTIONS: usize = 32;
+
+/// Milliseconds with fractions.
+pub fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+/// Timed instantiations of one component.
+#[derive(Debug, Clone)]
+pub struct Instantiation {
+    /// The component.
+    pub component: String,
+    /// Each instantiation's time, sorted.
+    pub times: Vec<Duration>,
+}
+
+impl Instantiation {
+    /// Sorts `times` of `component`.
+    pub fn new(component: &str, mut times: Vec<Duration>) -> Self {
+        times.sort_unstable();
+        Self {
+            component: component.to_owned(),
+            times,
+        }
+    }
+
+    fn percentile(&self, q: f64) -> Duration {
+        let rank = (q * self.times.len() as f64).ceil() as usize;
+        self.times
+            .get(rank.clamp(1, self.times.len().max(1)) - 1)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn mean(&self) -> Duration {
+        let total: Duration = self.times.iter().sum();
+        total / self.times.len().max(1) as u32
+    }
+}
+
+/// The end-to-end run.
+#[derive(Debug, Clone)]
+pub struct EndToEnd {
+    /// Orders sent.
+    pub orders: usize,
+    /// Orders accepted (202).
+    pub placed: u64,
+    /// Connections placing them.
+    pub connections: usize,
+    /// When the last was accepted, from the first request.
+    pub placed_after: Duration,
+    /// When the last was confirmed, from the first request.
+    pub confirmed_after: Duration,
+    /// Per order, milliseconds from `placed` to `confirmed` (order history), sorted.
+    pub confirmation_ms: Vec<i64>,
+}
+
+impl EndToEnd {
+    fn throughput(&self) -> f64 {
+        self.placed as f64 / self.confirmed_after.as_secs_f64()
+    }
+
+    fn confirmation_percentile(&self, q: f64) -> i64 {
+        let rank = (q * self.confirmation_ms.len() as f64).ceil() as usize;
+        self.confirmation_ms
+            .get(rank.clamp(1, self.confirmation_ms.len().max(1)) - 1)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// Everything one bench run found.
+pub struct Report {
+    root: PathBuf,
+    options: Options,
+    started: String,
+    load_before: String,
+    load_after: String,
+    /// Native hyper hello-world, one result per connection count.
+    pub native_hello: Vec<LoadResult>,
+    /// The hello component on the test host.
+    pub hello_component: Vec<LoadResult>,
+    /// `POST /api/v1/orders` on the shop.
+    pub order_accept: Vec<LoadResult>,
+    /// The end-to-end run.
+    pub end_to_end: Option<EndToEnd>,
+    /// The raw SQLite loop: commits and their time.
+    pub raw_sqlite: Option<(usize, Duration)>,
+    /// Instantiation times per component.
+    pub instantiations: Vec<Instantiation>,
+}
+
+/// A command's trimmed standard output, or `unknown`.
+fn command_output(program: &str, args: &[&str], dir: &Path) -> String {
+    Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn load_average(root: &Path) -> String {
+    command_output("uptime", &[], root)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn yes_no(met: bool) -> &'static str {
+    if met { "**met**" } else { "**not met**" }
+}
+
+impl Report {
+    /// An empty report; notes the date and the machine's load now.
+    pub fn new(root: &Path, options: &Options) -> Self {
+        Self {
+            root: root.to_owned(),
+            options: options.clone(),
+            started: command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"], root),
+            load_before: load_average(root),
+            load_after: String::new(),
+            native_hello: Vec::new(),
+            hello_component: Vec::new(),
+            order_accept: Vec::new(),
+            end_to_end: None,
+            raw_sqlite: None,
+            instantiations: Vec::new(),
+        }
+    }
+
+    /// Notes the machine's load at the end.
+    pub fn finish(&mut self) {
+        self.load_after = load_average(&self.root);
+    }
+
+    fn at(results: &[LoadResult], connections: usize) -> Option<&LoadResult> {
+        results.iter().find(|r| r.connections == connections)
+    }
+
+    /// The Markdown text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let commit = command_output("git", &["rev-parse", "--short", "HEAD"], &self.root);
+        let dirty = command_output("git", &["status", "--porcelain", "--untracked-files=no"], &self.root);
+        let commit = if dirty.is_empty() || dirty == "unknown" {
+            commit
+        } else {
+            format!("{commit} with uncommitted changes")
+        };
+        let cores = std::thread::available_parallelism().map_or(0, usize::from);
+        let _ = writeln!(out, "# Benchmarks\n");
+        let _ = writeln!(
+            out,
+            "Written by `make bench` (`cargo bench -p shop-bench`{}); do not edit by hand.\n",
+            if self.options.quick { " -- --quick" } else { "" }
+        );
+        let _ = writeln!(out, "| | |\n| --- | --- |");
+        let _ = writeln!(out, "| date | {} |", self.started);
+        let _ = writeln!(out, "| commit | {commit} |");
+        let _ = writeln!(out, "| machine | {}, {cores} cores visible, `{}` |", cpu_model(), command_output("uname", &["-sr"], &self.root));
+        let _ = writeln!(out, "| toolchain | {} |", command_output("rustc", &["-V"], &self.root));
+        let _ = writeln!(out, "| load before | `{}` |", self.load_before);
+        let _ = writeln!(out, "| load after | `{}` |", self.load_after);
+        let _ = writeln!(
+            out,
+            "| runs | {} s measured after {} s warm-up per throughput figure; servers on {} tokio threads, load generator on {} in the same process |\n",
+            self.options.measure.as_secs(),
+            self.options.warmup.as_secs(),
+            crate::SERVER_THREADS,
+            crate::LOAD_THREADS
+        );
+        let _ = writeln!(
+            out,
+            "The machine is shared: a load average above the core count means other work (builds, \
+             tests) took CPU from these runs, and every figure below is lower than on a quiet machine. \
+             The ratios compare runs made minutes apart under the same kind of load.\n"
+        );
+
+        self.render_targets(&mut out);
+        self.render_accept(&mut out);
+        self.render_end_to_end(&mut out);
+        self.render_instantiation(&mut out);
+        let _ = writeln!(out, "## Re-run\n");
+        let _ = writeln!(
+            out,
+            "```sh\nmake bench            # builds the components and the hello component, runs everything, rewrites BENCHMARKS.md\n\
+             cargo bench -p shop-bench -- --quick    # a short run, report in target/BENCHMARKS.quick.md\n\
+             cargo bench -p shop-bench -- --help\n```"
+        );
+        out
+    }
+
+    fn render_targets(&self, out: &mut String) {
+        let _ = writeln!(out, "## Targets (issue 5)\n");
+        let _ = writeln!(out, "| target | measured | |\n| --- | --- | --- |");
+        if let (Some(accept), Some(hello)) = (
+            Self::at(&self.order_accept, TARGET_CONNECTIONS),
+            Self::at(&self.hello_component, TARGET_CONNECTIONS),
+        ) {
+            let share = accept.throughput() / hello.throughput();
+            let _ = writeln!(
+                out,
+                "| order accept ≥ {:.0}% of the hello component's throughput at {TARGET_CONNECTIONS} connections | {:.0}% ({:.0} vs {:.0} req/s) | {} |",
+                ACCEPT_SHARE_TARGET * 100.0,
+                share * 100.0,
+                accept.throughput(),
+                hello.throughput(),
+                yes_no(share >= ACCEPT_SHARE_TARGET)
+            );
+            let p99 = accept.percentile(0.99);
+            let _ = writeln!(
+                out,
+                "| order accept p99 < {} ms at {TARGET_CONNECTIONS} connections | {:.2} ms | {} |",
+                ACCEPT_P99_TARGET.as_millis(),
+                millis(p99),
+                yes_no(accept.ok > 0 && p99 < ACCEPT_P99_TARGET)
+            );
+        }
+        if let Some(e2e) = &self.end_to_end {
+            let _ = writeln!(
+                out,
+                "| end to end ≥ {END_TO_END_TARGET:.0} orders/s placed → confirmed | {:.0} orders/s | {} |",
+                e2e.throughput(),
+                yes_no(e2e.throughput() >= END_TO_END_TARGET)
+            );
+        }
+        let _ = writeln!(out);
+    }
+
+    fn render_accept(&self, out: &mut String) {
+        let _ = writeln!(out, "## Order accept against hello-world\n");
+        let _ = writeln!(
+            out,
+            "Each connection is a keep-alive HTTP/1.1 connection sending its next request as soon as the \
+             answer is read; latency is per request, client side. *native hello* is a hyper server \
+             answering 200 `hello`; *hello component* is `tests/bench/hello` (a `wasi:http` incoming \
+             handler answering 200 `hello`, wasip2 1.0.1 / WASI 0.2.4) served by the test host exactly as \
+             it serves the shop (routing, Spin headers, a fresh instance per request, pooling allocator); \
+             *order accept* is `POST /api/v1/orders` (one item, a customer's own token, 202) on the shop \
+             (`spin.toml`, `rate_limit_per_minute=0`, 100 ms tick): the gateway verifies the token and \
+             calls orders, which validates, prices and stores the order and its `order.placed` outbox \
+             row in one SQLite transaction. Each order then runs through the pipeline in the background \
+             while the run goes on; the next run starts once every order is settled.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| connections | native hello req/s (p50 / p99 ms) | hello component req/s (p50 / p99 ms) | order accept req/s (p50 / p99 ms) | accept / hello component | accept / native | hello component / native |"
+        );
+        let _ = writeln!(out, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for connections in crate::CONNECTIONS {
+            let cell = |results: &[LoadResult]| {
+                Self::at(results, connections).map_or_else(
+                    || "—".to_owned(),
+                    |r| {
+                        if r.ok == 0 {
+                            return format!("0 (no request completed in the window, {} errors)", r.errors);
+                        }
+                        let errors = if r.errors > 0 { format!(", {} errors", r.errors) } else { String::new() };
+                        format!(
+                            "{:.0} ({:.2} / {:.2}{errors})",
+                            r.throughput(),
+                            millis(r.percentile(0.50)),
+                            millis(r.percentile(0.99))
+                        )
+                    },
+                )
+            };
+            let rate = |results: &[LoadResult]| Self::at(results, connections).map(LoadResult::throughput);
+            let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.1}%", a / b * 100.0),
+                _ => "—".to_owned(),
+            };
+            let (native, hello, accept) = (
+                rate(&self.native_hello),
+                rate(&self.hello_component),
+                rate(&self.order_accept),
+            );
+            let _ = writeln!(
+                out,
+                "| {connections} | {} | {} | {} | {} | {} | {} |",
+                cell(&self.native_hello),
+                cell(&self.hello_component),
+                cell(&self.order_accept),
+                ratio(accept, hello),
+                ratio(accept, native),
+                ratio(hello, native)
+            );
+        }
+        let _ = writeln!(out);
+    }
+
+    fn render_end_to_end(&self, out: &mut String) {
+        let _ = writeln!(out, "## End to end: placed → confirmed (SQLite)\n");
+        let Some(e2e) = &self.end_to_end else {
+            return;
+        };
+        let raw_rate = self
+            .raw_sqlite
+            .map(|(commits, time)| commits as f64 / time.as_secs_f64());
+        let _ = writeln!(
+            out,
+            "On a fresh database, {} connections place {} orders (one item each) as fast as they are \
+             accepted; the figure is orders accepted divided by the time from the first request until \
+             the last of them is `confirmed` (the bench polls the `orders` table every 10 ms). Each \
+             order takes the whole saga: orders stores it and its outbox row, delivers `order.placed` \
+             to balance-checker and stock-checker (local service chaining), each holds credit or stock \
+             in its own transaction and answers with an event, and orders confirms, then tells both \
+             checkers to deduct.\n",
+            e2e.connections, e2e.orders
+        );
+        let _ = writeln!(out, "| | |\n| --- | ---: |");
+        let _ = writeln!(out, "| orders accepted | {} of {} |", e2e.placed, e2e.orders);
+        let _ = writeln!(out, "| last accepted after | {:.2} s |", e2e.placed_after.as_secs_f64());
+        let _ = writeln!(out, "| last confirmed after | {:.2} s |", e2e.confirmed_after.as_secs_f64());
+        let _ = writeln!(out, "| **end-to-end throughput** | **{:.0} orders/s** |", e2e.throughput());
+        let _ = writeln!(
+            out,
+            "| placed → confirmed per order (order history), p50 / p99 | {} / {} ms |",
+            e2e.confirmation_percentile(0.50),
+            e2e.confirmation_percentile(0.99)
+        );
+        if let (Some(raw_rate), Some((commits, _))) = (raw_rate, self.raw_sqlite) {
+            let _ = writeln!(out, "| raw SQLite insert-and-commit loop ({commits} transactions) | {raw_rate:.0} commits/s |");
+            let _ = writeln!(
+                out,
+                "| end to end / raw loop | {:.1}% |",
+                e2e.throughput() / raw_rate * 100.0
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nThe raw loop is one rusqlite connection committing single-row inserts into a fresh file \
+             in the temporary directory the test host also uses, with the shop's settings (WAL, \
+             `synchronous` at its default FULL).\n"
+        );
+    }
+
+    fn render_instantiation(&self, out: &mut String) {
+        let _ = writeln!(out, "## Per-request instantiation (pooling allocator)\n");
+        let _ = writeln!(
+            out,
+            "Measured in the test host (`TestHost::time_instantiations`), one after another on an \
+             otherwise idle host: a fresh `Store` with the request's state, `ProxyPre::instantiate_async` \
+             from the pre-instantiated component on the engine the host serves with (pooling allocator, \
+             compilation cache), and dropping the store, which returns the slot to the pool. This is \
+             what every request, chained call and tick pays before and after the component's code runs.\n"
+        );
+        let _ = writeln!(out, "| component | instantiations | mean µs | p50 µs | p99 µs |\n| --- | ---: | ---: | ---: | ---: |");
+        for entry in &self.instantiations {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.1} | {:.1} | {:.1} |",
+                entry.component,
+                entry.times.len(),
+                entry.mean().as_secs_f64() * 1e6,
+                entry.percentile(0.50).as_secs_f64() * 1e6,
+                entry.percentile(0.99).as_secs_f64() * 1e6
+            );
+        }
+        let _ = writeln!(out);
+    }
+}

@@ -1,0 +1,545 @@
+//! The chaos test (Spin flavour): concurrent clients place orders through the public API
+//! while the test host, in chaos mode, loses, duplicates and delays event messages, traps
+//! event handlers and takes the database or the transport away once. After quiescence the
+//! databases must show: no order stuck in `placed`, money conserved per customer, stock
+//! never negative and conserved per sku, one voucher per eligible delivered order and
+//! none otherwise, and dead letters that all have a reason and all succeed when retried
+//! once the faults are gone.
+//!
+//! Size and seed: `CHAOS_ORDERS` (default 200), `CHAOS_CLIENTS` (default 8), `CHAOS_SEED`
+//! (default: from the clock, printed so that a run can be repeated). The full run:
+//! `CHAOS_ORDERS=2000 CHAOS_CLIENTS=32 cargo test --release -p test-host --test chaos -- --nocapture`.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+use shop_domain::auth::Role;
+use support::{Answer, App, Flavour, admin, staff, start_with, token};
+use test_host::{ChaosSettings, Outage, SplitMix64};
+
+/// Products in the catalogue.
+const SKUS: u64 = 24;
+/// Customers placing orders.
+const CUSTOMERS: u64 = 48;
+/// A delivered order at or above this total gets a voucher (the manifest's default).
+const VOUCHER_THRESHOLD_CENTS: i64 = 10_000;
+/// The voucher's value (the manifest's default).
+const VOUCHER_VALUE_CENTS: i64 = 500;
+/// How long placed orders wait for their checks before they are re-sent or time out.
+const CHECK_TIMEOUT_MS: &str = "1500";
+/// The longest hold-back of delayed and duplicated messages.
+const MAX_DELAY: Duration = Duration::from_millis(300);
+/// How long the one outage lasts.
+const OUTAGE: Duration = Duration::from_millis(1500);
+/// How long the app may take to settle (trapped deliveries wait out a 30 s claim lease).
+const SETTLE_DEADLINE: Duration = Duration::from_secs(180);
+/// Order states after which nothing happens without a new request.
+const STABLE: [&str; 5] = ["confirmed", "shipped", "delivered", "rejected", "cancelled"];
+/// Order states that spent the order's credit and stock.
+const LIVE: [&str; 3] = ["confirmed", "shipped", "delivered"];
+/// The services with an outbox.
+const OUTBOXES: [&str; 4] = ["orders", "balance_checker", "stock_checker", "vouchers"];
+
+/// The run's size and seed.
+struct Plan {
+    seed: u64,
+    orders: u64,
+    clients: u64,
+}
+
+fn env_number(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    Some(
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
+    )
+}
+
+impl Plan {
+    fn from_env() -> Plan {
+        let clock_seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Plan {
+            seed: env_number("CHAOS_SEED").unwrap_or(clock_seed),
+            orders: env_number("CHAOS_ORDERS").unwrap_or(200).max(1),
+            clients: env_number("CHAOS_CLIENTS").unwrap_or(8).max(1),
+        }
+    }
+}
+
+/// One order a client will place.
+struct OrderRequest {
+    key: String,
+    customer: String,
+    body: Value,
+}
+
+/// What the test set up, to compare the databases with.
+struct Setup {
+    stock: BTreeMap<String, i64>,
+    credited: BTreeMap<String, i64>,
+}
+
+fn customer(n: u64) -> String {
+    format!("chaos-{n}@shop.test")
+}
+
+fn sku(n: u64) -> String {
+    format!("CHAOS-{n}")
+}
+
+/// Retries `send` while the app answers 5xx (outages), up to a minute; counts retries.
+async fn with_retries(retries: &AtomicU64, mut send: impl AsyncFnMut() -> Answer) -> Answer {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = send().await;
+        if answer.status < 500 || Instant::now() > deadline {
+            return answer;
+        }
+        retries.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Creates the catalogue and credits the customers (before any fault).
+async fn set_up(app: &App, rng: &mut SplitMix64, plan: &Plan) -> Setup {
+    let mut stock = BTreeMap::new();
+    for n in 0..SKUS {
+        let units = rng.between(0, plan.orders / 4 + 4) as i64;
+        let price = rng.between(300, 6000) as i64;
+        app.product(&sku(n), price, units).await;
+        stock.insert(sku(n), units);
+    }
+    let mut credited = BTreeMap::new();
+    let average_demand = plan.orders / CUSTOMERS * 12_000 + 12_000;
+    for n in 0..CUSTOMERS {
+        let amount = rng.between(0, average_demand) as i64;
+        if amount > 0 {
+            app.credit(&customer(n), amount).await;
+        }
+        credited.insert(customer(n), amount);
+    }
+    Setup { stock, credited }
+}
+
+fn order_requests(rng: &mut SplitMix64, plan: &Plan) -> Vec<OrderRequest> {
+    (0..plan.orders)
+        .map(|i| {
+            let customer = customer(rng.between(0, CUSTOMERS - 1));
+            let mut skus: Vec<u64> = Vec::new();
+            for _ in 0..rng.between(1, 3) {
+                let n = rng.between(0, SKUS - 1);
+                if !skus.contains(&n) {
+                    skus.push(n);
+                }
+            }
+            let items: Vec<Value> = skus
+                .iter()
+                .map(|n| json!({"sku": sku(*n), "quantity": rng.between(1, 3)}))
+                .collect();
+            OrderRequest {
+                key: format!("chaos-{}-{i}", plan.seed),
+                body: json!({"customer": customer, "items": items}),
+                customer,
+            }
+        })
+        .collect()
+}
+
+/// The ids of the orders the app accepted.
+async fn place_all(
+    app: &App,
+    requests: &[OrderRequest],
+    plan: &Plan,
+    client_retries: &AtomicU64,
+    outage: Outage,
+) -> Vec<String> {
+    let placed = AtomicUsize::new(0);
+    let clients = (0..plan.clients).map(|client| {
+        let placed = &placed;
+        async move {
+            let mut ids = Vec::new();
+            for request in requests
+                .iter()
+                .skip(client as usize)
+                .step_by(plan.clients as usize)
+            {
+                let token = token(&request.customer, Role::Customer);
+                let body = request.body.to_string().into_bytes();
+                let answer = with_retries(client_retries, async || {
+                    app.raw(
+                        "POST",
+                        "/api/v1/orders",
+                        Some(&token),
+                        Some(body.clone()),
+                        &[("idempotency-key", &request.key)],
+                    )
+                    .await
+                })
+                .await;
+                assert_eq!(
+                    answer.status, 202,
+                    "seed {}: placing {}: {answer:?}",
+                    plan.seed, request.body
+                );
+                ids.push(answer.body["id"].as_str().expect("an order id").to_owned());
+                placed.fetch_add(1, Ordering::Relaxed);
+            }
+            ids
+        }
+    });
+    let outage_at = (plan.orders as usize / 3).max(1);
+    let outage = async {
+        while placed.load(Ordering::Relaxed) < outage_at {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        app.faults().begin_outage(outage, OUTAGE);
+    };
+    let (ids, ()) = tokio::join!(join_all(clients), outage);
+    ids.into_iter().flatten().collect()
+}
+
+/// Ships, delivers or cancels some confirmed orders as staff (and customers).
+async fn act_on_confirmed(app: &App, rng: &mut SplitMix64, plan: &Plan, retries: &AtomicU64) {
+    let rows = app
+        .query("SELECT id, customer FROM orders WHERE status = 'confirmed' ORDER BY id")
+        .await
+        .expect("orders readable");
+    let mut work: Vec<Vec<(String, String, Vec<&'static str>)>> =
+        vec![Vec::new(); plan.clients as usize];
+    for (i, row) in rows.iter().enumerate() {
+        let actions = match rng.between(0, 99) {
+            0..=54 => vec!["ship", "deliver"],
+            55..=69 => vec!["ship"],
+            70..=79 => vec!["cancel"],
+            _ => vec![],
+        };
+        let (id, customer) = (row[0].as_str().unwrap(), row[1].as_str().unwrap());
+        work[i % plan.clients as usize].push((id.to_owned(), customer.to_owned(), actions));
+    }
+    let staff = staff();
+    join_all(work.iter().map(|orders| {
+        let staff = &staff;
+        async move {
+            for (id, customer, actions) in orders {
+                for action in actions {
+                    let who = if *action == "cancel" {
+                        token(customer, Role::Customer)
+                    } else {
+                        staff.clone()
+                    };
+                    let path = format!("/api/v1/orders/{id}/{action}");
+                    let answer = with_retries(retries, async || {
+                        app.post(&path, &who, &json!({})).await
+                    })
+                    .await;
+                    assert_eq!(answer.status, 200, "seed {}: {action} {id}: {answer:?}", plan.seed);
+                }
+            }
+        }
+    }))
+    .await;
+}
+
+/// Messages still waiting in outboxes, and orders still `placed`.
+async fn pending(app: &App) -> (i64, i64) {
+    let mut outbox = 0;
+    for prefix in OUTBOXES {
+        outbox += app
+            .count(&format!("SELECT COUNT(*) FROM {prefix}_outbox"))
+            .await;
+    }
+    let placed = app
+        .count("SELECT COUNT(*) FROM orders WHERE status = 'placed'")
+        .await;
+    (outbox, placed)
+}
+
+/// Waits until no message is pending and no order is placed, twice in a row across the
+/// longest hold-back (so delayed duplicates in flight land too). Returns how long it took.
+async fn settle(app: &App, seed: u64) -> Duration {
+    let started = Instant::now();
+    loop {
+        if pending(app).await == (0, 0) {
+            tokio::time::sleep(MAX_DELAY + Duration::from_millis(200)).await;
+            if pending(app).await == (0, 0) {
+                return started.elapsed();
+            }
+        }
+        let (outbox, placed) = pending(app).await;
+        assert!(
+            started.elapsed() < SETTLE_DEADLINE,
+            "seed {seed}: not quiet after {SETTLE_DEADLINE:?}: {outbox} messages pending, {placed} orders placed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn int(value: &Value) -> i64 {
+    value.as_i64().expect("an integer column")
+}
+
+fn text(value: &Value) -> &str {
+    value.as_str().expect("a text column")
+}
+
+/// Orders by id: (customer, status, total, items as (sku, quantity)).
+type Orders = HashMap<String, (String, String, i64, Vec<(String, i64)>)>;
+
+async fn orders(app: &App) -> Orders {
+    app.query("SELECT id, customer, status, total_cents, items FROM orders")
+        .await
+        .expect("orders readable")
+        .iter()
+        .map(|row| {
+            let items: Vec<Value> = serde_json::from_str(text(&row[4])).expect("items JSON");
+            let items = items
+                .iter()
+                .map(|item| {
+                    (
+                        item["sku"].as_str().unwrap().to_owned(),
+                        item["quantity"].as_i64().unwrap(),
+                    )
+                })
+                .collect();
+            (
+                text(&row[0]).to_owned(),
+                (
+                    text(&row[1]).to_owned(),
+                    text(&row[2]).to_owned(),
+                    int(&row[3]),
+                    items,
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The invariants that hold at every quiescent point, even with dead letters unretried.
+/// `settled`: every dead letter was retried, so every order's effects must be complete.
+async fn check_invariants(app: &App, setup: &Setup, seed: u64, settled: bool) {
+    let orders = orders(app).await;
+    for (id, (_, status, _, _)) in &orders {
+        assert!(
+            STABLE.contains(&status.as_str()),
+            "seed {seed}: order {id} is {status}"
+        );
+    }
+
+    // Money: what the test credited = balance + held + spent, per customer, to the cent.
+    let accounts = app
+        .query("SELECT customer, balance_cents, held_cents, spent_cents, credited_cents FROM accounts")
+        .await
+        .expect("accounts readable");
+    let mut spent_by_orders: HashMap<&str, i64> = HashMap::new();
+    for (customer, status, total, _) in orders.values() {
+        if LIVE.contains(&status.as_str()) {
+            *spent_by_orders.entry(customer).or_default() += total;
+        }
+    }
+    for row in &accounts {
+        let customer = text(&row[0]);
+        let (balance, held, spent, credited) =
+            (int(&row[1]), int(&row[2]), int(&row[3]), int(&row[4]));
+        assert_eq!(
+            Some(&credited),
+            setup.credited.get(customer),
+            "seed {seed}: {customer} credited"
+        );
+        assert_eq!(
+            credited,
+            balance + held + spent,
+            "seed {seed}: money of {customer}: balance {balance} + held {held} + spent {spent}"
+        );
+        assert!(
+            balance >= 0 && held >= 0 && spent >= 0,
+            "seed {seed}: {customer}: {row:?}"
+        );
+        if settled {
+            assert_eq!(held, 0, "seed {seed}: {customer} still has credit held");
+            assert_eq!(
+                spent,
+                spent_by_orders.get(customer).copied().unwrap_or(0),
+                "seed {seed}: {customer}'s spent credit differs from their live orders"
+            );
+        }
+    }
+
+    // Stock: never negative, and free + reserved + sold = what was put in, per sku.
+    let products = app
+        .query("SELECT sku, stock, reserved, sold FROM products")
+        .await
+        .expect("products readable");
+    let mut sold_by_orders: HashMap<&str, i64> = HashMap::new();
+    for (_, status, _, items) in orders.values() {
+        if LIVE.contains(&status.as_str()) {
+            for (sku, quantity) in items {
+                *sold_by_orders.entry(sku).or_default() += quantity;
+            }
+        }
+    }
+    assert_eq!(products.len(), setup.stock.len(), "seed {seed}: products");
+    for row in &products {
+        let sku = text(&row[0]);
+        let (free, reserved, sold) = (int(&row[1]), int(&row[2]), int(&row[3]));
+        assert!(
+            free >= 0 && reserved >= 0 && sold >= 0,
+            "seed {seed}: negative stock: {row:?}"
+        );
+        assert_eq!(
+            Some(&(free + reserved + sold)),
+            setup.stock.get(sku),
+            "seed {seed}: stock of {sku} not conserved: {row:?}"
+        );
+        if settled {
+            assert_eq!(reserved, 0, "seed {seed}: {sku} still reserved");
+            assert_eq!(
+                sold,
+                sold_by_orders.get(sku).copied().unwrap_or(0),
+                "seed {seed}: {sku}'s sold units differ from the live orders"
+            );
+        }
+    }
+
+    // Vouchers: at most one per order, only for delivered orders at or above the
+    // threshold; exactly one for each of those once every message arrived.
+    let vouchers = app
+        .query("SELECT order_id, customer, value_cents FROM vouchers")
+        .await
+        .expect("vouchers readable");
+    let mut voucher_of: HashMap<&str, usize> = HashMap::new();
+    for row in &vouchers {
+        let order_id = text(&row[0]);
+        *voucher_of.entry(order_id).or_default() += 1;
+        let (customer, status, total, _) = orders
+            .get(order_id)
+            .unwrap_or_else(|| panic!("seed {seed}: voucher for unknown order {order_id}"));
+        assert!(
+            status == "delivered" && *total >= VOUCHER_THRESHOLD_CENTS,
+            "seed {seed}: voucher for {status} order {order_id} of {total}"
+        );
+        assert_eq!(text(&row[1]), customer, "seed {seed}: voucher's customer");
+        assert_eq!(int(&row[2]), VOUCHER_VALUE_CENTS, "seed {seed}: voucher value");
+    }
+    assert!(
+        voucher_of.values().all(|n| *n == 1),
+        "seed {seed}: an order has several vouchers"
+    );
+    if settled {
+        for (id, (_, status, total, _)) in &orders {
+            let eligible = status == "delivered" && *total >= VOUCHER_THRESHOLD_CENTS;
+            assert_eq!(
+                voucher_of.contains_key(id.as_str()),
+                eligible,
+                "seed {seed}: voucher of {status} order {id} of {total}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_keeps_every_invariant() {
+    let plan = Plan::from_env();
+    println!(
+        "chaos: CHAOS_SEED={} CHAOS_ORDERS={} CHAOS_CLIENTS={}",
+        plan.seed, plan.orders, plan.clients
+    );
+    let started = Instant::now();
+    let app = start_with(
+        Flavour::Spin,
+        &[
+            ("rate_limit_per_minute", "0"),
+            ("check_timeout_ms", CHECK_TIMEOUT_MS),
+            ("check_resends", "2"),
+        ],
+    )
+    .await;
+    let mut rng = SplitMix64::new(plan.seed);
+    let setup = set_up(&app, &mut rng, &plan).await;
+    let requests = order_requests(&mut rng, &plan);
+    let outage = if rng.chance(0.5) {
+        Outage::Database
+    } else {
+        Outage::Transport
+    };
+
+    app.faults().start_chaos(ChaosSettings {
+        drop_rate: 0.10,
+        duplicate_rate: 0.10,
+        delay_rate: 0.10,
+        max_delay: MAX_DELAY,
+        trap_rate: 0.05,
+        ..ChaosSettings::quiet(plan.seed)
+    });
+    let client_retries = AtomicU64::new(0);
+    let ids = place_all(&app, &requests, &plan, &client_retries, outage).await;
+    assert_eq!(ids.len() as u64, plan.orders, "seed {}", plan.seed);
+    settle(&app, plan.seed).await;
+    act_on_confirmed(&app, &mut rng, &plan, &client_retries).await;
+    let acted = Instant::now();
+    let quiescence = settle(&app, plan.seed).await;
+    let figures = app.faults().chaos_figures();
+    check_invariants(&app, &setup, plan.seed, false).await;
+
+    // The faults go; every dead letter has a reason and is delivered when retried.
+    app.faults().clear();
+    let dead_letters = app.dead_letters().await;
+    for letter in &dead_letters {
+        assert!(
+            letter["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "seed {}: dead letter without a reason: {letter}",
+            plan.seed
+        );
+        let id = letter["id"].as_str().expect("a dead letter id");
+        let answer = app
+            .post(
+                &format!("/api/v1/admin/dead-letters/{id}/retry"),
+                &admin(),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(answer.status, 202, "seed {}: retry {id}: {answer:?}", plan.seed);
+    }
+    settle(&app, plan.seed).await;
+    let left = app.dead_letters().await;
+    assert!(
+        left.is_empty(),
+        "seed {}: retried dead letters failed again: {left:#?}",
+        plan.seed
+    );
+    check_invariants(&app, &setup, plan.seed, true).await;
+
+    let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, status, _, _) in orders(&app).await.values() {
+        *statuses.entry(status.clone()).or_default() += 1;
+    }
+    let vouchers = app.count("SELECT COUNT(*) FROM vouchers").await;
+    println!("chaos: seed {} passed", plan.seed);
+    println!("  orders            {} from {} clients {statuses:?}", plan.orders, plan.clients);
+    println!("  vouchers          {vouchers}");
+    println!(
+        "  drops             {} ({} before delivery, {} replies after the receiver committed)",
+        figures.drops(),
+        figures.dropped_requests,
+        figures.dropped_replies
+    );
+    println!("  duplicates        {}", figures.duplicates);
+    println!("  delays            {}", figures.delays);
+    println!("  traps             {}", figures.traps);
+    println!("  retries           {} message redeliveries, {} client retries", figures.redeliveries, client_retries.load(Ordering::Relaxed));
+    println!(
+        "  outage            {outage:?} for {OUTAGE:?}: {} refused calls",
+        figures.database_outage_failures + figures.transport_outage_failures
+    );
+    println!("  dead letters      {} (all retried to success)", dead_letters.len());
+    println!("  time to quiescence {:.1?} after the last staff action", quiescence);
+    println!("  total             {:.1?} (acted at +{:.1?})", started.elapsed(), acted - started);
+    app.shutdown().await;
+}
