@@ -83,3 +83,10 @@ serve: build
 .PHONY: wadm-local
 wadm-local: build-wasmcloud
 	sh infra/wasmcloud/render-local.sh
+
+## Measures order accept, end to end and instantiation cost on the test host and rewrites
+## BENCHMARKS.md (tests/bench). Takes a few minutes; run it on a quiet machine.
+.PHONY: bench
+bench: build
+	cargo build --target wasm32-wasip2 --release -p bench-hello
+	cargo bench -p shop-bench
