@@ -102,9 +102,7 @@ pub async fn run(addr: SocketAddr, workloads: Vec<Workload>, stop: Stop) -> Resu
     let connections = workloads.len();
     let started = Instant::now();
     let (record_from, deadline) = match stop {
-        Stop::Timed { warmup, measure } => {
-            (started + warmup, Some(started + warmup + measure))
-        }
+        Stop::Timed { warmup, measure } => (started + warmup, Some(started + warmup + measure)),
         Stop::Count(_) => (started, None),
     };
     let count = match stop {
@@ -113,9 +111,7 @@ pub async fn run(addr: SocketAddr, workloads: Vec<Workload>, stop: Stop) -> Resu
     };
     let tasks: Vec<_> = workloads
         .into_iter()
-        .map(|workload| {
-            tokio::spawn(connection(addr, workload, record_from, deadline, count))
-        })
+        .map(|workload| tokio::spawn(connection(addr, workload, record_from, deadline, count)))
         .collect();
     let mut total = ConnectionRecord::default();
     for task in tasks {
@@ -135,9 +131,10 @@ pub async fn run(addr: SocketAddr, workloads: Vec<Workload>, stop: Stop) -> Resu
         eprintln!("[bench] {} errors; the first: {error}", total.errors);
     }
     if total.ok == 0 {
-        let why = total
-            .first_error
-            .map_or_else(|| "no request completed in the measured window".to_owned(), |error| format!("the first error: {error}"));
+        let why = total.first_error.map_or_else(
+            || "no request completed in the measured window".to_owned(),
+            |error| format!("the first error: {error}"),
+        );
         match stop {
             // A timed run where nothing completed is a figure (0 req/s), not a failure.
             Stop::Timed { .. } => eprintln!(
@@ -214,7 +211,8 @@ async fn connection(
         let latency = finished - started;
         // A request counts in the window it completes in (as wrk counts), so runs whose
         // latency exceeds the warm-up still record what completed.
-        let recorded = finished >= record_from && deadline.is_none_or(|deadline| finished <= deadline);
+        let recorded =
+            finished >= record_from && deadline.is_none_or(|deadline| finished <= deadline);
         match outcome {
             Ok((status, _)) if status == workload.expect => {
                 if recorded {
@@ -226,9 +224,9 @@ async fn connection(
                 if recorded {
                     record.errors += 1;
                 }
-                record.first_error.get_or_insert_with(|| {
-                    format!("{status}: {}", String::from_utf8_lossy(&body))
-                });
+                record
+                    .first_error
+                    .get_or_insert_with(|| format!("{status}: {}", String::from_utf8_lossy(&body)));
             }
             Err(e) => {
                 if recorded {

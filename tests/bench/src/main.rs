@@ -51,7 +51,8 @@ pub struct Options {
     pub output: PathBuf,
 }
 
-const USAGE: &str = "usage: cargo bench -p shop-bench -- [--quick] [--seconds N] [--orders N] [--output FILE]
+const USAGE: &str =
+    "usage: cargo bench -p shop-bench -- [--quick] [--seconds N] [--orders N] [--output FILE]
   --quick     2 s per run, 500 end-to-end orders, report to target/BENCHMARKS.quick.md
   --seconds   measured seconds per throughput run (default 10; 2 s warm-up before each)
   --orders    orders of the end-to-end run (default 5000)
@@ -83,13 +84,21 @@ impl Options {
                     options.instantiations = 300;
                 }
                 "--seconds" | "--orders" | "--output" => {
-                    let value = args.next().with_context(|| format!("{arg} needs a value\n{USAGE}"))?;
+                    let value = args
+                        .next()
+                        .with_context(|| format!("{arg} needs a value\n{USAGE}"))?;
                     match arg.as_str() {
                         "--seconds" => {
-                            options.measure = Duration::from_secs(value.parse().with_context(|| format!("--seconds {value:?}\n{USAGE}"))?);
+                            options.measure = Duration::from_secs(
+                                value
+                                    .parse()
+                                    .with_context(|| format!("--seconds {value:?}\n{USAGE}"))?,
+                            );
                         }
                         "--orders" => {
-                            options.end_to_end_orders = value.parse().with_context(|| format!("--orders {value:?}\n{USAGE}"))?;
+                            options.end_to_end_orders = value
+                                .parse()
+                                .with_context(|| format!("--orders {value:?}\n{USAGE}"))?;
                         }
                         _ => output = Some(PathBuf::from(value)),
                     }
@@ -143,7 +152,9 @@ fn print_run(label: &str, result: &LoadResult) {
 }
 
 fn main() -> Result<()> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize()?;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()?;
     let options = Options::parse(&root)?;
     let hello_wasm = wasm(&root, "bench_hello.wasm")?;
     wasm(&root, "gateway.wasm")?;
@@ -162,51 +173,89 @@ fn main() -> Result<()> {
     // The raw SQLite baseline first, while the process is otherwise idle.
     let raw = raw_sqlite::insert_and_commit_loop(scratch.path(), options.raw_commits)?;
     report.raw_sqlite = Some((options.raw_commits, raw));
-    eprintln!("[bench] raw SQLite: {} commits in {raw:?}", options.raw_commits);
+    eprintln!(
+        "[bench] raw SQLite: {} commits in {raw:?}",
+        options.raw_commits
+    );
 
     // Hello-world: native hyper, then the component on the test host.
     let native = servers.block_on(targets::start_native_hello())?;
     for connections in CONNECTIONS {
-        let result = clients.block_on(load::run(native, vec![Workload::get("/"); connections], timed))?;
+        let result = clients.block_on(load::run(
+            native,
+            vec![Workload::get("/"); connections],
+            timed,
+        ))?;
         print_run("native hello", &result);
         report.native_hello.push(result);
     }
     let hello = servers.block_on(targets::start_hello_component(&hello_wasm, scratch.path()))?;
     let hello_addr = hello.base_url().trim_start_matches("http://").parse()?;
     for connections in CONNECTIONS {
-        let result = clients.block_on(load::run(hello_addr, vec![Workload::get("/"); connections], timed))?;
+        let result = clients.block_on(load::run(
+            hello_addr,
+            vec![Workload::get("/"); connections],
+            timed,
+        ))?;
         print_run("hello component", &result);
         report.hello_component.push(result);
     }
-    let hello_instantiation = servers.block_on(hello.time_instantiations("hello", options.instantiations))?;
-    report.instantiations.push(Instantiation::new("hello (bench)", hello_instantiation));
+    let hello_instantiation =
+        servers.block_on(hello.time_instantiations("hello", options.instantiations))?;
+    report
+        .instantiations
+        .push(Instantiation::new("hello (bench)", hello_instantiation));
     servers.block_on(hello.shutdown());
 
     // Order accept on the shop, letting the pipeline settle between runs.
-    let shop = servers.block_on(targets::start_shop(manifest.clone(), scratch.path().join("shop-accept")))?;
+    let shop = servers.block_on(targets::start_shop(
+        manifest.clone(),
+        scratch.path().join("shop-accept"),
+    ))?;
     let shop_addr = shop.base_url().trim_start_matches("http://").parse()?;
-    clients.block_on(targets::stock_the_shop(&shop, *CONNECTIONS.iter().max().unwrap_or(&1)))?;
+    clients.block_on(targets::stock_the_shop(
+        &shop,
+        *CONNECTIONS.iter().max().unwrap_or(&1),
+    ))?;
     for connections in CONNECTIONS {
-        let result = clients.block_on(load::run(shop_addr, targets::order_workloads(connections)?, timed))?;
+        let result = clients.block_on(load::run(
+            shop_addr,
+            targets::order_workloads(connections)?,
+            timed,
+        ))?;
         print_run("order accept", &result);
         report.order_accept.push(result);
-        let settled = clients.block_on(targets::wait_until_settled(&shop, Duration::from_secs(600)))?;
+        let settled =
+            clients.block_on(targets::wait_until_settled(&shop, Duration::from_secs(600)))?;
         eprintln!("[bench] the pipeline settled {settled:?} after the run");
     }
     for component in ["gateway", "orders"] {
-        let times = servers.block_on(shop.time_instantiations(component, options.instantiations))?;
-        report.instantiations.push(Instantiation::new(component, times));
+        let times =
+            servers.block_on(shop.time_instantiations(component, options.instantiations))?;
+        report
+            .instantiations
+            .push(Instantiation::new(component, times));
     }
     servers.block_on(shop.shutdown());
 
     // End to end on a fresh database.
-    let shop = servers.block_on(targets::start_shop(manifest, scratch.path().join("shop-end-to-end")))?;
+    let shop = servers.block_on(targets::start_shop(
+        manifest,
+        scratch.path().join("shop-end-to-end"),
+    ))?;
     let shop_addr = shop.base_url().trim_start_matches("http://").parse()?;
     clients.block_on(targets::stock_the_shop(&shop, END_TO_END_CONNECTIONS))?;
     // Warm every component and table once, then wait until those orders are confirmed.
-    clients.block_on(load::run(shop_addr, targets::order_workloads(END_TO_END_CONNECTIONS)?, Stop::Count(1)))?;
+    clients.block_on(load::run(
+        shop_addr,
+        targets::order_workloads(END_TO_END_CONNECTIONS)?,
+        Stop::Count(1),
+    ))?;
     clients.block_on(targets::wait_until_settled(&shop, Duration::from_secs(60)))?;
-    let before = targets::count(&shop, "SELECT COUNT(*) FROM orders WHERE status = 'confirmed'")?;
+    let before = targets::count(
+        &shop,
+        "SELECT COUNT(*) FROM orders WHERE status = 'confirmed'",
+    )?;
     let per_connection = options.end_to_end_orders.div_ceil(END_TO_END_CONNECTIONS);
     let orders = per_connection * END_TO_END_CONNECTIONS;
     let started = Instant::now();
@@ -219,16 +268,25 @@ fn main() -> Result<()> {
     print_run("e2e placing", &placing);
     let all_confirmed = clients.block_on(async {
         loop {
-            let confirmed = targets::count(&shop, "SELECT COUNT(*) FROM orders WHERE status = 'confirmed'")? - before;
+            let confirmed = targets::count(
+                &shop,
+                "SELECT COUNT(*) FROM orders WHERE status = 'confirmed'",
+            )? - before;
             if confirmed >= placing.ok as i64 {
                 return anyhow::Ok(started.elapsed());
             }
-            let rejected = targets::count(&shop, "SELECT COUNT(*) FROM orders WHERE status = 'rejected'")?;
+            let rejected = targets::count(
+                &shop,
+                "SELECT COUNT(*) FROM orders WHERE status = 'rejected'",
+            )?;
             if rejected > 0 {
                 bail!("{rejected} benchmark orders were rejected");
             }
             if started.elapsed() > Duration::from_secs(900) {
-                bail!("only {confirmed} of {} orders confirmed after 15 minutes", placing.ok);
+                bail!(
+                    "only {confirmed} of {} orders confirmed after 15 minutes",
+                    placing.ok
+                );
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

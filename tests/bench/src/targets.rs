@@ -35,10 +35,12 @@ pub async fn start_native_hello() -> Result<SocketAddr> {
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
                 let service = service_fn(|_request| async {
-                    let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"hello")));
-                    response
-                        .headers_mut()
-                        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                    let mut response =
+                        hyper::Response::new(Full::new(Bytes::from_static(b"hello")));
+                    response.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain"),
+                    );
                     Ok::<_, Infallible>(response)
                 });
                 let _ = http1::Builder::new()
@@ -106,13 +108,26 @@ fn customer(index: usize) -> String {
 }
 
 /// Sends one request through a short-lived client and fails unless it gets `expect`.
-async fn call(base: &str, method: Method, path: &str, token: &str, body: serde_json::Value, expect: StatusCode) -> Result<()> {
+async fn call(
+    base: &str,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: serde_json::Value,
+    expect: StatusCode,
+) -> Result<()> {
     let workload = Workload {
         method,
         path: path.to_owned(),
         headers: vec![
-            (http::header::AUTHORIZATION, HeaderValue::try_from(format!("Bearer {token}"))?),
-            (http::header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (
+                http::header::AUTHORIZATION,
+                HeaderValue::try_from(format!("Bearer {token}"))?,
+            ),
+            (
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
         ],
         body: Bytes::from(body.to_string()),
         expect,
@@ -173,7 +188,10 @@ pub fn order_workloads(connections: usize) -> Result<Vec<Workload>> {
                         http::header::AUTHORIZATION,
                         HeaderValue::try_from(format!("Bearer {}", token(&email, Role::Customer)))?,
                     ),
-                    (http::header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+                    (
+                        http::header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    ),
                 ],
                 body: Bytes::from(body.to_string()),
                 expect: StatusCode::ACCEPTED,
