@@ -36,8 +36,12 @@ const CHECK_TIMEOUT_MS: &str = "1500";
 const MAX_DELAY: Duration = Duration::from_millis(300);
 /// How long the one outage lasts.
 const OUTAGE: Duration = Duration::from_millis(1500);
-/// How long the app may take to settle (trapped deliveries wait out a 30 s claim lease).
-const SETTLE_DEADLINE: Duration = Duration::from_secs(180);
+/// How long the app may take to settle, at least (trapped deliveries wait out a 30 s claim
+/// lease), plus [`SETTLE_PER_ORDER`] for each order placed.
+const SETTLE_BASE: Duration = Duration::from_secs(120);
+/// The settle time each order adds: the pipeline drains a few dozen messages a second on
+/// the test host's one SQLite file (BENCHMARKS.md), and an order causes about ten.
+const SETTLE_PER_ORDER: Duration = Duration::from_millis(200);
 /// Order states after which nothing happens without a new request.
 const STABLE: [&str; 5] = ["confirmed", "shipped", "delivered", "rejected", "cancelled"];
 /// Order states that spent the order's credit and stock.
@@ -264,7 +268,8 @@ async fn pending(app: &App) -> (i64, i64) {
 
 /// Waits until no message is pending and no order is placed, twice in a row across the
 /// longest hold-back (so delayed duplicates in flight land too). Returns how long it took.
-async fn settle(app: &App, seed: u64) -> Duration {
+async fn settle(app: &App, plan: &Plan) -> Duration {
+    let (seed, deadline) = (plan.seed, SETTLE_BASE + SETTLE_PER_ORDER * plan.orders as u32);
     let started = Instant::now();
     loop {
         if pending(app).await == (0, 0) {
@@ -275,8 +280,8 @@ async fn settle(app: &App, seed: u64) -> Duration {
         }
         let (outbox, placed) = pending(app).await;
         assert!(
-            started.elapsed() < SETTLE_DEADLINE,
-            "seed {seed}: not quiet after {SETTLE_DEADLINE:?}: {outbox} messages pending, {placed} orders placed"
+            started.elapsed() < deadline,
+            "seed {seed}: not quiet after {deadline:?}: {outbox} messages pending, {placed} orders placed"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -481,10 +486,10 @@ async fn chaos_keeps_every_invariant() {
     let client_retries = AtomicU64::new(0);
     let ids = place_all(&app, &requests, &plan, &client_retries, outage).await;
     assert_eq!(ids.len() as u64, plan.orders, "seed {}", plan.seed);
-    settle(&app, plan.seed).await;
+    settle(&app, &plan).await;
     act_on_confirmed(&app, &mut rng, &plan, &client_retries).await;
     let acted = Instant::now();
-    let quiescence = settle(&app, plan.seed).await;
+    let quiescence = settle(&app, &plan).await;
     let figures = app.faults().chaos_figures();
     check_invariants(&app, &setup, plan.seed, false).await;
 
@@ -507,7 +512,7 @@ async fn chaos_keeps_every_invariant() {
             .await;
         assert_eq!(answer.status, 202, "seed {}: retry {id}: {answer:?}", plan.seed);
     }
-    settle(&app, plan.seed).await;
+    settle(&app, &plan).await;
     let left = app.dead_letters().await;
     assert!(
         left.is_empty(),
