@@ -275,13 +275,19 @@ impl Runtime {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let faults = self.faults.for_request(&component.config.id, req.uri().path());
-        let state = InstanceState::new(self.clone(), component.clone(), faults);
-        let store = Store::new(&self.engine, state);
+        let store = self.fresh_store(component, faults);
         handle_on_fresh_instance(store, &component.pre, req, &component.config.id, ()).await
     }
-}
 
-impl Runtime {
+    /// The store every instance of `component` starts from: its own state on the engine.
+    fn fresh_store(
+        self: &Arc<Self>,
+        component: &Arc<LoadedComponent>,
+        faults: InstanceFaults,
+    ) -> Store<InstanceState> {
+        Store::new(&self.engine, InstanceState::new(self.clone(), component.clone(), faults))
+    }
+
     /// What a request pays before the component runs and after it ends: a fresh
     /// `Store` with the request state, instantiation from the pre-instantiated component
     /// (on the pooling allocator), and dropping the store (returning its slot to the
@@ -291,8 +297,7 @@ impl Runtime {
         component: &Arc<LoadedComponent>,
     ) -> Result<std::time::Duration> {
         let started = std::time::Instant::now();
-        let state = InstanceState::new(self.clone(), component.clone(), InstanceFaults::default());
-        let mut store = Store::new(&self.engine, state);
+        let mut store = self.fresh_store(component, InstanceFaults::default());
         component.pre.instantiate_async(&mut store).await?;
         drop(store);
         Ok(started.elapsed())
