@@ -7,6 +7,7 @@
 //! outbox only after the receiver accepted it, and the receiver applies each event id once.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -25,6 +26,37 @@ pub const EVENTS_PATH: &str = "/internal/events";
 const CLAIM_LEASE_MS: i64 = 30_000;
 /// How many due messages one pump delivers at most.
 const PUMP_BATCH: i64 = 50;
+
+thread_local! {
+    /// Outbox rows (table prefix, id) this instance wrote, awaiting their first attempt by
+    /// [`Messaging::send_written`]. An instance is one thread; rows of several services
+    /// (in tests) are kept apart by prefix.
+    static WRITTEN: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One claimed outbox row.
+struct OutboxMessage {
+    id: String,
+    destination: String,
+    envelope: String,
+    attempts: i64,
+}
+
+impl OutboxMessage {
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        Ok(OutboxMessage {
+            id: row.text("id")?,
+            destination: row.text("destination")?,
+            envelope: row.text("envelope")?,
+            attempts: row.i64("attempts")?,
+        })
+    }
+}
+
+/// `$1, $2, ..., $n`.
+fn placeholders(n: usize) -> String {
+    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
 
 /// Why a handler could not apply an event.
 #[derive(Debug)]
@@ -157,6 +189,10 @@ impl<'a> Messaging<'a> {
 
     /// Stores `envelope` for `destinations`; called again it re-sends the same event id,
     /// which receivers that already applied it ignore. `tag` keeps the outbox rows distinct.
+    ///
+    /// The rows are written already claimed for their first attempt, which
+    /// [`Messaging::send_written`] makes after the response; only when that does not
+    /// happen (the instance died) does a pump send them, once the claim has lapsed.
     pub fn resend(
         &self,
         tx: &Db,
@@ -167,26 +203,67 @@ impl<'a> Messaging<'a> {
         let text = serde_json::to_string(envelope).map_err(|e| DbError(e.to_string()))?;
         let now = now_ms();
         for destination in destinations {
+            let id = format!("{}:{destination}{tag}", envelope.id);
             tx.execute(
                 &format!(
                     "INSERT INTO {}_outbox (id, event_id, event_type, destination, envelope, attempts, next_attempt_at, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, 0, $6, $6) ON CONFLICT (id) DO NOTHING",
+                     VALUES ($1, $2, $3, $4, $5, 1, $6, $7) ON CONFLICT (id) DO NOTHING",
                     self.prefix
                 ),
                 &[
-                    format!("{}:{destination}{tag}", envelope.id).into(),
+                    id.as_str().into(),
                     envelope.id.as_str().into(),
                     envelope.event_type.as_str().into(),
                     (*destination).into(),
                     text.as_str().into(),
+                    (now + CLAIM_LEASE_MS).into(),
                     now.into(),
                 ],
             )?;
+            self.remember_written(id);
         }
         Ok(())
     }
 
-    /// Delivers the messages that are due. Never holds a transaction while sending.
+    /// Notes an outbox row this instance wrote, for [`Messaging::send_written`].
+    fn remember_written(&self, id: String) {
+        WRITTEN.with(|written| written.borrow_mut().push((self.prefix.clone(), id)));
+    }
+
+    /// Makes the first delivery attempt of the outbox rows this instance wrote (rows of
+    /// transactions that rolled back no longer exist and are skipped). Each row is sent by
+    /// its writer, so concurrent instances never contend for fresh messages; one statement
+    /// then removes every delivered row.
+    pub fn send_written(&self) -> Result<PumpReport, DbError> {
+        let ids: Vec<String> = WRITTEN.with(|written| {
+            let mut written = written.borrow_mut();
+            let (own, others) = written.drain(..).partition(|(prefix, _)| *prefix == self.prefix);
+            *written = others;
+            own.into_iter().map(|(_, id)| id).collect()
+        });
+        let mut report = PumpReport::default();
+        if ids.is_empty() {
+            return Ok(report);
+        }
+        let rows = self.db.query(
+            &format!(
+                "SELECT id, destination, envelope, attempts FROM {}_outbox WHERE id IN ({})",
+                self.prefix,
+                placeholders(ids.len())
+            ),
+            &ids.iter().map(|id| id.as_str().into()).collect::<Vec<_>>(),
+        )?;
+        let mut delivered = Vec::new();
+        for row in rows {
+            let message = OutboxMessage::from_row(&row)?;
+            self.attempt(message, &mut delivered, &mut report)?;
+        }
+        self.delete(&delivered)?;
+        Ok(report)
+    }
+
+    /// Delivers the messages that are due: retries after a failed attempt, and rows whose
+    /// writer died before sending them. Never holds a transaction while sending.
     pub fn pump(&self) -> Result<PumpReport, DbError> {
         let mut report = PumpReport::default();
         let now = now_ms();
@@ -197,77 +274,86 @@ impl<'a> Messaging<'a> {
             ),
             &[now.into(), PUMP_BATCH.into()],
         )?;
+        let mut delivered = Vec::new();
         for row in due {
             let id = row.text("id")?;
             // Claim the row: only the pump whose update matched sends it.
             let claimed = self.db.query_opt(
                 &format!(
                     "UPDATE {}_outbox SET attempts = attempts + 1, next_attempt_at = $1 \
-                     WHERE id = $2 AND next_attempt_at = $3 RETURNING destination, envelope, attempts",
+                     WHERE id = $2 AND next_attempt_at = $3 RETURNING id, destination, envelope, attempts",
                     self.prefix
                 ),
                 &[(now + CLAIM_LEASE_MS).into(), id.as_str().into(), row.i64("next_attempt_at")?.into()],
             )?;
             let Some(claimed) = claimed else { continue };
-            let destination = claimed.text("destination")?;
-            let attempts = claimed.i64("attempts")?;
-            let envelope_text = claimed.text("envelope")?;
-            match self.deliver(&destination, &envelope_text, attempts) {
-                Ok(()) => {
-                    self.db.execute(
-                        &format!("DELETE FROM {}_outbox WHERE id = $1", self.prefix),
-                        &[id.as_str().into()],
-                    )?;
-                    report.delivered += 1;
-                }
-                Err(error) => {
-                    let correlation = correlation_of(&envelope_text);
-                    if self
-                        .retry
-                        .is_exhausted(u32::try_from(attempts).unwrap_or(u32::MAX))
-                    {
-                        log::write(
-                            Level::Warn,
-                            self.service,
-                            &correlation,
-                            &format!("dead letter {id} after {attempts} attempts: {error}"),
-                        );
-                        self.db.transaction(|tx| {
-                            self.insert_dead_letter(
-                                tx,
-                                &envelope_text,
-                                &destination,
-                                &error,
-                                attempts,
-                            )?;
-                            tx.execute(
-                                &format!("DELETE FROM {}_outbox WHERE id = $1", self.prefix),
-                                &[id.as_str().into()],
-                            )
-                        })?;
-                        report.dead_lettered += 1;
-                    } else {
-                        let delay = self
-                            .retry
-                            .delay_ms(u32::try_from(attempts).unwrap_or(u32::MAX), random_u64());
-                        log::write(
-                            Level::Warn,
-                            self.service,
-                            &correlation,
-                            &format!(
-                                "delivery {id} attempt {attempts} failed, retry in {delay} ms: {error}"
-                            ),
-                        );
-                        self.db.execute(
-                            &format!("UPDATE {}_outbox SET next_attempt_at = $1, last_error = $2 WHERE id = $3", self.prefix),
-                            &[(now_ms() + i64::try_from(delay).unwrap_or(i64::MAX / 2)).into(), error.as_str().into(), id.as_str().into()],
-                        )?;
-                        report.retried += 1;
-                    }
-                }
-            }
+            self.attempt(OutboxMessage::from_row(&claimed)?, &mut delivered, &mut report)?;
         }
+        self.delete(&delivered)?;
         Ok(report)
+    }
+
+    /// Sends one claimed outbox row. Delivered, its id joins `delivered`; failed, it is
+    /// scheduled again with backoff or, out of attempts, becomes a dead letter.
+    fn attempt(
+        &self,
+        message: OutboxMessage,
+        delivered: &mut Vec<String>,
+        report: &mut PumpReport,
+    ) -> Result<(), DbError> {
+        let OutboxMessage { id, destination, envelope, attempts } = message;
+        let Err(error) = self.deliver(&destination, &envelope, attempts) else {
+            delivered.push(id);
+            report.delivered += 1;
+            return Ok(());
+        };
+        let correlation = correlation_of(&envelope);
+        let attempt_number = u32::try_from(attempts).unwrap_or(u32::MAX);
+        if self.retry.is_exhausted(attempt_number) {
+            log::write(
+                Level::Warn,
+                self.service,
+                &correlation,
+                &format!("dead letter {id} after {attempts} attempts: {error}"),
+            );
+            self.db.transaction(|tx| {
+                self.insert_dead_letter(tx, &envelope, &destination, &error, attempts)?;
+                tx.execute(
+                    &format!("DELETE FROM {}_outbox WHERE id = $1", self.prefix),
+                    &[id.as_str().into()],
+                )
+            })?;
+            report.dead_lettered += 1;
+        } else {
+            let delay = self.retry.delay_ms(attempt_number, random_u64());
+            log::write(
+                Level::Warn,
+                self.service,
+                &correlation,
+                &format!("delivery {id} attempt {attempts} failed, retry in {delay} ms: {error}"),
+            );
+            self.db.execute(
+                &format!("UPDATE {}_outbox SET next_attempt_at = $1, last_error = $2 WHERE id = $3", self.prefix),
+                &[(now_ms() + i64::try_from(delay).unwrap_or(i64::MAX / 2)).into(), error.as_str().into(), id.as_str().into()],
+            )?;
+            report.retried += 1;
+        }
+        Ok(())
+    }
+
+    /// Removes delivered rows from the outbox, in one statement.
+    fn delete(&self, ids: &[String]) -> Result<(), DbError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.db.execute(
+            &format!(
+                "DELETE FROM {}_outbox WHERE id IN ({})",
+                self.prefix,
+                placeholders(ids.len())
+            ),
+            &ids.iter().map(|id| id.as_str().into()).collect::<Vec<_>>(),
+        )
     }
 
     /// Sends one outbox row, with its attempt count in the (unsigned) `attempt` field.

@@ -108,8 +108,11 @@ impl<W: Worker> Service for WorkerService<W> {
         self.0.stream(request, env)
     }
 
+    /// Sends the events this request wrote, then any that are due.
     fn after_response(&self, env: &Env) {
-        let _ = Messaging::new(env, W::NAME).pump();
+        let messaging = Messaging::new(env, W::NAME);
+        let _ = messaging.send_written();
+        let _ = messaging.pump();
     }
 }
 
