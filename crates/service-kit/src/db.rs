@@ -255,6 +255,25 @@ pub fn migrate(db: &Db, scope: &str, migrations: &[Migration]) -> Result<(), DbE
     Ok(())
 }
 
+/// True when every scope in `sets` has its latest migration applied, read in one statement:
+/// the cheap path that every request takes once the schema is up to date. False when the
+/// database cannot tell (no `schema_migrations` table yet).
+pub fn schema_is_current(db: &Db, sets: &[(&str, &[Migration])]) -> bool {
+    let Ok(rows) = db.query(
+        "SELECT scope, MAX(version) AS version FROM schema_migrations GROUP BY scope",
+        &[],
+    ) else {
+        return false;
+    };
+    sets.iter().all(|(scope, migrations)| {
+        let latest = migrations.iter().map(|m| m.version).max().unwrap_or(0);
+        rows.iter().any(|row| {
+            row.text("scope").is_ok_and(|s| s == *scope)
+                && row.i64("version").is_ok_and(|v| v >= latest)
+        })
+    })
+}
+
 fn applied_version(db: &Db, scope: &str) -> Result<i64, DbError> {
     let row = db.query_opt(
         "SELECT COALESCE(MAX(version), 0) AS version FROM schema_migrations WHERE scope = $1",

@@ -55,7 +55,10 @@ impl OutboxMessage {
 
 /// `$1, $2, ..., $n`.
 fn placeholders(n: usize) -> String {
-    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Why a handler could not apply an event.
@@ -237,7 +240,9 @@ impl<'a> Messaging<'a> {
     pub fn send_written(&self) -> Result<PumpReport, DbError> {
         let ids: Vec<String> = WRITTEN.with(|written| {
             let mut written = written.borrow_mut();
-            let (own, others) = written.drain(..).partition(|(prefix, _)| *prefix == self.prefix);
+            let (own, others) = written
+                .drain(..)
+                .partition(|(prefix, _)| *prefix == self.prefix);
             *written = others;
             own.into_iter().map(|(_, id)| id).collect()
         });
@@ -287,7 +292,11 @@ impl<'a> Messaging<'a> {
                 &[(now + CLAIM_LEASE_MS).into(), id.as_str().into(), row.i64("next_attempt_at")?.into()],
             )?;
             let Some(claimed) = claimed else { continue };
-            self.attempt(OutboxMessage::from_row(&claimed)?, &mut delivered, &mut report)?;
+            self.attempt(
+                OutboxMessage::from_row(&claimed)?,
+                &mut delivered,
+                &mut report,
+            )?;
         }
         self.delete(&delivered)?;
         Ok(report)
@@ -301,7 +310,12 @@ impl<'a> Messaging<'a> {
         delivered: &mut Vec<String>,
         report: &mut PumpReport,
     ) -> Result<(), DbError> {
-        let OutboxMessage { id, destination, envelope, attempts } = message;
+        let OutboxMessage {
+            id,
+            destination,
+            envelope,
+            attempts,
+        } = message;
         let Err(error) = self.deliver(&destination, &envelope, attempts) else {
             delivered.push(id);
             report.delivered += 1;
@@ -333,8 +347,15 @@ impl<'a> Messaging<'a> {
                 &format!("delivery {id} attempt {attempts} failed, retry in {delay} ms: {error}"),
             );
             self.db.execute(
-                &format!("UPDATE {}_outbox SET next_attempt_at = $1, last_error = $2 WHERE id = $3", self.prefix),
-                &[(now_ms() + i64::try_from(delay).unwrap_or(i64::MAX / 2)).into(), error.as_str().into(), id.as_str().into()],
+                &format!(
+                    "UPDATE {}_outbox SET next_attempt_at = $1, last_error = $2 WHERE id = $3",
+                    self.prefix
+                ),
+                &[
+                    (now_ms() + i64::try_from(delay).unwrap_or(i64::MAX / 2)).into(),
+                    error.as_str().into(),
+                    id.as_str().into(),
+                ],
             )?;
             report.retried += 1;
         }

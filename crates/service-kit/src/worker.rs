@@ -4,7 +4,7 @@
 use shop_domain::envelope::Envelope;
 
 use crate::Service;
-use crate::db::{Db, DbError, Migration, migrate};
+use crate::db::{Db, DbError, Migration, migrate, schema_is_current};
 use crate::http::{Request, Response, method_not_allowed, not_found};
 use crate::messaging::{EVENTS_PATH, HandlerError, Messaging};
 use crate::ports::Env;
@@ -51,12 +51,20 @@ impl<W: Worker> WorkerService<W> {
     /// Brings the service's tables up to date (cheap once they are).
     pub fn prepare(env: &Env) -> Result<(), DbError> {
         let db = Db::new(env.sql);
-        migrate(
+        let messaging_scope = Messaging::migration_scope(W::NAME);
+        let messaging_migrations = Messaging::migrations(W::NAME);
+        let own_migrations = W::migrations();
+        if schema_is_current(
             &db,
-            &Messaging::migration_scope(W::NAME),
-            &Messaging::migrations(W::NAME),
-        )?;
-        migrate(&db, W::NAME, &W::migrations())
+            &[
+                (&messaging_scope, &messaging_migrations),
+                (W::NAME, &own_migrations),
+            ],
+        ) {
+            return Ok(());
+        }
+        migrate(&db, &messaging_scope, &messaging_migrations)?;
+        migrate(&db, W::NAME, &own_migrations)
     }
 }
 

@@ -256,6 +256,7 @@ fn main() -> Result<()> {
         &shop,
         "SELECT COUNT(*) FROM orders WHERE status = 'confirmed'",
     )?;
+    shop.sqlite_usage();
     let per_connection = options.end_to_end_orders.div_ceil(END_TO_END_CONNECTIONS);
     let orders = per_connection * END_TO_END_CONNECTIONS;
     let started = Instant::now();
@@ -291,6 +292,7 @@ fn main() -> Result<()> {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })?;
+    let sqlite = shop.sqlite_usage();
     let confirmation_ms: Vec<i64> = shop
         .sqlite_query(
             "default",
@@ -307,6 +309,7 @@ fn main() -> Result<()> {
         placed_after,
         confirmed_after: all_confirmed,
         confirmation_ms,
+        sqlite,
     });
     servers.block_on(shop.shutdown());
 

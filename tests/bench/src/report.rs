@@ -71,6 +71,8 @@ pub struct EndToEnd {
     pub confirmed_after: Duration,
     /// Per order, milliseconds from `placed` to `confirmed` (order history), sorted.
     pub confirmation_ms: Vec<i64>,
+    /// What the components did with SQLite during the run (the test host's record).
+    pub sqlite: test_host::SqliteUsageFigures,
 }
 
 impl EndToEnd {
@@ -434,41 +436,14 @@ impl Report {
             out,
             "\nThe raw loop is one rusqlite connection committing single-row inserts into a fresh file \
              in the temporary directory the test host also uses, with the shop's settings (WAL, \
-             `synchronous` at its default FULL).\n"
+             `synchronous=NORMAL`).\n"
         );
+        render_sqlite_profile(out, e2e);
     }
 
-    /// What is expected to limit the shop's figures: reasoning from the code and the
-    /// figures above, not a profile.
+    /// What limits the shop's figures, from the profile above and the figures.
     fn render_expected_limits(out: &mut String) {
-        let _ = writeln!(
-            out,
-            "## What limits the figures (expectation, not profiled)\n"
-        );
-        let _ = writeln!(
-            out,
-            "**This section is an expectation drawn from the code and the figures above; no profile \
-             backs it yet.** Instantiation costs tens of microseconds and the hello component serves \
-             thousands of requests per second, so neither the pooling allocator nor the HTTP path is \
-             expected to be what holds order accept back. Expected causes, most likely first:\n\n\
-             1. **SQLite write contention.** Every accept and every delivery runs a `BEGIN IMMEDIATE` \
-             write transaction on the one SQLite file, which the four services' ticks (every 100 ms \
-             each) use too. A writer that finds the lock taken waits in SQLite's busy handler (rusqlite's \
-             default 5 s busy timeout), which sleeps in steps of up to 100 ms and is not fair: \
-             waiting requests are overtaken by new ones. That matches p99 latencies of hundreds of \
-             milliseconds to seconds, throughput that does not grow with connections, and runs at \
-             128 connections in which few or no requests complete inside the window.\n\
-             2. **Per-instance database set-up.** Each request, chained call and tick is a fresh \
-             instance (as on Spin) that opens a new SQLite connection (file open, WAL index mapping, \
-             schema read) and checks its migrations before its own statements.\n\
-             3. **The saga's round trips.** An order needs several transactions across orders, \
-             balance-checker and stock-checker, delivered by outbox on ticks and retried with \
-             back-off on `503`s, so placed → confirmed takes seconds under load while the raw loop \
-             commits single inserts at the rate shown above.\n\
-             4. **A shared machine.** Builds and tests running at the same time (see the load and \
-             processes above) take CPU from both the servers and the load generator, which share \
-             the same process.\n"
-        );
+        let _ = writeln!(out, "{}", include_str!("limits.md"));
     }
 
     fn render_instantiation(&self, out: &mut String) {
@@ -498,4 +473,63 @@ impl Report {
         }
         let _ = writeln!(out);
     }
+}
+
+/// The test host's record of the end-to-end run's SQLite work: what one order costs the
+/// database, and how long transactions hold its one write lock.
+fn render_sqlite_profile(out: &mut String, e2e: &EndToEnd) {
+    let usage = &e2e.sqlite;
+    let orders = e2e.placed.max(1) as f64;
+    let mut held = usage.lock_held.clone();
+    held.sort();
+    let quantile = |q: f64| {
+        let rank = (q * held.len() as f64).ceil() as usize;
+        held.get(rank.clamp(1, held.len().max(1)) - 1)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let held_total: f64 = held.iter().map(Duration::as_secs_f64).sum();
+    let non_begin = usage.statements.saturating_sub(held.len() as u64).max(1);
+    let _ = writeln!(
+        out,
+        "### Profile: the database's share (test host record)
+"
+    );
+    let _ = writeln!(
+        out,
+        "Recorded by the test host for every `spin:sqlite` call of the run above \
+         (`TestHost::sqlite_usage`): a transaction holds SQLite's one write lock from its `BEGIN \
+         IMMEDIATE` returning until its `COMMIT` returns.\n"
+    );
+    let _ = writeln!(out, "| | |\n| --- | ---: |");
+    let _ = writeln!(
+        out,
+        "| statements per order | {:.1} |",
+        usage.statements as f64 / orders
+    );
+    let _ = writeln!(
+        out,
+        "| write transactions per order | {:.1} |",
+        held.len() as f64 / orders
+    );
+    let _ = writeln!(
+        out,
+        "| write lock held per transaction, p50 / p99 | {:.2} / {:.2} ms |",
+        quantile(0.50),
+        quantile(0.99)
+    );
+    let _ = writeln!(
+        out,
+        "| write lock held, share of the run | {:.0}% |",
+        held_total / e2e.confirmed_after.as_secs_f64() * 100.0
+    );
+    let _ = writeln!(
+        out,
+        "| mean time of a statement other than `BEGIN` (on the blocking pool, waits for locks included) | {:.3} ms |",
+        usage.statement_time.as_secs_f64() * 1000.0 / non_begin as f64
+    );
+    let _ = writeln!(
+        out,
+        "| mean wait of a `BEGIN IMMEDIATE` for the write lock | {:.2} ms |\n",
+        usage.begin_wait.as_secs_f64() * 1000.0 / held.len().max(1) as f64
+    );
 }

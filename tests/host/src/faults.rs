@@ -415,7 +415,11 @@ mod tests {
         assert!((share(&|f| f.loss.is_some()) - 0.1).abs() < 0.02);
         assert!((share(&|f| f.delay.is_some()) - 0.2).abs() < 0.02);
         assert!((share(&|f| f.duplicate_after.is_some()) - 0.095).abs() < 0.02);
-        assert!(first.iter().all(|f| f.loss != Some(Loss::Request) || f.duplicate_after.is_none()));
+        assert!(
+            first
+                .iter()
+                .all(|f| f.loss != Some(Loss::Request) || f.duplicate_after.is_none())
+        );
         assert!(
             first
                 .iter()
@@ -432,14 +436,30 @@ mod tests {
             trap_rate: 1.0,
             ..ChaosSettings::quiet(1)
         });
-        assert!(faults.message_fate().is_some_and(|fate| fate.loss.is_some()));
-        let trap = faults.for_request("orders", EVENT_HANDLER_PATH).trap_at_execute;
+        assert!(
+            faults
+                .message_fate()
+                .is_some_and(|fate| fate.loss.is_some())
+        );
+        let trap = faults
+            .for_request("orders", EVENT_HANDLER_PATH)
+            .trap_at_execute;
         assert!(trap.is_some_and(|at| (1..=TRAP_WINDOW).contains(&at)));
-        assert_eq!(faults.for_request("orders", "/internal/tick").trap_at_execute, None);
+        assert_eq!(
+            faults
+                .for_request("orders", "/internal/tick")
+                .trap_at_execute,
+            None
+        );
         assert_eq!(faults.chaos_figures().drops(), 1);
         faults.clear();
         assert_eq!(faults.message_fate(), None);
-        assert_eq!(faults.for_request("orders", EVENT_HANDLER_PATH).trap_at_execute, None);
+        assert_eq!(
+            faults
+                .for_request("orders", EVENT_HANDLER_PATH)
+                .trap_at_execute,
+            None
+        );
         assert_eq!(faults.chaos_figures().drops(), 1);
     }
 

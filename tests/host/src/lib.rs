@@ -36,6 +36,7 @@ mod routes;
 mod runtime;
 mod server;
 mod sqlite;
+pub use sqlite::SqliteUsageFigures;
 mod state;
 mod stdio;
 mod ticker;
@@ -268,6 +269,12 @@ impl TestHost {
     /// The fault-injection switches for this host.
     pub fn faults(&self) -> &Faults {
         &self.faults
+    }
+
+    /// What the components' SQLite statements did since the last call (or the start):
+    /// statements, their time, and how long each transaction held the write lock.
+    pub fn sqlite_usage(&self) -> SqliteUsageFigures {
+        self.runtime.sqlite_usage().take()
     }
 
     /// Runs `sql` on a new connection to the database behind `label` (only

@@ -6,6 +6,7 @@ use crate::faults::{Faults, InstanceFaults};
 use crate::keyvalue::KeyValueBackend;
 use crate::manifest::{AppConfig, ComponentConfig};
 use crate::routes::{RouteMatch, Router};
+use crate::sqlite::SqliteUsage;
 use crate::state::InstanceState;
 use crate::stdio::ComponentOutput;
 use anyhow::{Context, Result, bail};
@@ -59,6 +60,7 @@ pub(crate) struct Runtime {
     private_components: BTreeSet<String>,
     faults: Arc<Faults>,
     database_path: PathBuf,
+    sqlite_usage: Arc<SqliteUsage>,
     key_value: Arc<KeyValueBackend>,
 }
 
@@ -155,6 +157,7 @@ impl Runtime {
             private_components: app.private_components,
             faults,
             database_path,
+            sqlite_usage: Arc::default(),
             key_value: Arc::new(key_value),
         })
     }
@@ -172,6 +175,11 @@ impl Runtime {
     /// The SQLite file behind the `default` label.
     pub(crate) fn database_path(&self) -> &Path {
         &self.database_path
+    }
+
+    /// What the components' SQLite statements have done since it was last taken.
+    pub(crate) fn sqlite_usage(&self) -> &Arc<SqliteUsage> {
+        &self.sqlite_usage
     }
 
     /// Whether the engine allocates instances from the pooling allocator.
@@ -274,7 +282,9 @@ impl Runtime {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let faults = self.faults.for_request(&component.config.id, req.uri().path());
+        let faults = self
+            .faults
+            .for_request(&component.config.id, req.uri().path());
         let store = self.fresh_store(component, faults);
         handle_on_fresh_instance(store, &component.pre, req, &component.config.id, ()).await
     }
@@ -285,7 +295,10 @@ impl Runtime {
         component: &Arc<LoadedComponent>,
         faults: InstanceFaults,
     ) -> Store<InstanceState> {
-        Store::new(&self.engine, InstanceState::new(self.clone(), component.clone(), faults))
+        Store::new(
+            &self.engine,
+            InstanceState::new(self.clone(), component.clone(), faults),
+        )
     }
 
     /// What a request pays before the component runs and after it ends: a fresh

@@ -1,6 +1,8 @@
 //! `spin:sqlite/sqlite@3.0.0`, as Spin's default local database provides it: every
 //! `connection.open` opens a new connection to one SQLite file, and statements run
 //! on tokio's blocking pool.
+//!
+//! Every statement is timed into [`SqliteUsage`], the benchmark's profile of the database.
 
 use crate::bindings::spin::sqlite::sqlite::{self, Error, QueryResult, RowResult, Value};
 use crate::faults::Outage;
@@ -8,6 +10,7 @@ use crate::manifest::DEFAULT_DATABASE;
 use crate::state::InstanceState;
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use wasmtime::component::Resource;
 
 /// The message of injected SQLite faults.
@@ -21,6 +24,38 @@ const INJECTED_TRAP: &str = "injected trap (chaos mode)";
 /// connection, which rolls back any open transaction.
 pub struct Connection {
     inner: Arc<Mutex<rusqlite::Connection>>,
+    /// When this connection's open transaction took SQLite's write lock.
+    transaction_began: Option<Instant>,
+}
+
+/// What the components' statements did, accumulated over every connection.
+#[derive(Debug, Default, Clone)]
+pub struct SqliteUsageFigures {
+    /// Statements run, `BEGIN` included.
+    pub statements: u64,
+    /// Time spent running statements other than `BEGIN`, in SQLite (waits for its lock
+    /// included) and on the blocking pool.
+    pub statement_time: Duration,
+    /// Time `BEGIN` statements waited for SQLite's write lock.
+    pub begin_wait: Duration,
+    /// For every transaction: how long it held the write lock, from `BEGIN` returning
+    /// until its `COMMIT` or `ROLLBACK` returned.
+    pub lock_held: Vec<Duration>,
+}
+
+/// The recorder behind [`SqliteUsageFigures`], shared by every instance of a host.
+#[derive(Debug, Default)]
+pub struct SqliteUsage(Mutex<SqliteUsageFigures>);
+
+impl SqliteUsage {
+    /// The figures so far; starts afresh.
+    pub fn take(&self) -> SqliteUsageFigures {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn record(&self, f: impl FnOnce(&mut SqliteUsageFigures)) {
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
+    }
 }
 
 fn io_error(error: impl std::fmt::Display) -> Error {
@@ -103,7 +138,11 @@ impl sqlite::HostConnection for InstanceState {
         if database != DEFAULT_DATABASE {
             return Err(Error::NoSuchDatabase);
         }
-        if self.sqlite.host_faults.refuse_during_outage(Outage::Database) {
+        if self
+            .sqlite
+            .host_faults
+            .refuse_during_outage(Outage::Database)
+        {
             return Err(Error::Io(DATABASE_AWAY.to_owned()));
         }
         let path = self.sqlite.default_path.clone();
@@ -114,6 +153,7 @@ impl sqlite::HostConnection for InstanceState {
         self.table
             .push(Connection {
                 inner: Arc::new(Mutex::new(conn)),
+                transaction_began: None,
             })
             .map_err(io_error)
     }
@@ -132,17 +172,51 @@ impl sqlite::HostConnection for InstanceState {
         if self.sqlite.faults.fail_executes {
             return Ok(Err(Error::Io(INJECTED_FAULT.to_owned())));
         }
-        if self.sqlite.host_faults.refuse_during_outage(Outage::Database) {
+        if self
+            .sqlite
+            .host_faults
+            .refuse_during_outage(Outage::Database)
+        {
             return Ok(Err(Error::Io(DATABASE_AWAY.to_owned())));
         }
         let inner = match self.connection(&connection) {
             Ok(inner) => inner,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(on_blocking_pool(inner, move |conn| {
+        let keyword = statement
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
+        let started = Instant::now();
+        let result = on_blocking_pool(inner, move |conn| {
             execute(conn, &statement, parameters).map_err(io_error)
         })
-        .await)
+        .await;
+        let took = started.elapsed();
+        let ended = Instant::now();
+        let began = match self.table.get_mut(&connection) {
+            Ok(c) if keyword == "BEGIN" => {
+                c.transaction_began = result.is_ok().then_some(ended);
+                None
+            }
+            Ok(c) if keyword == "COMMIT" || keyword == "ROLLBACK" || keyword == "END" => {
+                c.transaction_began.take()
+            }
+            _ => None,
+        };
+        self.sqlite.usage.record(|figures| {
+            figures.statements += 1;
+            if keyword == "BEGIN" {
+                figures.begin_wait += took;
+            } else {
+                figures.statement_time += took;
+            }
+            if let Some(began) = began {
+                figures.lock_held.push(ended - began);
+            }
+        });
+        Ok(result)
     }
 
     async fn last_insert_rowid(&mut self, connection: Resource<Connection>) -> i64 {

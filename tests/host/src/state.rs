@@ -5,6 +5,7 @@ use crate::faults::{Faults, InstanceFaults};
 use crate::keyvalue::KeyValueCtx;
 use crate::outbound::OutboundHttp;
 use crate::runtime::{LoadedComponent, Runtime};
+use crate::sqlite::SqliteUsage;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub(crate) struct SqliteCtx {
     pub(crate) host_faults: Arc<Faults>,
     /// `execute` calls made so far (to place an injected trap).
     pub(crate) executes: u64,
+    /// Where statement and transaction times are recorded.
+    pub(crate) usage: Arc<SqliteUsage>,
 }
 
 /// The `T` of every `Store<T>`.
@@ -65,6 +68,7 @@ impl InstanceState {
                 faults,
                 host_faults: runtime.faults().clone(),
                 executes: 0,
+                usage: runtime.sqlite_usage().clone(),
             },
             key_value: KeyValueCtx {
                 allowed: component.key_value_stores.clone(),

@@ -240,11 +240,14 @@ async fn act_on_confirmed(app: &App, rng: &mut SplitMix64, plan: &Plan, retries:
                         staff.clone()
                     };
                     let path = format!("/api/v1/orders/{id}/{action}");
-                    let answer = with_retries(retries, async || {
-                        app.post(&path, &who, &json!({})).await
-                    })
-                    .await;
-                    assert_eq!(answer.status, 200, "seed {}: {action} {id}: {answer:?}", plan.seed);
+                    let answer =
+                        with_retries(retries, async || app.post(&path, &who, &json!({})).await)
+                            .await;
+                    assert_eq!(
+                        answer.status, 200,
+                        "seed {}: {action} {id}: {answer:?}",
+                        plan.seed
+                    );
                 }
             }
         }
@@ -269,7 +272,10 @@ async fn pending(app: &App) -> (i64, i64) {
 /// Waits until no message is pending and no order is placed, twice in a row across the
 /// longest hold-back (so delayed duplicates in flight land too). Returns how long it took.
 async fn settle(app: &App, plan: &Plan) -> Duration {
-    let (seed, deadline) = (plan.seed, SETTLE_BASE + SETTLE_PER_ORDER * plan.orders as u32);
+    let (seed, deadline) = (
+        plan.seed,
+        SETTLE_BASE + SETTLE_PER_ORDER * plan.orders as u32,
+    );
     let started = Instant::now();
     loop {
         if pending(app).await == (0, 0) {
@@ -340,7 +346,9 @@ async fn check_invariants(app: &App, setup: &Setup, seed: u64, settled: bool) {
 
     // Money: what the test credited = balance + held + spent, per customer, to the cent.
     let accounts = app
-        .query("SELECT customer, balance_cents, held_cents, spent_cents, credited_cents FROM accounts")
+        .query(
+            "SELECT customer, balance_cents, held_cents, spent_cents, credited_cents FROM accounts",
+        )
         .await
         .expect("accounts readable");
     let mut spent_by_orders: HashMap<&str, i64> = HashMap::new();
@@ -431,7 +439,11 @@ async fn check_invariants(app: &App, setup: &Setup, seed: u64, settled: bool) {
             "seed {seed}: voucher for {status} order {order_id} of {total}"
         );
         assert_eq!(text(&row[1]), customer, "seed {seed}: voucher's customer");
-        assert_eq!(int(&row[2]), VOUCHER_VALUE_CENTS, "seed {seed}: voucher value");
+        assert_eq!(
+            int(&row[2]),
+            VOUCHER_VALUE_CENTS,
+            "seed {seed}: voucher value"
+        );
     }
     assert!(
         voucher_of.values().all(|n| *n == 1),
@@ -510,7 +522,11 @@ async fn chaos_keeps_every_invariant() {
                 &json!({}),
             )
             .await;
-        assert_eq!(answer.status, 202, "seed {}: retry {id}: {answer:?}", plan.seed);
+        assert_eq!(
+            answer.status, 202,
+            "seed {}: retry {id}: {answer:?}",
+            plan.seed
+        );
     }
     settle(&app, &plan).await;
     let left = app.dead_letters().await;
@@ -527,7 +543,10 @@ async fn chaos_keeps_every_invariant() {
     }
     let vouchers = app.count("SELECT COUNT(*) FROM vouchers").await;
     println!("chaos: seed {} passed", plan.seed);
-    println!("  orders            {} from {} clients {statuses:?}", plan.orders, plan.clients);
+    println!(
+        "  orders            {} from {} clients {statuses:?}",
+        plan.orders, plan.clients
+    );
     println!("  vouchers          {vouchers}");
     println!(
         "  drops             {} ({} before delivery, {} replies after the receiver committed)",
@@ -538,13 +557,27 @@ async fn chaos_keeps_every_invariant() {
     println!("  duplicates        {}", figures.duplicates);
     println!("  delays            {}", figures.delays);
     println!("  traps             {}", figures.traps);
-    println!("  retries           {} message redeliveries, {} client retries", figures.redeliveries, client_retries.load(Ordering::Relaxed));
+    println!(
+        "  retries           {} message redeliveries, {} client retries",
+        figures.redeliveries,
+        client_retries.load(Ordering::Relaxed)
+    );
     println!(
         "  outage            {outage:?} for {OUTAGE:?}: {} refused calls",
         figures.database_outage_failures + figures.transport_outage_failures
     );
-    println!("  dead letters      {} (all retried to success)", dead_letters.len());
-    println!("  time to quiescence {:.1?} after the last staff action", quiescence);
-    println!("  total             {:.1?} (acted at +{:.1?})", started.elapsed(), acted - started);
+    println!(
+        "  dead letters      {} (all retried to success)",
+        dead_letters.len()
+    );
+    println!(
+        "  time to quiescence {:.1?} after the last staff action",
+        quiescence
+    );
+    println!(
+        "  total             {:.1?} (acted at +{:.1?})",
+        started.elapsed(),
+        acted - started
+    );
     app.shutdown().await;
 }
