@@ -22,8 +22,12 @@ use crate::ports::{Config, Env, Transport};
 
 /// The path every service receives events on.
 pub const EVENTS_PATH: &str = "/internal/events";
-/// How long a claimed outbox row is left alone before another pump may retry it.
+/// How long a row a pump claimed is left alone before another pump may retry it: long
+/// enough for a whole batch to be sent one by one.
 const CLAIM_LEASE_MS: i64 = 30_000;
+/// How long a freshly written row waits for its writer's first attempt (made right after
+/// the writer's response) before a pump may send it: the writer died when it is still there.
+const FIRST_SEND_LEASE_MS: i64 = 5_000;
 /// How many due messages one pump delivers at most.
 const PUMP_BATCH: i64 = 50;
 
@@ -195,7 +199,7 @@ impl<'a> Messaging<'a> {
     ///
     /// The rows are written already claimed for their first attempt, which
     /// [`Messaging::send_written`] makes after the response; only when that does not
-    /// happen (the instance died) does a pump send them, once the claim has lapsed.
+    /// happen (the instance died) does a pump send them, once [`FIRST_SEND_LEASE_MS`] has passed.
     pub fn resend(
         &self,
         tx: &Db,
@@ -219,7 +223,7 @@ impl<'a> Messaging<'a> {
                     envelope.event_type.as_str().into(),
                     (*destination).into(),
                     text.as_str().into(),
-                    (now + CLAIM_LEASE_MS).into(),
+                    (now + FIRST_SEND_LEASE_MS).into(),
                     now.into(),
                 ],
             )?;

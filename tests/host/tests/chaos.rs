@@ -36,8 +36,8 @@ const CHECK_TIMEOUT_MS: &str = "1500";
 const MAX_DELAY: Duration = Duration::from_millis(300);
 /// How long the one outage lasts.
 const OUTAGE: Duration = Duration::from_millis(1500);
-/// How long the app may take to settle, at least (trapped deliveries wait out a 30 s claim
-/// lease), plus [`SETTLE_PER_ORDER`] for each order placed.
+/// How long the app may take to settle, at least (a trapped pump's claimed rows wait out a
+/// 30 s claim lease), plus [`SETTLE_PER_ORDER`] for each order placed.
 const SETTLE_BASE: Duration = Duration::from_secs(120);
 /// The settle time each order adds: the pipeline drains a few dozen messages a second on
 /// the test host's one SQLite file (BENCHMARKS.md), and an order causes about ten.

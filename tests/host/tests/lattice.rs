@@ -90,7 +90,8 @@ async fn replicas_share_the_load_and_a_stopped_checker_loses_no_order() {
         app.wait_status(id, "confirmed").await;
     }
     // Stopping the replicas cancelled handlers that were delivering their own outbox; the
-    // rows they had claimed are retried once the claim's 30 s lease runs out.
+    // rows they had written are sent by a pump once the 5 s first-send lease runs out, rows
+    // a pump had claimed once the 30 s claim lease does.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let pending = app
