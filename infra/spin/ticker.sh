@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Drives the pipeline's timers on Spin (re-deliveries with backoff, check time-outs) when
-# there is no traffic: every second, POST /api/v1/admin/tick with an admin token.
+# Drives the pipeline's timers on Spin (re-deliveries with backoff, check time-outs); only
+# ticks send retries, so run it beside `spin up`: every second, POST /api/v1/admin/tick
+# with an admin token.
 #   SHOP_URL=http://127.0.0.1:3000 SHOP_ADMIN_TOKEN=<jwt with role admin> infra/spin/ticker.sh
 set -u
 url="${SHOP_URL:-http://127.0.0.1:3000}"

@@ -196,7 +196,12 @@ impl Call<'_> {
             .send(self.outbound(service, method, path, body))
         {
             Ok(response) => {
-                let keep = ["content-type", "location", "idempotent-replayed"];
+                let keep = [
+                    "content-type",
+                    "location",
+                    "idempotent-replayed",
+                    "retry-after",
+                ];
                 let headers = response
                     .headers
                     .into_iter()
