@@ -196,12 +196,7 @@ impl Call<'_> {
             .send(self.outbound(service, method, path, body))
         {
             Ok(response) => {
-                let keep = [
-                    "content-type",
-                    "location",
-                    "idempotent-replayed",
-                    "retry-after",
-                ];
+                let keep = ["content-type", "location", "idempotent-replayed"];
                 let headers = response
                     .headers
                     .into_iter()

@@ -196,11 +196,6 @@ fn place(
             Err(e) => return unavailable(&e),
         }
     }
-    match overloaded(&db, env) {
-        Ok(Some(answer)) => return answer,
-        Ok(None) => {}
-        Err(e) => return unavailable(&e),
-    }
     let correlation_id = correlation(request);
     let (items, total) = match price(&order, env, &correlation_id) {
         Ok(priced) => priced,
@@ -242,27 +237,6 @@ fn place(
         Ok::<_, DbError>(accepted(&queries::view_with(&record, history)))
     });
     stored.unwrap_or_else(|e| unavailable(&e))
-}
-
-/// 503 with `retry-after` while `max_pending_orders` orders (0: no limit) still wait for
-/// their checks. Shedding new orders keeps the saga's backlog, and with it the number of
-/// writers contending for the database, bounded: unbounded, they starve each other (on
-/// SQLite, the transactions holding the write lock wait behind hundreds of writers asleep
-/// in its busy handler) and the whole pipeline stalls.
-fn overloaded(db: &Db, env: &Env) -> Result<Option<Response>, DbError> {
-    let limit = settings::number(env.config, "max_pending_orders", 200i64);
-    if limit <= 0 || !queries::pending_reach(db, limit)? {
-        return Ok(None);
-    }
-    Ok(Some(
-        Response::problem(
-            503,
-            "overloaded",
-            "Too many orders in progress",
-            &format!("{limit} orders are still being checked; try again shortly"),
-        )
-        .with_header("retry-after", "1"),
-    ))
 }
 
 /// The same order placed again under the same key; a different order under it is a 422.

@@ -273,34 +273,37 @@ impl<'a> Messaging<'a> {
 
     /// Delivers the messages that are due: retries after a failed attempt, and rows whose
     /// writer died before sending them. Never holds a transaction while sending.
+    ///
+    /// A read comes first, since a claim is a write that waits for SQLite's write lock even
+    /// when nothing is due; then one statement claims up to [`PUMP_BATCH`] due rows, so that
+    /// a pump takes the lock once. A concurrent pump's claim re-checks `next_attempt_at`
+    /// under the row's lock and skips what this one claimed.
     pub fn pump(&self) -> Result<PumpReport, DbError> {
         let mut report = PumpReport::default();
         let now = now_ms();
-        let due = self.db.query(
+        let due = self.db.query_opt(
             &format!(
-                "SELECT id, next_attempt_at FROM {}_outbox WHERE next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2",
+                "SELECT id FROM {}_outbox WHERE next_attempt_at <= $1 LIMIT 1",
                 self.prefix
             ),
-            &[now.into(), PUMP_BATCH.into()],
+            &[now.into()],
+        )?;
+        if due.is_none() {
+            return Ok(report);
+        }
+        let claimed = self.db.query(
+            &format!(
+                "UPDATE {p}_outbox SET attempts = attempts + 1, next_attempt_at = $1 \
+                 WHERE next_attempt_at <= $2 AND id IN \
+                 (SELECT id FROM {p}_outbox WHERE next_attempt_at <= $2 ORDER BY next_attempt_at LIMIT $3) \
+                 RETURNING id, destination, envelope, attempts",
+                p = self.prefix
+            ),
+            &[(now + CLAIM_LEASE_MS).into(), now.into(), PUMP_BATCH.into()],
         )?;
         let mut delivered = Vec::new();
-        for row in due {
-            let id = row.text("id")?;
-            // Claim the row: only the pump whose update matched sends it.
-            let claimed = self.db.query_opt(
-                &format!(
-                    "UPDATE {}_outbox SET attempts = attempts + 1, next_attempt_at = $1 \
-                     WHERE id = $2 AND next_attempt_at = $3 RETURNING id, destination, envelope, attempts",
-                    self.prefix
-                ),
-                &[(now + CLAIM_LEASE_MS).into(), id.as_str().into(), row.i64("next_attempt_at")?.into()],
-            )?;
-            let Some(claimed) = claimed else { continue };
-            self.attempt(
-                OutboxMessage::from_row(&claimed)?,
-                &mut delivered,
-                &mut report,
-            )?;
+        for row in claimed {
+            self.attempt(OutboxMessage::from_row(&row)?, &mut delivered, &mut report)?;
         }
         self.delete(&delivered)?;
         Ok(report)

@@ -332,15 +332,6 @@ pub fn set_voucher(tx: &Db, id: &str, voucher: &Value) -> Result<(), DbError> {
     )
 }
 
-/// Whether at least `limit` orders are still waiting for their checks.
-pub fn pending_reach(db: &Db, limit: i64) -> Result<bool, DbError> {
-    let row = db.query_opt(
-        "SELECT COUNT(*) AS pending FROM (SELECT 1 FROM orders WHERE status = 'placed' LIMIT $1) AS p",
-        &[limit.into()],
-    )?;
-    Ok(row.map_or(Ok(0), |r| r.i64("pending"))? >= limit)
-}
-
 /// Orders still waiting for checks whose deadline passed.
 pub fn overdue(db: &Db, now: i64, limit: i64) -> Result<Vec<OrderRecord>, DbError> {
     db.query(
