@@ -117,8 +117,8 @@ impl<W: Worker> Service for WorkerService<W> {
     }
 
     /// Sends the events this request wrote. Retries and rows whose writer died are left to
-    /// the tick's pump: a pump in every instance would have hundreds of instances claim
-    /// the same due rows one by one, each claim a write that waits for the database.
+    /// the tick's pump: a pump in every instance would have hundreds of instances under load
+    /// each take SQLite's write lock to claim the same due rows.
     fn after_response(&self, env: &Env) {
         let _ = Messaging::new(env, W::NAME).send_written();
     }
