@@ -2,7 +2,8 @@
 //!
 //! 1. order accept (`POST /api/v1/orders` → 202) on the Spin test host at 1, 32 and 128
 //!    connections, next to a hello-world component on the same host and a native hyper
-//!    hello-world, as throughput, p50/p99 latency and ratios;
+//!    hello-world, as throughput, p50/p99 latency and ratios, and that hello component
+//!    calling itself (`/chain/N`), the ceiling of a request that takes N + 1 instances;
 //! 2. end to end: orders placed until every one is `confirmed` (SQLite), against a raw
 //!    SQLite insert-and-commit loop on the same disk;
 //! 3. per-request instantiation cost of the components on the pooling allocator.
@@ -25,6 +26,12 @@ use tokio::runtime::Runtime;
 
 /// Connection counts of the accept and hello-world runs.
 const CONNECTIONS: [usize; 3] = [1, 32, 128];
+/// Chained calls per request of the hello-chain runs (`GET /chain/N`): 2 is order accept's
+/// chain (gateway, orders, stock-checker's prices), 8 gives as many instances as one order
+/// takes through the saga.
+const CHAIN_HOPS: [u32; 3] = [1, 2, 8];
+/// Connections of the hello-chain runs (the targets' count).
+const CHAIN_CONNECTIONS: usize = 32;
 /// Connections placing orders in the end-to-end run.
 const END_TO_END_CONNECTIONS: usize = 32;
 /// Worker threads of the servers' runtime (the test machine has two cores).
@@ -199,6 +206,15 @@ fn main() -> Result<()> {
         ))?;
         print_run("hello component", &result);
         report.hello_component.push(result);
+    }
+    for hops in CHAIN_HOPS {
+        let result = clients.block_on(load::run(
+            hello_addr,
+            vec![Workload::get(&format!("/chain/{hops}")); CHAIN_CONNECTIONS],
+            timed,
+        ))?;
+        print_run(&format!("hello chain {hops}"), &result);
+        report.hello_chain.push((hops, result));
     }
     let hello_instantiation =
         servers.block_on(hello.time_instantiations("hello", options.instantiations))?;

@@ -101,6 +101,9 @@ pub struct Report {
     pub native_hello: Vec<LoadResult>,
     /// The hello component on the test host.
     pub hello_component: Vec<LoadResult>,
+    /// The hello component calling itself `hops` times per request (`GET /chain/{hops}`),
+    /// at [`crate::CHAIN_CONNECTIONS`].
+    pub hello_chain: Vec<(u32, LoadResult)>,
     /// `POST /api/v1/orders` on the shop.
     pub order_accept: Vec<LoadResult>,
     /// The end-to-end run.
@@ -176,6 +179,7 @@ impl Report {
             load_after: String::new(),
             native_hello: Vec::new(),
             hello_component: Vec::new(),
+            hello_chain: Vec::new(),
             order_accept: Vec::new(),
             end_to_end: None,
             raw_sqlite: None,
@@ -255,6 +259,7 @@ impl Report {
 
         self.render_targets(&mut out);
         self.render_accept(&mut out);
+        self.render_chain(&mut out);
         self.render_end_to_end(&mut out);
         self.render_instantiation(&mut out);
         Self::render_expected_limits(&mut out);
@@ -270,7 +275,20 @@ impl Report {
 
     fn render_targets(&self, out: &mut String) {
         let _ = writeln!(out, "## Targets (issue 5)\n");
-        let _ = writeln!(out, "| target | measured | |\n| --- | --- | --- |");
+        let _ = writeln!(
+            out,
+            "| target | measured | | the topology's ceiling (hello chain, no work) |\n| --- | --- | --- | --- |"
+        );
+        let hello = Self::at(&self.hello_component, TARGET_CONNECTIONS).map(LoadResult::throughput);
+        let ceiling = |hops: u32, as_share: bool| match (self.chain(hops), hello) {
+            (Some(chain), Some(hello)) if as_share => {
+                format!("{:.0}% (N = {hops})", chain.throughput() / hello * 100.0)
+            }
+            (Some(chain), _) if !as_share => {
+                format!("{:.0} orders/s (N = {hops})", chain.throughput())
+            }
+            _ => "—".to_owned(),
+        };
         if let (Some(accept), Some(hello)) = (
             Self::at(&self.order_accept, TARGET_CONNECTIONS),
             Self::at(&self.hello_component, TARGET_CONNECTIONS),
@@ -278,28 +296,34 @@ impl Report {
             let share = accept.throughput() / hello.throughput();
             let _ = writeln!(
                 out,
-                "| order accept ≥ {:.0}% of the hello component's throughput at {TARGET_CONNECTIONS} connections | {:.0}% ({:.0} vs {:.0} req/s) | {} |",
+                "| order accept ≥ {:.0}% of the hello component's throughput at {TARGET_CONNECTIONS} connections | {:.0}% ({:.0} vs {:.0} req/s) | {} | {} |",
                 ACCEPT_SHARE_TARGET * 100.0,
                 share * 100.0,
                 accept.throughput(),
                 hello.throughput(),
-                yes_no(share >= ACCEPT_SHARE_TARGET)
+                yes_no(share >= ACCEPT_SHARE_TARGET),
+                ceiling(2, true)
             );
             let p99 = accept.percentile(0.99);
             let _ = writeln!(
                 out,
-                "| order accept p99 < {} ms at {TARGET_CONNECTIONS} connections | {:.2} ms | {} |",
+                "| order accept p99 < {} ms at {TARGET_CONNECTIONS} connections | {:.2} ms | {} | {} |",
                 ACCEPT_P99_TARGET.as_millis(),
                 millis(p99),
-                yes_no(accept.ok > 0 && p99 < ACCEPT_P99_TARGET)
+                yes_no(accept.ok > 0 && p99 < ACCEPT_P99_TARGET),
+                self.chain(2).map_or_else(
+                    || "—".to_owned(),
+                    |c| format!("p99 {:.2} ms (N = 2)", millis(c.percentile(0.99)))
+                )
             );
         }
         if let Some(e2e) = &self.end_to_end {
             let _ = writeln!(
                 out,
-                "| end to end ≥ {END_TO_END_TARGET:.0} orders/s placed → confirmed | {:.0} orders/s | {} |",
+                "| end to end ≥ {END_TO_END_TARGET:.0} orders/s placed → confirmed | {:.0} orders/s | {} | {} |",
                 e2e.throughput(),
-                yes_no(e2e.throughput() >= END_TO_END_TARGET)
+                yes_no(e2e.throughput() >= END_TO_END_TARGET),
+                ceiling(8, false)
             );
         }
         let _ = writeln!(out);
@@ -370,6 +394,66 @@ impl Report {
                 ratio(accept, hello),
                 ratio(accept, native),
                 ratio(hello, native)
+            );
+        }
+        let _ = writeln!(out);
+    }
+
+    fn chain(&self, hops: u32) -> Option<&LoadResult> {
+        self.hello_chain
+            .iter()
+            .find(|(h, _)| *h == hops)
+            .map(|(_, result)| result)
+    }
+
+    fn render_chain(&self, out: &mut String) {
+        let _ = writeln!(out, "## The topology's ceiling: chained hello components\n");
+        let _ = writeln!(
+            out,
+            "*hello chain N* is `GET /chain/N` on the hello component above: each instance first calls \
+             `/chain/N-1` on itself by local service chaining (`http://hello.spin.internal`, as the shop's \
+             services call each other) and answers with that answer, so a request is N + 1 fresh \
+             instances and N chained calls with no other work, at {} connections. Order accept is three \
+             such instances (gateway, orders, stock-checker's price list: N = 2); an order through \
+             the saga is nine (those three, both checkers on `order.placed`, orders on each answer, \
+             both checkers on `order.confirmed`: N = 8). These rates are what the shop's topology \
+             allows on this host before any of its own work: no SQL, no JSON, no signatures.\n",
+            crate::CHAIN_CONNECTIONS
+        );
+        let hello = Self::at(&self.hello_component, TARGET_CONNECTIONS).map(LoadResult::throughput);
+        let _ = writeln!(
+            out,
+            "| chained calls N | instances per request | req/s (p50 / p99 ms) | instances/s | req/s / hello component |\n| ---: | ---: | ---: | ---: | ---: |"
+        );
+        for (hops, result) in &self.hello_chain {
+            let rate = result.throughput();
+            let share =
+                hello.map_or_else(|| "—".to_owned(), |h| format!("{:.1}%", rate / h * 100.0));
+            let _ = writeln!(
+                out,
+                "| {hops} | {} | {rate:.0} ({:.2} / {:.2}{}) | {:.0} | {share} |",
+                hops + 1,
+                millis(result.percentile(0.50)),
+                millis(result.percentile(0.99)),
+                if result.errors > 0 {
+                    format!(", {} errors", result.errors)
+                } else {
+                    String::new()
+                },
+                rate * f64::from(hops + 1),
+            );
+        }
+        if let (Some(accept_chain), Some(saga_chain), Some(hello)) =
+            (self.chain(2), self.chain(8), hello)
+        {
+            let _ = writeln!(
+                out,
+                "\nSo with no work at all, a three-instance request reaches {:.0}% of the hello component \
+                 (the accept target asks 50% of order accept, which is also those three instances and \
+                 does work in each), and nine instances per order allow at most {:.0} orders a second \
+                 (the end-to-end target is {END_TO_END_TARGET:.0}).",
+                accept_chain.throughput() / hello * 100.0,
+                saga_chain.throughput()
             );
         }
         let _ = writeln!(out);

@@ -62,7 +62,8 @@ pub async fn start_hello_component(wasm: &Path, dir: &Path) -> Result<TestHost> 
         format!(
             "spin_manifest_version = 2\n\n[application]\nname = \"bench-hello\"\n\n\
              [[trigger.http]]\nroute = \"/...\"\ncomponent = \"hello\"\n\n\
-             [component.hello]\nsource = {:?}\n",
+             [component.hello]\nsource = {:?}\n\
+             allowed_outbound_hosts = [\"http://hello.spin.internal\"]\n",
             wasm.display().to_string()
         ),
     )?;
