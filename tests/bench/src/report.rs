@@ -564,8 +564,18 @@ impl Report {
 fn render_sqlite_profile(out: &mut String, e2e: &EndToEnd) {
     let usage = &e2e.sqlite;
     let orders = e2e.placed.max(1) as f64;
-    let mut held = usage.lock_held.clone();
+    let mut held: Vec<Duration> = usage.transactions.iter().map(|t| t.held).collect();
     held.sort();
+    let calls = usage
+        .transactions
+        .iter()
+        .fold(test_host::TransactionCalls::default(), |sum, t| {
+            test_host::TransactionCalls {
+                statements: sum.statements + t.calls.statements,
+                in_sqlite: sum.in_sqlite + t.calls.in_sqlite,
+                host_calls: sum.host_calls + t.calls.host_calls,
+            }
+        });
     let quantile = |q: f64| {
         let rank = (q * held.len() as f64).ceil() as usize;
         held.get(rank.clamp(1, held.len().max(1)) - 1)
@@ -606,6 +616,28 @@ fn render_sqlite_profile(out: &mut String, e2e: &EndToEnd) {
         "| write lock held, share of the run | {:.0}% |",
         held_total / e2e.confirmed_after.as_secs_f64() * 100.0
     );
+    let share = |part: Duration| part.as_secs_f64() / held_total.max(f64::MIN_POSITIVE) * 100.0;
+    let held_sum: Duration = held.iter().sum();
+    let _ = writeln!(
+        out,
+        "| statements per transaction after its `BEGIN` (`COMMIT` included) | {:.1} |",
+        f64::from(calls.statements) / held.len().max(1) as f64
+    );
+    let _ = writeln!(
+        out,
+        "| of the write lock's time: SQLite running the statements | {:.0}% |",
+        share(calls.in_sqlite)
+    );
+    let _ = writeln!(
+        out,
+        "| of the write lock's time: host calls around them (hand-off to a blocking thread, wait for a runtime worker to resume the instance) | {:.0}% |",
+        share(calls.host_calls.saturating_sub(calls.in_sqlite))
+    );
+    let _ = writeln!(
+        out,
+        "| of the write lock's time: the guest's own code between statements | {:.0}% |",
+        share(held_sum.saturating_sub(calls.host_calls))
+    );
     let _ = writeln!(
         out,
         "| mean time of a statement other than `BEGIN` (on the blocking pool, waits for locks included) | {:.3} ms |",
@@ -616,4 +648,39 @@ fn render_sqlite_profile(out: &mut String, e2e: &EndToEnd) {
         "| mean wait of a `BEGIN IMMEDIATE` for the write lock | {:.2} ms |\n",
         usage.begin_wait.as_secs_f64() * 1000.0 / held.len().max(1) as f64
     );
+    render_statements(out, usage, orders);
+}
+
+/// How many statement texts the per-statement table lists.
+const STATEMENTS_LISTED: usize = 16;
+
+/// The statements that took the most host-call time, with SQLite's share of each.
+fn render_statements(out: &mut String, usage: &test_host::SqliteUsageFigures, orders: f64) {
+    let mut statements: Vec<_> = usage.by_statement.iter().collect();
+    statements.sort_by_key(|(_, figures)| std::cmp::Reverse(figures.host_calls));
+    let _ = writeln!(
+        out,
+        "The statements that took the most time, by text (its first {} characters): \
+         *in SQLite* is the time SQLite ran them, waits for its locks included (a fresh \
+         connection's first statement also reads the schema); *host call* adds the hand-off to \
+         a blocking thread and the wait for a runtime worker to resume the instance.\n",
+        test_host::STATEMENT_KEY_CHARS
+    );
+    let _ = writeln!(
+        out,
+        "| statement | calls per order | in SQLite, mean µs | host call, mean µs | host-call time, s |\n| --- | ---: | ---: | ---: | ---: |"
+    );
+    for (text, figures) in statements.into_iter().take(STATEMENTS_LISTED) {
+        let calls = figures.calls.max(1) as f64;
+        let _ = writeln!(
+            out,
+            "| `{}` | {:.2} | {:.0} | {:.0} | {:.1} |",
+            text.replace('|', "\\|"),
+            figures.calls as f64 / orders,
+            figures.in_sqlite.as_secs_f64() * 1e6 / calls,
+            figures.host_calls.as_secs_f64() * 1e6 / calls,
+            figures.host_calls.as_secs_f64()
+        );
+    }
+    let _ = writeln!(out);
 }

@@ -36,7 +36,9 @@ mod routes;
 mod runtime;
 mod server;
 mod sqlite;
-pub use sqlite::SqliteUsageFigures;
+pub use sqlite::{
+    STATEMENT_KEY_CHARS, SqliteUsageFigures, StatementFigures, TransactionCalls, TransactionRecord,
+};
 mod state;
 mod stdio;
 mod ticker;

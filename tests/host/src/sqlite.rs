@@ -9,6 +9,7 @@ use crate::faults::Outage;
 use crate::manifest::DEFAULT_DATABASE;
 use crate::state::InstanceState;
 use rusqlite::types::{Value as SqlValue, ValueRef};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use wasmtime::component::Resource;
@@ -26,6 +27,45 @@ pub struct Connection {
     inner: Arc<Mutex<rusqlite::Connection>>,
     /// When this connection's open transaction took SQLite's write lock.
     transaction_began: Option<Instant>,
+    /// The open transaction's statements so far, after its `BEGIN`.
+    transaction_calls: TransactionCalls,
+}
+
+/// Where a transaction's statements spent their time, after its `BEGIN`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TransactionCalls {
+    /// Statements, `COMMIT` or `ROLLBACK` included.
+    pub statements: u32,
+    /// Time SQLite spent running them (on the blocking thread).
+    pub in_sqlite: Duration,
+    /// Time from each call reaching the host until it returned to the guest: `in_sqlite`
+    /// plus the hand-off to a blocking thread and the wait for a runtime worker to resume
+    /// the instance.
+    pub host_calls: Duration,
+}
+
+/// How many characters of a statement's text [`SqliteUsageFigures::by_statement`] keys on.
+pub const STATEMENT_KEY_CHARS: usize = 72;
+
+/// What the calls of one statement text took.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StatementFigures {
+    /// Calls.
+    pub calls: u64,
+    /// Time SQLite spent running them, waits for its locks included.
+    pub in_sqlite: Duration,
+    /// Time from each call reaching the host until it returned to the guest.
+    pub host_calls: Duration,
+}
+
+/// One write transaction: how long it held SQLite's write lock and what filled that time.
+#[derive(Debug, Clone, Copy)]
+pub struct TransactionRecord {
+    /// From `BEGIN` returning until `COMMIT` or `ROLLBACK` returned. What is neither in
+    /// `calls.host_calls` is the guest's own time between statements.
+    pub held: Duration,
+    /// Its statements.
+    pub calls: TransactionCalls,
 }
 
 /// What the components' statements did, accumulated over every connection.
@@ -38,9 +78,10 @@ pub struct SqliteUsageFigures {
     pub statement_time: Duration,
     /// Time `BEGIN` statements waited for SQLite's write lock.
     pub begin_wait: Duration,
-    /// For every transaction: how long it held the write lock, from `BEGIN` returning
-    /// until its `COMMIT` or `ROLLBACK` returned.
-    pub lock_held: Vec<Duration>,
+    /// Every write transaction, in the order they ended.
+    pub transactions: Vec<TransactionRecord>,
+    /// Per statement text (its first [`STATEMENT_KEY_CHARS`] characters).
+    pub by_statement: HashMap<String, StatementFigures>,
 }
 
 /// The recorder behind [`SqliteUsageFigures`], shared by every instance of a host.
@@ -79,12 +120,25 @@ async fn on_blocking_pool<R: Send + 'static>(
     inner: Arc<Mutex<rusqlite::Connection>>,
     f: impl FnOnce(&rusqlite::Connection) -> Result<R, Error> + Send + 'static,
 ) -> Result<R, Error> {
-    tokio::task::spawn_blocking(move || {
+    timed_on_blocking_pool(inner, f).await.0
+}
+
+/// [`on_blocking_pool`], with the time `f` took on the blocking thread.
+async fn timed_on_blocking_pool<R: Send + 'static>(
+    inner: Arc<Mutex<rusqlite::Connection>>,
+    f: impl FnOnce(&rusqlite::Connection) -> Result<R, Error> + Send + 'static,
+) -> (Result<R, Error>, Duration) {
+    let ran = tokio::task::spawn_blocking(move || {
         let conn = inner.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&conn)
+        let started = Instant::now();
+        let result = f(&conn);
+        (result, started.elapsed())
     })
-    .await
-    .map_err(io_error)?
+    .await;
+    match ran {
+        Ok((result, took)) => (result, took),
+        Err(e) => (Err(io_error(e)), Duration::ZERO),
+    }
 }
 
 fn to_sql(value: Value) -> SqlValue {
@@ -154,6 +208,7 @@ impl sqlite::HostConnection for InstanceState {
             .push(Connection {
                 inner: Arc::new(Mutex::new(conn)),
                 transaction_began: None,
+                transaction_calls: TransactionCalls::default(),
             })
             .map_err(io_error)
     }
@@ -188,22 +243,36 @@ impl sqlite::HostConnection for InstanceState {
             .next()
             .unwrap_or_default()
             .to_ascii_uppercase();
+        let statement_key: String = statement.chars().take(STATEMENT_KEY_CHARS).collect();
         let started = Instant::now();
-        let result = on_blocking_pool(inner, move |conn| {
+        let (result, in_sqlite) = timed_on_blocking_pool(inner, move |conn| {
             execute(conn, &statement, parameters).map_err(io_error)
         })
         .await;
-        let took = started.elapsed();
         let ended = Instant::now();
-        let began = match self.table.get_mut(&connection) {
+        let took = ended - started;
+        let ended_transaction = match self.table.get_mut(&connection) {
             Ok(c) if keyword == "BEGIN" => {
                 c.transaction_began = result.is_ok().then_some(ended);
+                c.transaction_calls = TransactionCalls::default();
                 None
             }
-            Ok(c) if keyword == "COMMIT" || keyword == "ROLLBACK" || keyword == "END" => {
-                c.transaction_began.take()
+            Ok(c) => {
+                if c.transaction_began.is_some() {
+                    c.transaction_calls.statements += 1;
+                    c.transaction_calls.in_sqlite += in_sqlite;
+                    c.transaction_calls.host_calls += took;
+                }
+                if keyword == "COMMIT" || keyword == "ROLLBACK" || keyword == "END" {
+                    c.transaction_began.take().map(|began| TransactionRecord {
+                        held: ended - began,
+                        calls: std::mem::take(&mut c.transaction_calls),
+                    })
+                } else {
+                    None
+                }
             }
-            _ => None,
+            Err(_) => None,
         };
         self.sqlite.usage.record(|figures| {
             figures.statements += 1;
@@ -212,8 +281,12 @@ impl sqlite::HostConnection for InstanceState {
             } else {
                 figures.statement_time += took;
             }
-            if let Some(began) = began {
-                figures.lock_held.push(ended - began);
+            let by_statement = figures.by_statement.entry(statement_key).or_default();
+            by_statement.calls += 1;
+            by_statement.in_sqlite += in_sqlite;
+            by_statement.host_calls += took;
+            if let Some(transaction) = ended_transaction {
+                figures.transactions.push(transaction);
             }
         });
         Ok(result)
