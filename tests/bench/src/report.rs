@@ -163,6 +163,27 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
+/// A run's cell: `req/s (p50 / p99 ms)`, with its errors when there were any.
+fn rate_cell(r: &LoadResult) -> String {
+    if r.ok == 0 {
+        return format!(
+            "0 (no request completed in the window, {} errors)",
+            r.errors
+        );
+    }
+    let errors = if r.errors > 0 {
+        format!(", {} errors", r.errors)
+    } else {
+        String::new()
+    };
+    format!(
+        "{:.0} ({:.2} / {:.2}{errors})",
+        r.throughput(),
+        millis(r.percentile(0.50)),
+        millis(r.percentile(0.99))
+    )
+}
+
 fn yes_no(met: bool) -> &'static str {
     if met { "**met**" } else { "**not met**" }
 }
@@ -279,16 +300,35 @@ impl Report {
             out,
             "| target | measured | | the topology's ceiling (hello chain, no work) |\n| --- | --- | --- | --- |"
         );
-        let hello = Self::at(&self.hello_component, TARGET_CONNECTIONS).map(LoadResult::throughput);
-        let ceiling = |hops: u32, as_share: bool| match (self.chain(hops), hello) {
-            (Some(chain), Some(hello)) if as_share => {
-                format!("{:.0}% (N = {hops})", chain.throughput() / hello * 100.0)
-            }
-            (Some(chain), _) if !as_share => {
-                format!("{:.0} orders/s (N = {hops})", chain.throughput())
-            }
+        let accept_chain = self.chain(crate::ACCEPT_CHAIN_HOPS);
+        let accept_ceiling = match (accept_chain, self.hello_throughput()) {
+            (Some(chain), Some(hello)) => format!(
+                "{:.0}% (N = {})",
+                chain.throughput() / hello * 100.0,
+                crate::ACCEPT_CHAIN_HOPS
+            ),
             _ => "—".to_owned(),
         };
+        let accept_p99_ceiling = accept_chain.map_or_else(
+            || "—".to_owned(),
+            |chain| {
+                format!(
+                    "p99 {:.2} ms (N = {})",
+                    millis(chain.percentile(0.99)),
+                    crate::ACCEPT_CHAIN_HOPS
+                )
+            },
+        );
+        let saga_ceiling = self.chain(crate::SAGA_CHAIN_HOPS).map_or_else(
+            || "—".to_owned(),
+            |chain| {
+                format!(
+                    "{:.0} orders/s (N = {})",
+                    chain.throughput(),
+                    crate::SAGA_CHAIN_HOPS
+                )
+            },
+        );
         if let (Some(accept), Some(hello)) = (
             Self::at(&self.order_accept, TARGET_CONNECTIONS),
             Self::at(&self.hello_component, TARGET_CONNECTIONS),
@@ -302,7 +342,7 @@ impl Report {
                 accept.throughput(),
                 hello.throughput(),
                 yes_no(share >= ACCEPT_SHARE_TARGET),
-                ceiling(2, true)
+                accept_ceiling
             );
             let p99 = accept.percentile(0.99);
             let _ = writeln!(
@@ -311,10 +351,7 @@ impl Report {
                 ACCEPT_P99_TARGET.as_millis(),
                 millis(p99),
                 yes_no(accept.ok > 0 && p99 < ACCEPT_P99_TARGET),
-                self.chain(2).map_or_else(
-                    || "—".to_owned(),
-                    |c| format!("p99 {:.2} ms (N = 2)", millis(c.percentile(0.99)))
-                )
+                accept_p99_ceiling
             );
         }
         if let Some(e2e) = &self.end_to_end {
@@ -323,7 +360,7 @@ impl Report {
                 "| end to end ≥ {END_TO_END_TARGET:.0} orders/s placed → confirmed | {:.0} orders/s | {} | {} |",
                 e2e.throughput(),
                 yes_no(e2e.throughput() >= END_TO_END_TARGET),
-                ceiling(8, false)
+                saga_ceiling
             );
         }
         let _ = writeln!(out);
@@ -351,28 +388,7 @@ impl Report {
         let _ = writeln!(out, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         for connections in crate::CONNECTIONS {
             let cell = |results: &[LoadResult]| {
-                Self::at(results, connections).map_or_else(
-                    || "—".to_owned(),
-                    |r| {
-                        if r.ok == 0 {
-                            return format!(
-                                "0 (no request completed in the window, {} errors)",
-                                r.errors
-                            );
-                        }
-                        let errors = if r.errors > 0 {
-                            format!(", {} errors", r.errors)
-                        } else {
-                            String::new()
-                        };
-                        format!(
-                            "{:.0} ({:.2} / {:.2}{errors})",
-                            r.throughput(),
-                            millis(r.percentile(0.50)),
-                            millis(r.percentile(0.99))
-                        )
-                    },
-                )
+                Self::at(results, connections).map_or_else(|| "—".to_owned(), rate_cell)
             };
             let rate =
                 |results: &[LoadResult]| Self::at(results, connections).map(LoadResult::throughput);
@@ -399,6 +415,11 @@ impl Report {
         let _ = writeln!(out);
     }
 
+    /// The hello component's throughput at the targets' connection count.
+    fn hello_throughput(&self) -> Option<f64> {
+        Self::at(&self.hello_component, TARGET_CONNECTIONS).map(LoadResult::throughput)
+    }
+
     fn chain(&self, hops: u32) -> Option<&LoadResult> {
         self.hello_chain
             .iter()
@@ -420,7 +441,7 @@ impl Report {
              allows on this host before any of its own work: no SQL, no JSON, no signatures.\n",
             crate::CHAIN_CONNECTIONS
         );
-        let hello = Self::at(&self.hello_component, TARGET_CONNECTIONS).map(LoadResult::throughput);
+        let hello = self.hello_throughput();
         let _ = writeln!(
             out,
             "| chained calls N | instances per request | req/s (p50 / p99 ms) | instances/s | req/s / hello component |\n| ---: | ---: | ---: | ---: | ---: |"
@@ -431,21 +452,17 @@ impl Report {
                 hello.map_or_else(|| "—".to_owned(), |h| format!("{:.1}%", rate / h * 100.0));
             let _ = writeln!(
                 out,
-                "| {hops} | {} | {rate:.0} ({:.2} / {:.2}{}) | {:.0} | {share} |",
+                "| {hops} | {} | {} | {:.0} | {share} |",
                 hops + 1,
-                millis(result.percentile(0.50)),
-                millis(result.percentile(0.99)),
-                if result.errors > 0 {
-                    format!(", {} errors", result.errors)
-                } else {
-                    String::new()
-                },
+                rate_cell(result),
                 rate * f64::from(hops + 1),
             );
         }
-        if let (Some(accept_chain), Some(saga_chain), Some(hello)) =
-            (self.chain(2), self.chain(8), hello)
-        {
+        if let (Some(accept_chain), Some(saga_chain), Some(hello)) = (
+            self.chain(crate::ACCEPT_CHAIN_HOPS),
+            self.chain(crate::SAGA_CHAIN_HOPS),
+            hello,
+        ) {
             let _ = writeln!(
                 out,
                 "\nSo with no work at all, a three-instance request reaches {:.0}% of the hello component \
@@ -569,12 +586,8 @@ fn render_sqlite_profile(out: &mut String, e2e: &EndToEnd) {
     let calls = usage
         .transactions
         .iter()
-        .fold(test_host::TransactionCalls::default(), |sum, t| {
-            test_host::TransactionCalls {
-                statements: sum.statements + t.calls.statements,
-                in_sqlite: sum.in_sqlite + t.calls.in_sqlite,
-                host_calls: sum.host_calls + t.calls.host_calls,
-            }
+        .fold(test_host::CallFigures::default(), |sum, t| {
+            sum.plus(t.calls)
         });
     let quantile = |q: f64| {
         let rank = (q * held.len() as f64).ceil() as usize;
@@ -621,7 +634,7 @@ fn render_sqlite_profile(out: &mut String, e2e: &EndToEnd) {
     let _ = writeln!(
         out,
         "| statements per transaction after its `BEGIN` (`COMMIT` included) | {:.1} |",
-        f64::from(calls.statements) / held.len().max(1) as f64
+        calls.calls as f64 / held.len().max(1) as f64
     );
     let _ = writeln!(
         out,

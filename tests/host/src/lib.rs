@@ -36,9 +36,7 @@ mod routes;
 mod runtime;
 mod server;
 mod sqlite;
-pub use sqlite::{
-    STATEMENT_KEY_CHARS, SqliteUsageFigures, StatementFigures, TransactionCalls, TransactionRecord,
-};
+pub use sqlite::{CallFigures, STATEMENT_KEY_CHARS, SqliteUsageFigures, TransactionRecord};
 mod state;
 mod stdio;
 mod ticker;

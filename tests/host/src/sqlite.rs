@@ -28,15 +28,18 @@ pub struct Connection {
     /// When this connection's open transaction took SQLite's write lock.
     transaction_began: Option<Instant>,
     /// The open transaction's statements so far, after its `BEGIN`.
-    transaction_calls: TransactionCalls,
+    transaction_calls: CallFigures,
 }
 
-/// Where a transaction's statements spent their time, after its `BEGIN`.
+/// How many characters of a statement's text [`SqliteUsageFigures::by_statement`] keys on.
+pub const STATEMENT_KEY_CHARS: usize = 72;
+
+/// What a set of `spin:sqlite` calls took (one statement text's, or one transaction's).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct TransactionCalls {
-    /// Statements, `COMMIT` or `ROLLBACK` included.
-    pub statements: u32,
-    /// Time SQLite spent running them (on the blocking thread).
+pub struct CallFigures {
+    /// Calls.
+    pub calls: u64,
+    /// Time SQLite spent running them on the blocking thread, waits for its locks included.
     pub in_sqlite: Duration,
     /// Time from each call reaching the host until it returned to the guest: `in_sqlite`
     /// plus the hand-off to a blocking thread and the wait for a runtime worker to resume
@@ -44,18 +47,22 @@ pub struct TransactionCalls {
     pub host_calls: Duration,
 }
 
-/// How many characters of a statement's text [`SqliteUsageFigures::by_statement`] keys on.
-pub const STATEMENT_KEY_CHARS: usize = 72;
+impl CallFigures {
+    /// Counts one call that took `host_call`, `in_sqlite` of it in SQLite.
+    pub fn add_call(&mut self, in_sqlite: Duration, host_call: Duration) {
+        self.calls += 1;
+        self.in_sqlite += in_sqlite;
+        self.host_calls += host_call;
+    }
 
-/// What the calls of one statement text took.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct StatementFigures {
-    /// Calls.
-    pub calls: u64,
-    /// Time SQLite spent running them, waits for its locks included.
-    pub in_sqlite: Duration,
-    /// Time from each call reaching the host until it returned to the guest.
-    pub host_calls: Duration,
+    /// The figures of both sets together.
+    pub fn plus(self, other: CallFigures) -> CallFigures {
+        CallFigures {
+            calls: self.calls + other.calls,
+            in_sqlite: self.in_sqlite + other.in_sqlite,
+            host_calls: self.host_calls + other.host_calls,
+        }
+    }
 }
 
 /// One write transaction: how long it held SQLite's write lock and what filled that time.
@@ -64,8 +71,8 @@ pub struct TransactionRecord {
     /// From `BEGIN` returning until `COMMIT` or `ROLLBACK` returned. What is neither in
     /// `calls.host_calls` is the guest's own time between statements.
     pub held: Duration,
-    /// Its statements.
-    pub calls: TransactionCalls,
+    /// Its statements after `BEGIN`, `COMMIT` or `ROLLBACK` included.
+    pub calls: CallFigures,
 }
 
 /// What the components' statements did, accumulated over every connection.
@@ -81,7 +88,7 @@ pub struct SqliteUsageFigures {
     /// Every write transaction, in the order they ended.
     pub transactions: Vec<TransactionRecord>,
     /// Per statement text (its first [`STATEMENT_KEY_CHARS`] characters).
-    pub by_statement: HashMap<String, StatementFigures>,
+    pub by_statement: HashMap<String, CallFigures>,
 }
 
 /// The recorder behind [`SqliteUsageFigures`], shared by every instance of a host.
@@ -208,7 +215,7 @@ impl sqlite::HostConnection for InstanceState {
             .push(Connection {
                 inner: Arc::new(Mutex::new(conn)),
                 transaction_began: None,
-                transaction_calls: TransactionCalls::default(),
+                transaction_calls: CallFigures::default(),
             })
             .map_err(io_error)
     }
@@ -254,14 +261,12 @@ impl sqlite::HostConnection for InstanceState {
         let ended_transaction = match self.table.get_mut(&connection) {
             Ok(c) if keyword == "BEGIN" => {
                 c.transaction_began = result.is_ok().then_some(ended);
-                c.transaction_calls = TransactionCalls::default();
+                c.transaction_calls = CallFigures::default();
                 None
             }
             Ok(c) => {
                 if c.transaction_began.is_some() {
-                    c.transaction_calls.statements += 1;
-                    c.transaction_calls.in_sqlite += in_sqlite;
-                    c.transaction_calls.host_calls += took;
+                    c.transaction_calls.add_call(in_sqlite, took);
                 }
                 if keyword == "COMMIT" || keyword == "ROLLBACK" || keyword == "END" {
                     c.transaction_began.take().map(|began| TransactionRecord {
@@ -281,10 +286,11 @@ impl sqlite::HostConnection for InstanceState {
             } else {
                 figures.statement_time += took;
             }
-            let by_statement = figures.by_statement.entry(statement_key).or_default();
-            by_statement.calls += 1;
-            by_statement.in_sqlite += in_sqlite;
-            by_statement.host_calls += took;
+            figures
+                .by_statement
+                .entry(statement_key)
+                .or_default()
+                .add_call(in_sqlite, took);
             if let Some(transaction) = ended_transaction {
                 figures.transactions.push(transaction);
             }
