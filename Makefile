@@ -3,19 +3,20 @@ COMPONENTS := gateway orders balance-checker stock-checker vouchers
 WASM_DIR := target/wasm32-wasip2/release
 WASMCLOUD_TARGET_DIR := target/wasmcloud
 WASMCLOUD_WASM_DIR := $(WASMCLOUD_TARGET_DIR)/wasm32-wasip2/release
-WASM_TOOLS_VERSION := 1.263.0
 CARGO_FUZZ_VERSION := 0.13.2
 FUZZ_TARGETS := decode_request verify_envelope tamper_signed_envelope
 ## Seconds each fuzz target runs in `make fuzz` (CI's short run; raise it for a long one).
 FUZZ_SECONDS ?= 20
 
-.PHONY: setup build build-wasmcloud check-worlds test serve
+## Where `make check-newest-stable` builds with the newest stable Rust.
+NEWEST_STABLE_TARGET_DIR := target/newest-stable
 
-## Installs what building and testing need: the wasm32-wasip2 target, wasm-tools and cargo-fuzz.
+.PHONY: setup build build-wasmcloud check-worlds check-newest-stable test serve
+
+## Installs what building and testing need: the pinned toolchain of rust-toolchain.toml
+## (with its wasm32-wasip2 target, rustfmt and clippy) and cargo-fuzz.
 setup:
-	rustup target add wasm32-wasip2
-	@if ! wasm-tools --version 2>/dev/null | grep -q "$(WASM_TOOLS_VERSION)"; then \
-		cargo install wasm-tools --locked --version $(WASM_TOOLS_VERSION); fi
+	rustup toolchain install
 	@if ! cargo fuzz --version 2>/dev/null | grep -q "$(CARGO_FUZZ_VERSION)"; then \
 		cargo install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION); fi
 
@@ -28,14 +29,27 @@ build-wasmcloud:
 	cargo build --target wasm32-wasip2 --release --no-default-features --features wasmcloud \
 		--target-dir $(WASMCLOUD_TARGET_DIR) $(addprefix -p ,$(COMPONENTS))
 
-## Checks each built component against the world of its host (wit/world.wit).
+## Checks each built component against the world of its host (wit/world.wit), matching
+## imports by semver-compatible version as the hosts do (tests/world-check).
 check-worlds: build build-wasmcloud
-	@for c in $(subst -,_,$(COMPONENTS)); do \
-		wasm-tools component targets wit $(WASM_DIR)/$$c.wasm --world spin-service || exit 1; \
-		echo "spin: $$c.wasm targets shop:platform/spin-service"; \
-		wasm-tools component targets wit $(WASMCLOUD_WASM_DIR)/$$c.wasm --world wasmcloud-service || exit 1; \
-		echo "wasmcloud: $$c.wasm targets shop:platform/wasmcloud-service"; \
-	done
+	cargo run -q -p world-check -- --wit wit --world spin-service \
+		$(addprefix $(WASM_DIR)/,$(addsuffix .wasm,$(subst -,_,$(COMPONENTS))))
+	cargo run -q -p world-check -- --wit wit --world wasmcloud-service \
+		$(addprefix $(WASMCLOUD_WASM_DIR)/,$(addsuffix .wasm,$(subst -,_,$(COMPONENTS))))
+
+## Builds both flavours with the newest stable Rust (its std may import a newer WASI 0.2.x
+## than wit/ vendors) and checks them against their worlds: what a user on today's stable gets.
+check-newest-stable:
+	rustup toolchain install stable --profile minimal --target wasm32-wasip2
+	rustup run stable rustc --version
+	rustup run stable cargo build --target wasm32-wasip2 --release \
+		--target-dir $(NEWEST_STABLE_TARGET_DIR)/spin $(addprefix -p ,$(COMPONENTS))
+	rustup run stable cargo build --target wasm32-wasip2 --release --no-default-features \
+		--features wasmcloud --target-dir $(NEWEST_STABLE_TARGET_DIR)/wasmcloud $(addprefix -p ,$(COMPONENTS))
+	cargo run -q -p world-check -- --wit wit --world spin-service \
+		$(addprefix $(NEWEST_STABLE_TARGET_DIR)/spin/wasm32-wasip2/release/,$(addsuffix .wasm,$(subst -,_,$(COMPONENTS))))
+	cargo run -q -p world-check -- --wit wit --world wasmcloud-service \
+		$(addprefix $(NEWEST_STABLE_TARGET_DIR)/wasmcloud/wasm32-wasip2/release/,$(addsuffix .wasm,$(subst -,_,$(COMPONENTS))))
 
 ## Builds both flavours, checks the worlds, and runs every test: domain, service kit, test
 ## host (pipeline on both flavours, chaos, authorization, events), shopctl, the dashboards in

@@ -18,7 +18,8 @@ pub fn authenticate(request: &Request, env: &Env) -> Result<Claims, Response> {
             "the Authorization header must be 'Bearer <token>'",
         ));
     };
-    let secret = settings::auth_secret(env.config, "gateway");
+    settings::warn_on_dev_secrets(env.config, env.kv, "gateway");
+    let secret = settings::auth_secret(env.config);
     verify_token(token.trim(), &secret, now_ms() / 1000).map_err(|e| {
         unauthorized(match e {
             AuthError::Expired => "token expired",

@@ -22,6 +22,10 @@ pub struct Gateway;
 host_bindings::export_service!(Gateway);
 
 impl Service for Gateway {
+    fn name(&self) -> &'static str {
+        "gateway"
+    }
+
     fn handle(&self, request: Request, env: &Env) -> Response {
         let (request, correlation_id) = with_correlation_id(request);
         let mut response = routes::route(&request, env);

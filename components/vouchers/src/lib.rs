@@ -86,7 +86,7 @@ impl Worker for Vouchers {
         if existing.is_some() {
             return Ok(());
         }
-        let code = voucher_code(order_id, &settings::event_secret(env.config, Self::NAME));
+        let code = voucher_code(order_id, &settings::event_secret(env.config));
         let now = now_ms();
         tx.execute(
             "INSERT INTO vouchers (code, order_id, customer, value_cents, issued_at) VALUES ($1, $2, $3, $4, $5)",

@@ -90,7 +90,14 @@ pub fn answer<S: Service>(service: &S, request: IncomingRequest, out: ResponseOu
     match read_request(request) {
         Ok(request) => match service.stream(&request, env) {
             Some(streamed) => write_streamed(out, streamed, env),
-            None => write_response(out, service.handle(request, env)),
+            None => {
+                let correlation_id = request.correlation_id().map(str::to_owned);
+                let response = service.handle(request, env);
+                write_response(
+                    out,
+                    response.without_internals(service.name(), correlation_id.as_deref()),
+                );
+            }
         },
         Err(problem) => write_response(out, problem),
     }

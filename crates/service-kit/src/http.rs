@@ -112,6 +112,10 @@ pub fn percent_decode(value: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The `detail` of every 5xx problem a client sees; what failed is in the service's log
+/// under the request's correlation id.
+pub const SERVER_ERROR_DETAIL: &str = "The service could not complete the request; its log has the cause under this request's correlation id.";
+
 /// An HTTP response.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
@@ -187,6 +191,41 @@ impl Response {
         }
     }
 
+    /// This response as a client may see it: a 5xx problem's `detail` (a database driver's
+    /// or a host's error text) is logged for `service` with the request's correlation id
+    /// and replaced by [`SERVER_ERROR_DETAIL`]. Every other response is returned as it is.
+    pub fn without_internals(self, service: &str, correlation_id: Option<&str>) -> Response {
+        let is_problem = self
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/problem+json"));
+        if self.status < 500 || !is_problem {
+            return self;
+        }
+        let Ok(mut body) = serde_json::from_slice::<Value>(&self.body) else {
+            return self;
+        };
+        let correlation_id = self
+            .header(CORRELATION_HEADER)
+            .or(correlation_id)
+            .unwrap_or("-");
+        if let Some(detail) = body.get("detail").and_then(Value::as_str) {
+            if detail == SERVER_ERROR_DETAIL {
+                return self;
+            }
+            crate::log::write(
+                crate::log::Level::Warn,
+                service,
+                correlation_id,
+                &format!("answered {}: {detail}", self.status),
+            );
+        }
+        body["detail"] = Value::String(SERVER_ERROR_DETAIL.to_owned());
+        Response {
+            body: serde_json::to_vec(&body).unwrap_or_default(),
+            ..self
+        }
+    }
+
     /// Adds a header.
     pub fn with_header(mut self, name: &str, value: &str) -> Response {
         self.headers
@@ -251,6 +290,24 @@ mod tests {
     fn trailing_percent_is_kept() {
         assert_eq!(percent_decode("50%"), "50%");
         assert_eq!(percent_decode("5%4"), "5%4");
+    }
+
+    #[test]
+    fn server_errors_lose_their_internals_and_client_errors_keep_their_detail() {
+        let internal = "postgres open: ConnectionFailed(\"error performing TLS handshake\")";
+        let concealed = Response::problem(503, "unavailable", "Service unavailable", internal)
+            .without_internals("orders", Some("cor_1"));
+        let body = concealed.json_body().unwrap();
+        assert_eq!(concealed.status, 503);
+        assert_eq!(body["detail"], SERVER_ERROR_DETAIL);
+        assert_eq!(body["title"], "Service unavailable");
+        assert!(!String::from_utf8_lossy(&concealed.body).contains("TLS"));
+
+        let client_error = Response::problem(422, "validation", "Invalid request", "sku: empty");
+        assert_eq!(
+            client_error.clone().without_internals("orders", None),
+            client_error
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod messaging;
 pub mod optimistic;
 pub mod ports;
 pub mod settings;
+pub mod sql_text;
 pub mod stream;
 pub mod worker;
 
@@ -21,6 +22,9 @@ pub use ports::{Config, Env, HttpClient, KeyValue, PortError, Sql, SqlValue, Tra
 
 /// A shop service: one component's request handling, written against ports only.
 pub trait Service {
+    /// The component id, e.g. `orders` (the `service` of its log lines).
+    fn name(&self) -> &'static str;
+
     /// Answers one request.
     fn handle(&self, request: http::Request, env: &Env) -> http::Response;
 

@@ -150,7 +150,7 @@ impl<'a> Messaging<'a> {
 
     /// The secret that signs and verifies this service's events.
     fn secret(&self) -> Vec<u8> {
-        crate::settings::event_secret(self.config, self.service)
+        crate::settings::event_secret(self.config)
     }
 
     /// The versioned migrations that create this service's messaging tables.

@@ -28,6 +28,7 @@ use std::cell::RefCell;
 use std::fmt::Write as _;
 
 use crate::ports::{Dialect, PortError, Rows, Sql, SqlValue};
+use crate::sql_text::{contains_keyword, first_keyword};
 
 /// A Postgres session without interactive transactions: single statements, and scripts
 /// that run atomically.
@@ -203,41 +204,6 @@ fn dollar_tag(body: &str) -> String {
         .unwrap_or_else(|| "$shop_check$".into())
 }
 
-/// The statement's first word, upper-cased.
-fn first_keyword(statement: &str) -> String {
-    statement
-        .trim_start()
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or("")
-        .to_ascii_uppercase()
-}
-
-/// True when `keyword` occurs as a whole word outside string literals.
-fn contains_keyword(statement: &str, keyword: &str) -> bool {
-    outside_literals(statement)
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .any(|word| word.eq_ignore_ascii_case(keyword))
-}
-
-/// The statement with every string literal and quoted identifier blanked out.
-fn outside_literals(statement: &str) -> String {
-    let mut out = String::with_capacity(statement.len());
-    let mut quote: Option<char> = None;
-    for c in statement.chars() {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None if c == '\'' || c == '"' => quote = Some(c),
-            None => out.push(c),
-        }
-        if quote.is_some() {
-            out.push(' ');
-        }
-    }
-    out
-}
-
 /// Writes each `$n` parameter into `statement` as a SQL literal (outside quotes only).
 pub fn inline_params(statement: &str, params: &[SqlValue]) -> Result<String, PortError> {
     let mut out = String::with_capacity(statement.len() + 16 * params.len());
@@ -326,19 +292,6 @@ mod tests {
     fn a_missing_parameter_is_an_error() {
         assert!(inline_params("SELECT $2", &[SqlValue::Null]).is_err());
         assert!(inline_params("SELECT $0", &[SqlValue::Null]).is_err());
-    }
-
-    #[test]
-    fn keywords_are_found_outside_literals_only() {
-        assert_eq!(first_keyword("  select 1"), "SELECT");
-        assert!(contains_keyword(
-            "UPDATE t SET a = 1 RETURNING a",
-            "returning"
-        ));
-        assert!(!contains_keyword(
-            "UPDATE t SET a = 'RETURNING'",
-            "returning"
-        ));
     }
 
     #[test]

@@ -1,11 +1,10 @@
 //! Typed configuration values with documented development defaults.
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use shop_domain::retry::RetryPolicy;
 
-use crate::ports::Config;
+use crate::ports::{Config, KeyValue};
 
 /// The development default of `event_secret`; a real deployment must override it.
 pub const DEV_EVENT_SECRET: &str = "dev-event-secret-change-me";
@@ -28,62 +27,56 @@ pub fn number<T: FromStr>(config: &dyn Config, key: &str, default: T) -> T {
     }
 }
 
-/// Whether this instance already warned that `auth_secret` is the development default.
-static WARNED_DEV_AUTH_SECRET: AtomicBool = AtomicBool::new(false);
-/// Whether this instance already warned that `event_secret` is the development default.
-static WARNED_DEV_EVENT_SECRET: AtomicBool = AtomicBool::new(false);
-
-/// The secret that signs and verifies events (`event_secret`), read by `service`; warns
-/// when it is the development default (see [`warn_on_dev_secret`]).
-pub fn event_secret(config: &dyn Config, service: &str) -> Vec<u8> {
-    let secret = text(config, "event_secret", DEV_EVENT_SECRET);
-    warn_on_dev_secret(
-        service,
-        "event_secret",
-        &secret,
-        DEV_EVENT_SECRET,
-        &WARNED_DEV_EVENT_SECRET,
-    );
-    secret.into_bytes()
+/// The secret that signs and verifies events (`event_secret`).
+pub fn event_secret(config: &dyn Config) -> Vec<u8> {
+    text(config, "event_secret", DEV_EVENT_SECRET).into_bytes()
 }
 
-/// The secret that signs and verifies bearer tokens (`auth_secret`), read by `service`;
-/// warns when it is the development default (see [`warn_on_dev_secret`]).
-pub fn auth_secret(config: &dyn Config, service: &str) -> Vec<u8> {
-    let secret = text(config, "auth_secret", DEV_AUTH_SECRET);
-    warn_on_dev_secret(
-        service,
-        "auth_secret",
-        &secret,
-        DEV_AUTH_SECRET,
-        &WARNED_DEV_AUTH_SECRET,
-    );
-    secret.into_bytes()
+/// The secret that signs and verifies bearer tokens (`auth_secret`).
+pub fn auth_secret(config: &dyn Config) -> Vec<u8> {
+    text(config, "auth_secret", DEV_AUTH_SECRET).into_bytes()
 }
 
-/// Logs a warning (through [`crate::log`]: stderr on Spin, `wasi:logging` on wasmCloud)
-/// when the secret `key` has its documented development default `dev_default`, once per
-/// component instance (`warned` remembers it).
+/// Logs a warning (through [`crate::log`]: stderr on Spin, `wasi:logging` on wasmCloud) for
+/// each of `auth_secret` and `event_secret` that has its documented development default, at
+/// most once a minute for `service` across all its instances.
 ///
-/// A `wasi:http` or `wasmcloud:messaging` component has no startup hook: configuration can
-/// only be read while serving a request or message. So the warning comes at the first use of
-/// the secret in an instance. Spin, wasmCloud and the test host create a fresh instance for
-/// every request and message, so an app on the defaults warns on each one that reads a secret.
-fn warn_on_dev_secret(
-    service: &str,
-    key: &str,
-    value: &str,
-    dev_default: &str,
-    warned: &AtomicBool,
-) {
-    if value == dev_default && !warned.swap(true, Ordering::Relaxed) {
+/// A `wasi:http` component has no startup hook and Spin and wasmCloud make a fresh instance
+/// for every request, so no instance can remember that it warned. The minute's first
+/// instance is the one whose increment of a counter in the key-value store `kv` returns 1;
+/// it also removes the previous minute's counter. The gateway calls this on every
+/// authenticated request: every service reads the same two variables.
+pub fn warn_on_dev_secrets(config: &dyn Config, kv: &dyn KeyValue, service: &str) {
+    let on_defaults: Vec<&str> = [
+        ("auth_secret", DEV_AUTH_SECRET),
+        ("event_secret", DEV_EVENT_SECRET),
+    ]
+    .into_iter()
+    .filter(|(key, dev_default)| text(config, key, dev_default) == *dev_default)
+    .map(|(key, _)| key)
+    .collect();
+    if on_defaults.is_empty() {
+        return;
+    }
+    let minute = crate::ids::now_ms() / 60_000;
+    let counter = |minute: i64| format!("dev-secret-warning:{service}:{minute}");
+    match kv.increment(&counter(minute), 1) {
+        Ok(1) => {
+            let _ = kv.delete(&counter(minute - 1));
+        }
+        Ok(_) => return,
+        // Without the store nothing can be rate-limited; a warning too many beats none.
+        Err(_) => {}
+    }
+    for key in on_defaults {
         crate::log::write(
             crate::log::Level::Warn,
             service,
             "-",
             &format!(
-                "{key} is the documented development default {dev_default:?}: \
-                 anyone can forge {what}; set the {key} variable outside local runs",
+                "{key} is the documented development default: anyone can forge {what}; \
+                 set the {key} variable outside local runs (this warning repeats at most \
+                 once a minute)",
                 what = if key == "auth_secret" {
                     "bearer tokens"
                 } else {
@@ -123,6 +116,24 @@ mod tests {
         }
     }
 
+    /// A key-value store in memory.
+    #[derive(Default)]
+    struct Counters(Mutex<HashMap<String, i64>>);
+
+    impl KeyValue for Counters {
+        fn increment(&self, key: &str, delta: i64) -> Result<i64, PortError> {
+            let mut map = self.0.lock().unwrap();
+            let value = map.entry(key.to_owned()).or_default();
+            *value += delta;
+            Ok(*value)
+        }
+
+        fn delete(&self, key: &str) -> Result<(), PortError> {
+            self.0.lock().unwrap().remove(key);
+            Ok(())
+        }
+    }
+
     fn warnings_about(key: &str) -> usize {
         LINES
             .lock()
@@ -133,29 +144,35 @@ mod tests {
     }
 
     #[test]
-    fn dev_secrets_warn_once_per_instance_and_overrides_never() {
+    fn dev_secrets_warn_once_a_minute_across_instances_and_overrides_never() {
         crate::log::set_sink(|_, _, line| LINES.lock().unwrap().push(line.to_owned()));
+        let kv = Counters::default();
         let overridden = Settings(HashMap::from([
             ("auth_secret", "a-real-auth-secret"),
             ("event_secret", "a-real-event-secret"),
         ]));
-        assert_eq!(auth_secret(&overridden, "gateway"), b"a-real-auth-secret");
-        assert_eq!(event_secret(&overridden, "orders"), b"a-real-event-secret");
+        assert_eq!(auth_secret(&overridden), b"a-real-auth-secret");
+        assert_eq!(event_secret(&overridden), b"a-real-event-secret");
+        warn_on_dev_secrets(&overridden, &kv, "gateway");
         assert_eq!(warnings_about("auth_secret"), 0);
         assert_eq!(warnings_about("event_secret"), 0);
 
         let defaults = Settings(HashMap::new());
-        for _ in 0..3 {
-            assert_eq!(
-                auth_secret(&defaults, "gateway"),
-                DEV_AUTH_SECRET.as_bytes()
-            );
-            assert_eq!(
-                event_secret(&defaults, "orders"),
-                DEV_EVENT_SECRET.as_bytes()
-            );
+        assert_eq!(auth_secret(&defaults), DEV_AUTH_SECRET.as_bytes());
+        assert_eq!(event_secret(&defaults), DEV_EVENT_SECRET.as_bytes());
+        // Each call stands for a fresh instance serving one request.
+        for _ in 0..100 {
+            warn_on_dev_secrets(&defaults, &kv, "gateway");
         }
-        assert_eq!(warnings_about("auth_secret"), 1);
-        assert_eq!(warnings_about("event_secret"), 1);
+        let warned = warnings_about("auth_secret");
+        assert!(
+            (1..=2).contains(&warned),
+            "{warned} warnings in 100 requests (one per minute, two if the minute turned)"
+        );
+        assert_eq!(warnings_about("event_secret"), warned);
+        assert!(
+            kv.0.lock().unwrap().len() <= 1,
+            "old minutes' counters are removed"
+        );
     }
 }

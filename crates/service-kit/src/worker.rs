@@ -69,6 +69,10 @@ impl<W: Worker> WorkerService<W> {
 }
 
 impl<W: Worker> Service for WorkerService<W> {
+    fn name(&self) -> &'static str {
+        W::NAME
+    }
+
     fn handle(&self, request: Request, env: &Env) -> Response {
         if let Err(e) = Self::prepare(env) {
             return unavailable(&e);

@@ -45,7 +45,7 @@ mod wasi_config;
 mod wasmcloud;
 
 pub use faults::{ChaosFigures, ChaosSettings, Faults, Outage, SplitMix64};
-pub use wasmcloud::{Lattice, LatticeConfig, WASMCLOUD_WASM_DIR};
+pub use wasmcloud::{Lattice, LatticeConfig, WASMCLOUD_WASM_DIR, query_postgres};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -285,18 +285,7 @@ impl TestHost {
         if label != DEFAULT_DATABASE {
             bail!("no SQLite database {label:?}: only \"{DEFAULT_DATABASE}\" exists");
         }
-        let conn = rusqlite::Connection::open(self.runtime.database_path())?;
-        let mut statement = conn.prepare(sql)?;
-        let columns = statement.column_count();
-        let mut rows = statement.query([])?;
-        let mut result = Vec::new();
-        while let Some(row) = rows.next()? {
-            let values = (0..columns)
-                .map(|i| row.get_ref(i).map(to_json))
-                .collect::<rusqlite::Result<_>>()?;
-            result.push(values);
-        }
-        Ok(result)
+        query_sqlite_file(self.runtime.database_path(), sql)
     }
 
     /// Stops accepting connections, lets open ones finish (up to 5 s), and stops the
@@ -319,6 +308,23 @@ impl Drop for TestHost {
             task.abort();
         }
     }
+}
+
+/// Runs `sql` on the SQLite file at `path` (a Spin app's `sqlite_db.db`) and returns its
+/// rows as JSON values.
+pub fn query_sqlite_file(path: &std::path::Path, sql: &str) -> Result<Vec<Vec<serde_json::Value>>> {
+    let conn = rusqlite::Connection::open(path)?;
+    let mut statement = conn.prepare(sql)?;
+    let columns = statement.column_count();
+    let mut rows = statement.query([])?;
+    let mut result = Vec::new();
+    while let Some(row) = rows.next()? {
+        let values = (0..columns)
+            .map(|i| row.get_ref(i).map(to_json))
+            .collect::<rusqlite::Result<_>>()?;
+        result.push(values);
+    }
+    Ok(result)
 }
 
 fn to_json(value: ValueRef<'_>) -> serde_json::Value {

@@ -1,12 +1,23 @@
-//! `spin:postgres/postgres@4.0.0`, as Spin 4.0.2 implements it (its
-//! `spin-factor-outbound-pg` crate, which serves 4.0.0 guests through its semver-compatible
-//! 4.2.0 bindings), over tokio-postgres without TLS.
+//! `spin:postgres/postgres@4.1.0`, as Spin 4.0.2 implements it (its
+//! `spin-factor-outbound-pg` crate, which serves 4.x guests through its semver-compatible
+//! 4.2.0 bindings), over tokio-postgres.
 //!
-//! - `connection.open(address)` checks every host of the address against the component's
-//!   `allowed_outbound_hosts` (scheme `postgres`, default port 5432), then connects a new
-//!   client. The connection closes when the resource is dropped (or the instance ends),
-//!   which makes the server roll back an open transaction. Spin instead hands out clients
-//!   from a per-address pool and puts them back on drop; see [`Connection`].
+//! - `connection.open(address)` (and `connection-builder`, which may add a root CA) checks
+//!   every host of the address against the component's `allowed_outbound_hosts` (scheme
+//!   `postgres`, default port 5432), then takes a client from the app-wide pool of that
+//!   address and CA: deadpool-postgres, at most 64 clients, "clean" recycling, no wait
+//!   limit, as Spin's `PooledTokioClientFactory`. The client goes back to the pool when the
+//!   resource is dropped or the instance ends, and "clean" recycling does not roll back: a
+//!   transaction a trapped instance left open is still open for the next instance that gets
+//!   the same client. A 65th concurrent `open` waits for a client to come back.
+//! - TLS unless the address says `sslmode=disable`: native-tls with the system's roots (and
+//!   the builder's CA), verifying the certificate and the host name, as Spin does. A server
+//!   with a self-signed certificate fails the handshake when the URL allows TLS (tokio-postgres'
+//!   default `sslmode=prefer` included).
+//! - `query` never returns when the statement yields no rows: Spin 4.0.2 waits for the
+//!   column list on a channel whose sender only sends with the first row and is dropped
+//!   only after the wait (`crates/factor-outbound-pg/src/client.rs`). The host logs that it
+//!   reproduces the hang. `execute` answers commands and writes without rows.
 //! - Parameters and results use the same Rust types Spin uses with tokio-postgres, so the
 //!   same type checks apply (an `int64` parameter needs a `BIGINT` column, `db-null` fits
 //!   any column, a `TIMESTAMPTZ` column cannot be read as `datetime`, ...).
@@ -23,13 +34,16 @@ use crate::bindings::spin::postgres::postgres::{
 use crate::state::InstanceState;
 use anyhow::{Context as _, anyhow};
 use bytes::{BufMut, BytesMut};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use futures_util::TryStreamExt;
 use postgres_range::{BoundSided, BoundType, Normalizable, Range, RangeBound};
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::pin::pin;
-use tokio_postgres::config::Host;
+use std::sync::Mutex;
+use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::{NoTls, Row, SimpleQueryMessage};
+use tokio_postgres::{NoTls, Row};
 use wasmtime::component::Resource;
 
 /// Spin's limit on a buffered query result (`spin_world::MAX_HOST_BUFFERED_BYTES`).
@@ -38,71 +52,110 @@ const MAX_RESULT_BYTES: usize = 128 << 20;
 /// The scheme `allowed_outbound_hosts` entries must name for Postgres.
 const SCHEME: &str = "postgres";
 
-/// The host side of a `connection` resource: one tokio-postgres client with its own
-/// server session.
-///
-/// Dropping it closes the session, so the server rolls back a transaction left open.
-/// Spin 4.0.2 returns the client to its pool instead (deadpool-postgres, "clean"
-/// recycling, which does not roll back): a healthy transaction left open stays open on
-/// that pooled session and the next `open` of the same address may get it (its `COMMIT`
-/// would commit the leftover writes too). The host therefore warns when a connection is
-/// dropped inside a transaction block.
+/// Clients in one address's pool (Spin's `CONNECTION_POOL_SIZE`).
+pub(crate) const POOL_SIZE: usize = 64;
+
+/// The host side of a `connection` resource: a client taken from its address's pool,
+/// returned there (transaction and all) when the resource is dropped.
 pub struct Connection {
-    client: Option<tokio_postgres::Client>,
-    component: String,
+    client: Object,
 }
 
-impl Drop for Connection {
-    fn drop(&mut self) {
-        let Some(client) = self.client.take() else {
-            return;
+/// The host side of a `connection-builder` resource: an address and an optional root CA.
+pub struct ConnectionBuilder {
+    address: String,
+    root_ca: Option<RootCa>,
+}
+
+/// A root certificate from `set-ca-root`, with the PEM text that keys its pool.
+#[derive(Clone)]
+struct RootCa {
+    certificate: native_tls::Certificate,
+    pem: String,
+}
+
+/// The app's connection pools, one per address and root CA (Spin keeps up to 16 in a cache;
+/// the test host keeps every one it made).
+#[derive(Default)]
+pub(crate) struct PostgresPools {
+    pools: Mutex<HashMap<(String, Option<String>), Pool>>,
+}
+
+impl PostgresPools {
+    /// The pool for `address` (parsed as `config`) with `root_ca`, made on first use.
+    fn pool(
+        &self,
+        address: &str,
+        config: tokio_postgres::Config,
+        root_ca: Option<RootCa>,
+    ) -> anyhow::Result<Pool> {
+        let key = (
+            address.to_owned(),
+            root_ca.as_ref().map(|ca| ca.pem.clone()),
+        );
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pool) = pools.get(&key) {
+            return Ok(pool.clone());
+        }
+        let recycling = ManagerConfig {
+            recycling_method: RecyclingMethod::Clean,
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let component = std::mem::take(&mut self.component);
-        runtime.spawn(async move {
-            if in_transaction_block(&client).await {
-                eprintln!(
-                    "[test-host] warning: {component}: a Postgres connection was dropped inside \
-                     an open transaction. The test host closes it (the server rolls back); Spin \
-                     4.0.2 returns it to its connection pool with the transaction still open, \
-                     where a later open() of the same address can pick it up. COMMIT or \
-                     ROLLBACK before dropping the connection."
-                );
+        let manager = if config.get_ssl_mode() == SslMode::Disable {
+            Manager::from_config(config, NoTls, recycling)
+        } else {
+            let mut builder = native_tls::TlsConnector::builder();
+            if let Some(root_ca) = root_ca {
+                builder.add_root_certificate(root_ca.certificate);
             }
-            drop(client);
-        });
-    }
-}
-
-/// Whether the session is inside a healthy transaction block: there `now()` is the
-/// start of the transaction, earlier than this statement's start. An aborted
-/// transaction fails the probe; Spin's pool discards such a connection, as the host does.
-async fn in_transaction_block(client: &tokio_postgres::Client) -> bool {
-    match client
-        .simple_query("SELECT now() <> statement_timestamp()")
-        .await
-    {
-        Ok(messages) => messages
-            .iter()
-            .any(|m| matches!(m, SimpleQueryMessage::Row(row) if row.get(0) == Some("t"))),
-        Err(_) => false,
+            let connector = postgres_native_tls::MakeTlsConnector::new(builder.build()?);
+            Manager::from_config(config, connector, recycling)
+        };
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .context("building Postgres connection pool")?;
+        pools.insert(key, pool.clone());
+        Ok(pool)
     }
 }
 
 // The WIT `error` is large, and it is what the bindings return everywhere.
 #[allow(clippy::result_large_err)]
 impl InstanceState {
-    fn pg_client(
-        &self,
-        connection: &Resource<Connection>,
-    ) -> Result<&tokio_postgres::Client, Error> {
+    fn pg_client(&self, connection: &Resource<Connection>) -> Result<&Object, Error> {
         self.table
             .get(connection)
-            .ok()
-            .and_then(|c| c.client.as_ref())
-            .ok_or_else(|| Error::ConnectionFailed("no connection found".to_owned()))
+            .map(|c| &c.client)
+            .map_err(|_| Error::ConnectionFailed("no connection found".to_owned()))
+    }
+
+    /// Checks `address` against `allowed_outbound_hosts` and takes a client from its pool.
+    async fn open_pooled(
+        &mut self,
+        address: &str,
+        root_ca: Option<RootCa>,
+    ) -> Result<Resource<Connection>, Error> {
+        let component = self.component.config.id.clone();
+        let config =
+            check_address(&self.component.config.allowed_hosts, address).inspect_err(|e| {
+                if let Error::ConnectionFailed(why) = e {
+                    let hint = if why.contains("not permitted") {
+                        " (not in allowed_outbound_hosts)"
+                    } else {
+                        ""
+                    };
+                    eprintln!("[test-host] {component}: Postgres connection denied: {why}{hint}");
+                }
+            })?;
+        let client = async {
+            let pool = self.postgres_pools.pool(address, config, root_ca)?;
+            anyhow::Ok(pool.get().await?)
+        }
+        .await
+        .map_err(|e| Error::ConnectionFailed(format!("{e:?}")))?;
+        self.table
+            .push(Connection { client })
+            .map_err(|_| Error::ConnectionFailed("too many connections".to_owned()))
     }
 }
 
@@ -142,34 +195,53 @@ pub(crate) fn check_address(
     Ok(config)
 }
 
+impl pg::HostConnectionBuilder for InstanceState {
+    async fn new(&mut self, address: String) -> wasmtime::Result<Resource<ConnectionBuilder>> {
+        Ok(self.table.push(ConnectionBuilder {
+            address,
+            root_ca: None,
+        })?)
+    }
+
+    async fn set_ca_root(
+        &mut self,
+        builder: Resource<ConnectionBuilder>,
+        certificate: String,
+    ) -> Result<(), Error> {
+        let root_ca = native_tls::Certificate::from_pem(certificate.as_bytes())
+            .map_err(|e| Error::Other(format!("invalid root certificate: {e}")))?;
+        let builder = self
+            .table
+            .get_mut(&builder)
+            .map_err(|_| Error::ConnectionFailed("no builder found".to_owned()))?;
+        builder.root_ca = Some(RootCa {
+            certificate: root_ca,
+            pem: certificate,
+        });
+        Ok(())
+    }
+
+    async fn build(
+        &mut self,
+        builder: Resource<ConnectionBuilder>,
+    ) -> Result<Resource<Connection>, Error> {
+        let (address, root_ca) = self
+            .table
+            .get(&builder)
+            .map(|b| (b.address.clone(), b.root_ca.clone()))
+            .map_err(|_| Error::ConnectionFailed("no builder found".to_owned()))?;
+        self.open_pooled(&address, root_ca).await
+    }
+
+    async fn drop(&mut self, builder: Resource<ConnectionBuilder>) -> wasmtime::Result<()> {
+        self.table.delete(builder)?;
+        Ok(())
+    }
+}
+
 impl pg::HostConnection for InstanceState {
     async fn open(&mut self, address: String) -> Result<Resource<Connection>, Error> {
-        let component = self.component.config.id.clone();
-        let config =
-            check_address(&self.component.config.allowed_hosts, &address).inspect_err(|e| {
-                if let Error::ConnectionFailed(why) = e {
-                    let hint = if why.contains("not permitted") {
-                        " (not in allowed_outbound_hosts)"
-                    } else {
-                        ""
-                    };
-                    eprintln!("[test-host] {component}: Postgres connection denied: {why}{hint}");
-                }
-            })?;
-        let (client, connection) = config
-            .connect(NoTls)
-            .await
-            .map_err(|e| Error::ConnectionFailed(format!("{:?}", anyhow::Error::from(e))))?;
-        tokio::spawn(async move {
-            // Ends when the client is dropped (or the server goes away).
-            let _ = connection.await;
-        });
-        self.table
-            .push(Connection {
-                client: Some(client),
-                component,
-            })
-            .map_err(|_| Error::ConnectionFailed("too many connections".to_owned()))
+        self.open_pooled(&address, None).await
     }
 
     async fn query(
@@ -206,10 +278,17 @@ impl pg::HostConnection for InstanceState {
         }
         .await;
         result.map_err(|e| Error::QueryFailed(QueryError::Text(format!("{e:?}"))))?;
-        Ok(RowSet {
-            columns: columns.unwrap_or_default(),
-            rows,
-        })
+        let Some(columns) = columns else {
+            // Spin 4.0.2 awaits the column list here, which only the first row sends.
+            eprintln!(
+                "[test-host] {}: spin:postgres query returned no rows, which Spin 4.0.2 never \
+                 answers: this call hangs, as it would there. Run statements without rows \
+                 through `execute`. Statement: {statement}",
+                self.component.config.id
+            );
+            return std::future::pending().await;
+        };
+        Ok(RowSet { columns, rows })
     }
 
     async fn execute(

@@ -5,6 +5,7 @@ use crate::bindings::SpinImports;
 use crate::faults::{Faults, InstanceFaults};
 use crate::keyvalue::KeyValueBackend;
 use crate::manifest::{AppConfig, ComponentConfig};
+use crate::postgres::PostgresPools;
 use crate::routes::{RouteMatch, Router};
 use crate::sqlite::SqliteUsage;
 use crate::state::InstanceState;
@@ -62,6 +63,7 @@ pub(crate) struct Runtime {
     database_path: PathBuf,
     sqlite_usage: Arc<SqliteUsage>,
     key_value: Arc<KeyValueBackend>,
+    postgres_pools: Arc<PostgresPools>,
 }
 
 /// The engine both flavours use: Cranelift, the pooling allocator, the compilation cache.
@@ -159,12 +161,18 @@ impl Runtime {
             database_path,
             sqlite_usage: Arc::default(),
             key_value: Arc::new(key_value),
+            postgres_pools: Arc::default(),
         })
     }
 
     /// The `default` key-value store.
     pub(crate) fn key_value(&self) -> &Arc<KeyValueBackend> {
         &self.key_value
+    }
+
+    /// The `spin:postgres` connection pools every instance shares.
+    pub(crate) fn postgres_pools(&self) -> &Arc<PostgresPools> {
+        &self.postgres_pools
     }
 
     /// The fault-injection switches.

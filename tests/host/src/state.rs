@@ -4,6 +4,7 @@
 use crate::faults::{Faults, InstanceFaults};
 use crate::keyvalue::KeyValueCtx;
 use crate::outbound::OutboundHttp;
+use crate::postgres::PostgresPools;
 use crate::runtime::{LoadedComponent, Runtime};
 use crate::sqlite::SqliteUsage;
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,6 +43,8 @@ pub(crate) struct InstanceState {
     pub(crate) config: Arc<BTreeMap<String, String>>,
     /// The component this instance runs (for `spin:postgres`'s `allowed_outbound_hosts`).
     pub(crate) component: Arc<LoadedComponent>,
+    /// The `spin:postgres` connection pools of the whole app.
+    pub(crate) postgres_pools: Arc<PostgresPools>,
 }
 
 impl InstanceState {
@@ -75,6 +78,7 @@ impl InstanceState {
                 backend: runtime.key_value().clone(),
             },
             config: component.variables.clone(),
+            postgres_pools: runtime.postgres_pools().clone(),
             outbound: OutboundHttp::new(runtime, component.clone()),
             component,
         }

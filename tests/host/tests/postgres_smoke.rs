@@ -1,4 +1,4 @@
-//! `spin:postgres/postgres@4.0.0` in the test host, against the real PostgreSQL on this
+//! `spin:postgres/postgres@4.1.0` in the test host, against the real PostgreSQL on this
 //! machine: `DATABASE_URL` if set and reachable, else
 //! `postgres://postgres@127.0.0.1:5432/test`. Without a reachable server the tests that
 //! need one print `SKIPPED: no Postgres` and pass, unless `CI=true`, where they fail.
@@ -9,7 +9,7 @@ mod common;
 use common::{config, get, request, start};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use test_host::{TestHost, TestHostConfig};
 use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
@@ -62,9 +62,15 @@ fn host_and_port(url: &str) -> String {
     format!("{host}:{port}")
 }
 
+/// The fixture on `url` without TLS (`sslmode=disable`), as the project's deployments connect.
 fn pg_config(url: &str) -> TestHostConfig {
+    pg_config_at(url, &format!("{url}?sslmode=disable"))
+}
+
+/// The fixture with `pg_address` = `address`, allowed to reach the host of `url`.
+fn pg_config_at(url: &str, address: &str) -> TestHostConfig {
     let mut config = config();
-    config.variables.insert("pg_address".into(), url.into());
+    config.variables.insert("pg_address".into(), address.into());
     config
         .variables
         .insert("pg_host".into(), host_and_port(url));
@@ -232,38 +238,24 @@ async fn hosts_outside_allowed_outbound_hosts_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropping_a_connection_mid_transaction_rolls_back() {
+async fn a_transaction_left_open_stays_open_on_the_pooled_connection() {
     let Some(db) = database().await else { return };
     let table = unique_table("dropped");
     let host = start(pg_config(&db.url)).await;
     let (status, body) = get(&host, &format!("/pg/pg?table={table}&id=1")).await;
     assert_eq!(status, 200, "{body}");
 
+    // As on Spin 4.0.2: the connection goes back to the pool with its transaction open
+    // ("clean" recycling does not roll back), and the next instance gets that connection.
     let (status, body) = get(&host, &format!("/pg/pg-drop?table={table}&id=2")).await;
     assert_eq!((status, body.as_str()), (200, "dropped after inserting 1"));
-
-    // The session ends shortly after the drop; until then its row lock blocks us.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let locked = db
-            .client
-            .batch_execute(&format!(
-                "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE NOWAIT; ROLLBACK"
-            ))
-            .await;
-        match locked {
-            Ok(()) => break,
-            Err(e) => {
-                let _ = db.client.batch_execute("ROLLBACK").await;
-                assert!(
-                    Instant::now() < deadline,
-                    "the abandoned transaction still holds its locks: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-    let ids: Vec<i64> = db
+    let seen = query_ok(&host, &format!("SELECT id FROM {table} ORDER BY id"), &[]).await;
+    assert_eq!(
+        seen["rows"],
+        json!([[1], [2]]),
+        "the next instance runs inside the abandoned transaction"
+    );
+    let outside: Vec<i64> = db
         .client
         .query(&format!("SELECT id FROM {table} ORDER BY id"), &[])
         .await
@@ -271,13 +263,63 @@ async fn dropping_a_connection_mid_transaction_rolls_back() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(ids, vec![1], "the uncommitted insert must be gone");
+    assert_eq!(outside, vec![1], "nothing is committed");
 
-    // The next request works normally (nothing left over on any connection).
-    let (status, body) = get(&host, &format!("/pg/pg?table={table}&id=3")).await;
+    // A `ROLLBACK` first (what `Db::transaction` does) ends it.
+    let (status, body) = sql(&host, true, "ROLLBACK", &[]).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(parse(&body)["rows"].as_array().map(Vec::len), Some(2));
+    let seen = query_ok(&host, &format!("SELECT id FROM {table} ORDER BY id"), &[]).await;
+    assert_eq!(seen["rows"], json!([[1]]));
     drop_table(&db, &table).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_without_rows_never_answers_as_on_spin_4_0_2() {
+    let Some(db) = database().await else { return };
+    let host = start(pg_config(&db.url)).await;
+    let one = query_ok(&host, "SELECT 1::BIGINT AS one", &[]).await;
+    assert_eq!(one["rows"], json!([[1]]));
+
+    let request = sql(&host, false, "SELECT 1::BIGINT AS one WHERE false", &[]);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), request)
+            .await
+            .is_err(),
+        "Spin 4.0.2's query never returns an empty row set; nor may the test host's"
+    );
+    // The same statement through `execute` answers.
+    let (status, body) = sql(&host, true, "SELECT 1::BIGINT AS one WHERE false", &[]).await;
+    assert_eq!((status, body.as_str()), (200, "{\"affected\":0}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_used_unless_the_address_disables_it() {
+    let Some(db) = database().await else { return };
+    let ssl = db
+        .client
+        .query_one("SHOW ssl", &[])
+        .await
+        .expect("SHOW ssl")
+        .get::<_, String>(0);
+    // tokio-postgres' default is sslmode=prefer: TLS when the server offers it, verified
+    // against the system's roots and the host name, as Spin's native-tls connector does.
+    let host = start(pg_config_at(&db.url, &db.url)).await;
+    let (status, body) = sql(&host, false, "SELECT 1::BIGINT AS one", &[]).await;
+    if ssl == "on" {
+        assert_eq!(status, 500, "{body}");
+        assert!(
+            body.starts_with("open: connection-failed: ") && body.contains("certificate"),
+            "a server certificate no system root signs fails the handshake: {body}"
+        );
+    } else {
+        assert_eq!(
+            status, 200,
+            "without TLS on the server, prefer connects plainly: {body}"
+        );
+    }
+    let host = start(pg_config(&db.url)).await;
+    let (status, body) = sql(&host, false, "SELECT 1::BIGINT AS one", &[]).await;
+    assert_eq!(status, 200, "sslmode=disable connects without TLS: {body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,11 +434,7 @@ async fn values_and_errors_map_like_spin() {
         .await["rows"],
         json!([[{"other": "DbValue::Date((2024, 2, 29))"}, {"decimal": "1.25"}, {"jsonb": "{\"a\":1}"}]])
     );
-    // No rows, no columns (Spin takes the columns from the first row).
-    assert_eq!(
-        query_ok(&host, "SELECT 1 AS one WHERE false", &[]).await,
-        json!({"columns": [], "rows": []})
-    );
+    // No rows: a_query_without_rows_never_answers_as_on_spin_4_0_2.
 
     // An int64 parameter needs a BIGINT: tokio-postgres refuses it before sending.
     let body = query_err(&host, false, "SELECT $1::int4", &["i64:1"]).await;

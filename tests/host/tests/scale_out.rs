@@ -34,9 +34,10 @@ fn nanos() -> u128 {
 }
 
 async fn instance(url: &str, host: &str) -> App {
+    let address = format!("{url}?sslmode=disable");
     start_with(
         Flavour::Spin,
-        &[("database_url", url), ("database_host", host)],
+        &[("database_url", &address), ("database_host", host)],
     )
     .await
 }
@@ -169,6 +170,7 @@ async fn two_instances_on_one_redis_share_each_callers_request_budget() {
         drop_database(&url).await;
         return;
     };
+    let address = format!("{url}?sslmode=disable");
     // The runtime config infra/spin/runtime-config.redis.toml describes, on this Redis.
     let dir = tempfile::tempdir().unwrap();
     let runtime_config = dir.path().join("runtime-config.toml");
@@ -181,7 +183,7 @@ async fn two_instances_on_one_redis_share_each_callers_request_budget() {
     for _ in 0..2 {
         let mut config = test_host::TestHostConfig::new(support::manifest());
         config.variables = [
-            ("database_url", url.as_str()),
+            ("database_url", address.as_str()),
             ("database_host", host.as_str()),
             ("rate_limit_per_minute", "4"),
         ]

@@ -1,12 +1,24 @@
 //! SQL through Spin: the embedded SQLite database "default" (`spin:sqlite/sqlite@3.0.0`),
-//! or, when the `database_url` variable is set, Postgres (`spin:postgres/postgres@4.0.0`)
+//! or, when the `database_url` variable is set, Postgres (`spin:postgres/postgres@4.1.0`)
 //! so that many instances share one database.
 //!
 //! Every SQLite connection runs `PRAGMA synchronous = NORMAL` (see [`SQLITE_SYNCHRONOUS`]).
+//!
+//! On Postgres, Spin 4.0.2's `query` never returns when a statement yields no rows (its
+//! host keeps the sender of the column list alive while it waits for it; see
+//! `crates/factor-outbound-pg/src/client.rs` at tag v4.0.2). Statements without rows
+//! (`BEGIN`, `COMMIT`, DDL, writes without `RETURNING`) therefore go through `execute`,
+//! and row statements through `query` wrapped so that they always yield at least one row
+//! (see [`at_least_one_row`]).
+//!
+//! Spin connects with TLS unless the URL says `sslmode=disable`, and verifies the server's
+//! certificate against the system's roots, or against the PEM in the `database_ca_cert`
+//! variable when it is set.
 
 use std::cell::OnceCell;
 
 use service_kit::ports::{Dialect, Rows};
+use service_kit::sql_text::returns_rows;
 use service_kit::{Config, PortError, Sql, SqlValue};
 
 use crate::bindings::spin::postgres::postgres as pg;
@@ -22,10 +34,21 @@ const SQLITE_DATABASE: &str = "default";
 /// lock for a disk sync less, which is what the pipeline's throughput is bound by.
 const SQLITE_SYNCHRONOUS: &str = "PRAGMA synchronous = NORMAL";
 
+/// The marker column [`at_least_one_row`] adds: TRUE on the statement's rows, NULL on the
+/// stand-in row of an empty result.
+const ROW_MARKER: &str = "shop_row_present";
+
 /// One connection per request, opened on first use (transactions live on it).
 pub struct SpinSql {
-    postgres_url: Option<String>,
+    postgres: Option<PostgresAddress>,
     connection: OnceCell<Result<Connection, PortError>>,
+}
+
+/// Where the Postgres database is: the URL, and the CA certificate (PEM) that signs the
+/// server's certificate when it is not one the system trusts.
+struct PostgresAddress {
+    url: String,
+    ca_cert: Option<String>,
 }
 
 enum Connection {
@@ -36,21 +59,26 @@ enum Connection {
 impl SpinSql {
     /// Postgres when `database_url` is set, else the embedded SQLite database.
     pub fn from_config(config: &dyn Config) -> SpinSql {
-        let postgres_url = config
-            .get("database_url")
-            .ok()
-            .flatten()
-            .filter(|url| !url.trim().is_empty());
+        let variable = |key| {
+            config
+                .get(key)
+                .ok()
+                .flatten()
+                .filter(|value: &String| !value.trim().is_empty())
+        };
         SpinSql {
-            postgres_url,
+            postgres: variable("database_url").map(|url| PostgresAddress {
+                url,
+                ca_cert: variable("database_ca_cert"),
+            }),
             connection: OnceCell::new(),
         }
     }
 
     fn connection(&self) -> Result<&Connection, PortError> {
         self.connection
-            .get_or_init(|| match &self.postgres_url {
-                Some(url) => pg::Connection::open(url)
+            .get_or_init(|| match &self.postgres {
+                Some(address) => open_postgres(address)
                     .map(Connection::Postgres)
                     .map_err(|e| PortError(format!("postgres open: {}", pg_error(&e)))),
                 None => sqlite::Connection::open(SQLITE_DATABASE)
@@ -86,28 +114,61 @@ impl Sql for SpinSql {
             }
             Connection::Postgres(connection) => {
                 let params: Vec<pg::ParameterValue> = params.iter().map(to_postgres).collect();
+                let failed = |e: pg::Error| PortError(format!("postgres: {}", pg_error(&e)));
+                if !returns_rows(statement) {
+                    connection.execute(statement, &params).map_err(failed)?;
+                    return Ok(Rows::default());
+                }
                 let result = connection
-                    .query(statement, &params)
-                    .map_err(|e| PortError(format!("postgres: {}", pg_error(&e))))?;
-                Ok(Rows {
-                    columns: result.columns.into_iter().map(|c| c.name).collect(),
-                    rows: result
-                        .rows
-                        .into_iter()
-                        .map(|row| row.into_iter().map(from_postgres).collect())
-                        .collect(),
-                })
+                    .query(&at_least_one_row(statement), &params)
+                    .map_err(failed)?;
+                let mut columns: Vec<String> = result.columns.into_iter().map(|c| c.name).collect();
+                let marker = columns.pop();
+                debug_assert_eq!(marker.as_deref(), Some(ROW_MARKER));
+                let rows = result
+                    .rows
+                    .into_iter()
+                    .filter_map(|mut row| {
+                        let present = row.pop();
+                        matches!(present, Some(pg::DbValue::Boolean(true)))
+                            .then(|| row.into_iter().map(from_postgres).collect())
+                    })
+                    .collect();
+                Ok(Rows { columns, rows })
             }
         }
     }
 
     fn dialect(&self) -> Dialect {
-        if self.postgres_url.is_some() {
+        if self.postgres.is_some() {
             Dialect::Postgres
         } else {
             Dialect::Sqlite
         }
     }
+}
+
+/// Opens a Postgres connection, trusting `ca_cert` besides the system's roots when given.
+fn open_postgres(address: &PostgresAddress) -> Result<pg::Connection, pg::Error> {
+    match &address.ca_cert {
+        None => pg::Connection::open(&address.url),
+        Some(pem) => {
+            let builder = pg::ConnectionBuilder::new(&address.url);
+            builder.set_ca_root(pem)?;
+            builder.build()
+        }
+    }
+}
+
+/// `statement` (one that yields rows) rewritten to yield at least one row, as Spin 4.0.2's
+/// `query` needs: its rows each get [`ROW_MARKER`] TRUE as a last column, and an empty
+/// result becomes one row of NULLs. The left join of one row with the statement's rows
+/// runs as a nested loop over them, so their order is kept.
+fn at_least_one_row(statement: &str) -> String {
+    format!(
+        "WITH shop_rows AS ({statement}) SELECT shop_marked.* FROM (VALUES (TRUE)) AS shop_guard (present) \
+         LEFT JOIN (SELECT shop_rows.*, TRUE AS {ROW_MARKER} FROM shop_rows) AS shop_marked ON TRUE"
+    )
 }
 
 fn to_sqlite(value: &SqlValue) -> sqlite::Value {

@@ -477,18 +477,7 @@ impl Lattice {
         let Some(database) = &self.database else {
             bail!("no component of the lattice is linked to Postgres");
         };
-        let (client, connection) = database
-            .connect(tokio_postgres::NoTls)
-            .await
-            .context("cannot connect to the lattice's database")?;
-        let connection = tokio::spawn(connection);
-        let rows = client.query(sql, &[]).await;
-        drop(client);
-        let _ = connection.await;
-        rows.with_context(|| format!("query {sql:?} failed"))?
-            .iter()
-            .map(|row| (0..row.len()).map(|i| json_value(row, i)).collect())
-            .collect()
+        query_postgres(database, sql).await
     }
 
     /// Stops listening (open connections finish, up to 5 s), the timer and every replica.
@@ -538,6 +527,26 @@ async fn tick(
         return Some(format!("cannot build a request for {authority}"));
     };
     ticker::outcome(runtime.serve_http(component, request).await).await
+}
+
+/// Runs `sql` on the Postgres database `database` (without TLS) and returns its rows as
+/// JSON values.
+pub async fn query_postgres(
+    database: &tokio_postgres::Config,
+    sql: &str,
+) -> Result<Vec<Vec<Value>>> {
+    let (client, connection) = database
+        .connect(tokio_postgres::NoTls)
+        .await
+        .context("cannot connect to the database")?;
+    let connection = tokio::spawn(connection);
+    let rows = client.query(sql, &[]).await;
+    drop(client);
+    let _ = connection.await;
+    rows.with_context(|| format!("query {sql:?} failed"))?
+        .iter()
+        .map(|row| (0..row.len()).map(|i| json_value(row, i)).collect())
+        .collect()
 }
 
 /// Column `i` of `row` as JSON.

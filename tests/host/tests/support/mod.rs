@@ -10,6 +10,7 @@
 //! with a loud message, unless `CI=true` (then they fail).
 #![allow(dead_code)]
 
+pub mod real_spin;
 pub mod services;
 
 use std::collections::HashMap;
@@ -19,6 +20,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use shop_domain::auth::{Claims, Role, mint_token};
 use test_host::{Faults, Lattice, LatticeConfig, TestHost, TestHostConfig, WASMCLOUD_WASM_DIR};
+
+pub use real_spin::RealSpinDatabase;
+use real_spin::{RealDatabase, RealSpin};
 
 /// The dev secret in spin.toml and wadm.yaml (tests run on the documented defaults).
 pub const AUTH_SECRET: &[u8] = b"dev-auth-secret-change-me";
@@ -32,12 +36,48 @@ pub enum Flavour {
     Spin,
     /// The wasmCloud build under `wadm.yaml`, on the lattice (Postgres, NATS).
     WasmCloud,
+    /// The Spin build under `spin.toml` on a real Spin 4.x (`make real-spin-test`).
+    RealSpin(RealSpinDatabase),
 }
 
 /// Generates, for each scenario `async fn name(flavour: Flavour)`, the tests
 /// `spin::name` and `wasmcloud::name` (the latter skipped when its services are missing).
+/// Scenarios listed after `real_hosts:` also run on a real Spin, as `real_spin_sqlite::name`
+/// and `real_spin_postgres::name`: ignored unless asked for (`make real-spin-test`), as CI
+/// has no Spin. The others need the test host's fault injection or internal event delivery.
 #[allow(unused_macros)]
 macro_rules! scenarios {
+    (real_hosts: [$($real:ident),* $(,)?], test_host_only: [$($name:ident),* $(,)?] $(,)?) => {
+        crate::support::scenarios!($($real,)* $($name),*);
+
+        /// The scenarios on a real Spin, one instance on its embedded SQLite.
+        mod real_spin_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs a real Spin 4.x on PATH: make real-spin-test"]
+                async fn $real() {
+                    super::$real(crate::support::Flavour::RealSpin(
+                        crate::support::RealSpinDatabase::Sqlite,
+                    ))
+                    .await;
+                }
+            )*
+        }
+
+        /// The scenarios on a real Spin, two instances on one PostgreSQL database.
+        mod real_spin_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs a real Spin 4.x on PATH: make real-spin-test"]
+                async fn $real() {
+                    super::$real(crate::support::Flavour::RealSpin(
+                        crate::support::RealSpinDatabase::Postgres,
+                    ))
+                    .await;
+                }
+            )*
+        }
+    };
     ($($name:ident),* $(,)?) => {
         /// The scenarios on the Spin flavour.
         mod spin {
@@ -213,6 +253,23 @@ pub async fn start_with(flavour: Flavour, extra: &[(&str, &str)]) -> App {
             };
             App::new(Host::WasmCloud(Box::new(lattice)), Some(cleanup))
         }
+        Flavour::RealSpin(database) => {
+            let server = match database {
+                RealSpinDatabase::Sqlite => None,
+                RealSpinDatabase::Postgres => Some(
+                    services::locate(services::Service::Postgres)
+                        .await
+                        .expect("the Postgres variant needs PostgreSQL (DATABASE_URL)"),
+                ),
+            };
+            let spin = RealSpin::start(database, &settings(extra), server.as_deref()).await;
+            let cleanup = spin.postgres_url().map(|url| Cleanup {
+                database_url: url.to_owned(),
+                nats_url: String::new(),
+                buckets: Vec::new(),
+            });
+            App::new(Host::RealSpin(spin), cleanup)
+        }
     }
 }
 
@@ -247,6 +304,9 @@ impl Cleanup {
     /// Drops the database and deletes the buckets.
     pub async fn run(self) {
         drop_database(&self.database_url).await;
+        if self.buckets.is_empty() {
+            return;
+        }
         if let Ok(client) = async_nats::connect(&self.nats_url).await {
             let jetstream = async_nats::jetstream::new(client);
             for bucket in &self.buckets {
@@ -262,14 +322,20 @@ pub enum Host {
     Spin(TestHost),
     /// The wasmCloud flavour.
     WasmCloud(Box<Lattice>),
+    /// A real Spin.
+    RealSpin(RealSpin),
 }
 
 /// A running app and a client for it.
 pub struct App {
     /// The host running the components (`None` once shut down).
     host: Option<Host>,
-    /// Its base URL.
+    /// Its base URL (the first instance's, where there are several).
     pub base: String,
+    /// Every instance's base URL; requests go to each in turn.
+    bases: Vec<String>,
+    /// Requests sent so far (which instance is next).
+    sent: std::sync::atomic::AtomicUsize,
     client: reqwest::Client,
     cleanup: Option<Cleanup>,
 }
@@ -328,13 +394,16 @@ pub fn admin() -> String {
 impl App {
     /// An app on `host`; `cleanup` runs when it is shut down or dropped.
     pub fn new(host: Host, cleanup: Option<Cleanup>) -> App {
-        let base = match &host {
-            Host::Spin(host) => host.base_url(),
-            Host::WasmCloud(lattice) => lattice.base_url(),
+        let bases = match &host {
+            Host::Spin(host) => vec![host.base_url()],
+            Host::WasmCloud(lattice) => vec![lattice.base_url()],
+            Host::RealSpin(spin) => spin.bases.clone(),
         };
         App {
             host: Some(host),
-            base,
+            base: bases[0].clone(),
+            bases,
+            sent: Default::default(),
             client: reqwest::Client::new(),
             cleanup,
         }
@@ -348,7 +417,7 @@ impl App {
     pub fn lattice(&self) -> &Lattice {
         match self.host() {
             Host::WasmCloud(lattice) => lattice,
-            Host::Spin(_) => panic!("not a wasmCloud app"),
+            _ => panic!("not a wasmCloud app on the test host"),
         }
     }
 
@@ -357,6 +426,10 @@ impl App {
         match self.host() {
             Host::Spin(_) => Flavour::Spin,
             Host::WasmCloud(_) => Flavour::WasmCloud,
+            Host::RealSpin(spin) => Flavour::RealSpin(match spin.database {
+                RealDatabase::Sqlite(_) => RealSpinDatabase::Sqlite,
+                RealDatabase::Postgres(_) => RealSpinDatabase::Postgres,
+            }),
         }
     }
 
@@ -365,6 +438,7 @@ impl App {
         match self.host() {
             Host::Spin(host) => host.faults(),
             Host::WasmCloud(lattice) => lattice.faults(),
+            Host::RealSpin(_) => panic!("a real Spin has no fault injection"),
         }
     }
 
@@ -373,6 +447,7 @@ impl App {
         match self.host.take() {
             Some(Host::Spin(host)) => host.shutdown().await,
             Some(Host::WasmCloud(lattice)) => lattice.shutdown().await,
+            Some(Host::RealSpin(spin)) => drop(spin),
             None => {}
         }
         if let Some(cleanup) = self.cleanup.take() {
@@ -412,6 +487,7 @@ impl App {
                 let detail = reply["detail"].as_str().unwrap_or("");
                 (status, serde_json::from_str(detail).unwrap_or(Value::Null))
             }
+            Host::RealSpin(_) => panic!("a real Spin's event routes are private"),
         }
     }
 
@@ -421,6 +497,10 @@ impl App {
         match self.host() {
             Host::Spin(host) => host.sqlite_query("default", sql),
             Host::WasmCloud(lattice) => lattice.sql_query(sql).await,
+            Host::RealSpin(spin) => match &spin.database {
+                RealDatabase::Sqlite(path) => test_host::query_sqlite_file(path, sql),
+                RealDatabase::Postgres(url) => test_host::query_postgres(&url.parse()?, sql).await,
+            },
         }
     }
 
@@ -433,9 +513,11 @@ impl App {
         body: Option<Vec<u8>>,
         headers: &[(&str, &str)],
     ) -> Answer {
+        let turn = self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let base = &self.bases[turn % self.bases.len()];
         let mut request = self
             .client
-            .request(method.parse().unwrap(), format!("{}{path}", self.base));
+            .request(method.parse().unwrap(), format!("{base}{path}"));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }

@@ -1,0 +1,89 @@
+//! Reading a SQL statement's text: its first keyword, keywords outside literals, and
+//! whether it returns rows. Hosts that run row statements and commands through different
+//! calls (Spin's Postgres `query` and `execute`, wasmCloud's buffered writes) decide with
+//! these.
+
+/// The statement's first word, upper-cased.
+pub fn first_keyword(statement: &str) -> String {
+    statement
+        .trim_start()
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase()
+}
+
+/// True when `keyword` occurs as a whole word outside string literals.
+pub fn contains_keyword(statement: &str, keyword: &str) -> bool {
+    outside_literals(statement)
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|word| word.eq_ignore_ascii_case(keyword))
+}
+
+/// True when the statement yields rows: a query (`SELECT`, `WITH`, `VALUES`, `TABLE`,
+/// `SHOW`) or a write with `RETURNING`. Everything else (`BEGIN`, `COMMIT`, DDL, writes
+/// without `RETURNING`) only reports a row count.
+pub fn returns_rows(statement: &str) -> bool {
+    matches!(
+        first_keyword(statement).as_str(),
+        "SELECT" | "WITH" | "VALUES" | "TABLE" | "SHOW"
+    ) || contains_keyword(statement, "RETURNING")
+}
+
+/// The statement with every string literal and quoted identifier blanked out.
+fn outside_literals(statement: &str) -> String {
+    let mut out = String::with_capacity(statement.len());
+    let mut quote: Option<char> = None;
+    for c in statement.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None => out.push(c),
+        }
+        if quote.is_some() {
+            out.push(' ');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keywords_are_found_outside_literals_only() {
+        assert_eq!(first_keyword("  select 1"), "SELECT");
+        assert!(contains_keyword(
+            "UPDATE t SET a = 1 RETURNING a",
+            "returning"
+        ));
+        assert!(!contains_keyword(
+            "UPDATE t SET a = 'RETURNING'",
+            "returning"
+        ));
+    }
+
+    #[test]
+    fn row_statements_are_told_from_commands() {
+        for rows in [
+            "SELECT 1",
+            " with x AS (SELECT 1) SELECT * FROM x",
+            "UPDATE t SET a = 1 RETURNING a",
+            "DELETE FROM t WHERE id = $1 RETURNING id",
+        ] {
+            assert!(returns_rows(rows), "{rows}");
+        }
+        for command in [
+            "BEGIN ISOLATION LEVEL REPEATABLE READ",
+            "COMMIT",
+            "ROLLBACK",
+            "CREATE TABLE t (a BIGINT)",
+            "INSERT INTO t (a) VALUES ('RETURNING')",
+            "DELETE FROM t WHERE a = $1",
+        ] {
+            assert!(!returns_rows(command), "{command}");
+        }
+    }
+}
