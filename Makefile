@@ -15,7 +15,13 @@ NEWEST_STABLE_TARGET_DIR := target/newest-stable
 
 ## Installs what building and testing need: the pinned toolchain of rust-toolchain.toml
 ## (with its wasm32-wasip2 target, rustfmt and clippy) and cargo-fuzz.
+## A pinned toolchain that is a symlink to `stable` (as on some machine images) would change
+## when stable is updated: it is replaced by a real install first.
 setup:
+	@channel=$$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml); \
+	for dir in "$${RUSTUP_HOME:-$$HOME/.rustup}"/toolchains/$$channel-*; do \
+		if [ -L "$$dir" ]; then echo "setup: $$dir is a symlink; installing $$channel itself"; rm "$$dir"; fi; \
+	done
 	rustup toolchain install
 	@if ! cargo fuzz --version 2>/dev/null | grep -q "$(CARGO_FUZZ_VERSION)"; then \
 		cargo install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION); fi

@@ -12,7 +12,7 @@
 # - Optional overrides from the environment:
 #     NATS_URL            every messaging `cluster_uris`     (default nats://127.0.0.1:4222)
 #     POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DATABASE
-#                         the `shop-postgres` link config    (default 127.0.0.1:5432, postgres, "", shop)
+#                         every `<service>-postgres` link config (default 127.0.0.1:5432, postgres, "", shop)
 #     GATEWAY_ADDRESS     the gateway's http-server address (default 0.0.0.0:8000)
 #
 # Fails (exit 1, nothing written) when an expected image, config key or override target is
@@ -130,7 +130,7 @@ BEGIN {
     clusters++
     if (nats_url != "") line = set_value(line, nats_url)
   }
-  else if (config_name == "shop-postgres" && match(body, /^POSTGRES_[A-Z_]+:/)) {
+  else if (config_name ~ /-postgres$/ && match(body, /^POSTGRES_[A-Z_]+:/)) {
     key = substr(body, 1, RLENGTH - 1)
     seen_pg[key] = 1
     if (key in pg_wanted) { line = set_value(line, pg[key]); done_pg[key] = 1 }
@@ -145,8 +145,8 @@ END {
   if (failed) exit 1
   for (c in want_component) if (!(c in seen_component)) fail("no image line for component " c)
   for (p in want_provider) if (!(p in seen_provider)) fail("no image line for provider " p)
-  for (k in pg_wanted) if (!(k in done_pg)) fail("no " k " in the shop-postgres config")
-  for (k in pg) if (!(k in seen_pg) && k != "POSTGRES_PASSWORD") fail("no " k " in the shop-postgres config")
+  for (k in pg_wanted) if (!(k in done_pg)) fail("no " k " in the <service>-postgres configs")
+  for (k in pg) if (!(k in seen_pg) && k != "POSTGRES_PASSWORD") fail("no " k " in the <service>-postgres configs")
   if (clusters == 0) fail("no cluster_uris found")
   if (!gateway_seen) fail("no address in the gateway-http config")
 }

@@ -18,10 +18,14 @@ use crate::db::{Db, DbError, Migration, Row};
 use crate::http::Response;
 use crate::ids::{new_id, now_ms, random_u64};
 use crate::log::{self, Level};
-use crate::ports::{Config, Env, Transport};
+use crate::ports::{Config, Delivery, Env, Transport};
 
 /// The path every service receives events on.
 pub const EVENTS_PATH: &str = "/internal/events";
+/// The path under which a service receives acknowledgements of its own events, as
+/// `{ACKS_PATH}/<outbox id>` with the body `{"status": ..., "detail": ...}` (hosts whose
+/// transport answers with [`Delivery::Sent`]).
+pub const ACKS_PATH: &str = "/internal/acks";
 /// How long a row a pump claimed is left alone before another pump may retry it: long
 /// enough for a whole batch to be sent one by one.
 const CLAIM_LEASE_MS: i64 = 30_000;
@@ -36,6 +40,14 @@ thread_local! {
     /// [`Messaging::send_written`]. An instance is one thread; rows of several services
     /// (in tests) are kept apart by prefix.
     static WRITTEN: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What became of a failed attempt.
+enum Failure {
+    /// Scheduled again with backoff.
+    Retried,
+    /// Out of attempts: a dead letter.
+    DeadLettered,
 }
 
 /// One claimed outbox row.
@@ -94,6 +106,8 @@ impl From<DbError> for HandlerError {
 pub struct PumpReport {
     /// Messages the receiver accepted.
     pub delivered: u32,
+    /// Messages handed to the broker, whose acknowledgement is still to come.
+    pub sent: u32,
     /// Messages that failed and were scheduled again.
     pub retried: u32,
     /// Messages that ran out of attempts and became dead letters.
@@ -309,7 +323,8 @@ impl<'a> Messaging<'a> {
         Ok(report)
     }
 
-    /// Sends one claimed outbox row. Delivered, its id joins `delivered`; failed, it is
+    /// Sends one claimed outbox row. Accepted, its id joins `delivered`; sent without an
+    /// answer, it stays until its acknowledgement (or its lease runs out); failed, it is
     /// scheduled again with backoff or, out of attempts, becomes a dead letter.
     fn attempt(
         &self,
@@ -317,17 +332,34 @@ impl<'a> Messaging<'a> {
         delivered: &mut Vec<String>,
         report: &mut PumpReport,
     ) -> Result<(), DbError> {
+        match self.deliver(
+            &message.id,
+            &message.destination,
+            &message.envelope,
+            message.attempts,
+        ) {
+            Ok(Delivery::Accepted) => {
+                delivered.push(message.id);
+                report.delivered += 1;
+            }
+            Ok(Delivery::Sent) => report.sent += 1,
+            Err(error) => match self.record_failure(message, &error)? {
+                Failure::Retried => report.retried += 1,
+                Failure::DeadLettered => report.dead_lettered += 1,
+            },
+        }
+        Ok(())
+    }
+
+    /// A failed attempt of `message`: scheduled again with backoff or, out of attempts, a
+    /// dead letter.
+    fn record_failure(&self, message: OutboxMessage, error: &str) -> Result<Failure, DbError> {
         let OutboxMessage {
             id,
             destination,
             envelope,
             attempts,
         } = message;
-        let Err(error) = self.deliver(&destination, &envelope, attempts) else {
-            delivered.push(id);
-            report.delivered += 1;
-            return Ok(());
-        };
         let correlation = correlation_of(&envelope);
         let attempt_number = u32::try_from(attempts).unwrap_or(u32::MAX);
         if self.retry.is_exhausted(attempt_number) {
@@ -338,13 +370,13 @@ impl<'a> Messaging<'a> {
                 &format!("dead letter {id} after {attempts} attempts: {error}"),
             );
             self.db.transaction(|tx| {
-                self.insert_dead_letter(tx, &envelope, &destination, &error, attempts)?;
+                self.insert_dead_letter(tx, &envelope, &destination, error, attempts)?;
                 tx.execute(
                     &format!("DELETE FROM {}_outbox WHERE id = $1", self.prefix),
                     &[id.as_str().into()],
                 )
             })?;
-            report.dead_lettered += 1;
+            Ok(Failure::DeadLettered)
         } else {
             let delay = self.retry.delay_ms(attempt_number, random_u64());
             log::write(
@@ -360,13 +392,37 @@ impl<'a> Messaging<'a> {
                 ),
                 &[
                     (now_ms() + i64::try_from(delay).unwrap_or(i64::MAX / 2)).into(),
-                    error.as_str().into(),
+                    error.into(),
                     id.as_str().into(),
                 ],
             )?;
-            report.retried += 1;
+            Ok(Failure::Retried)
         }
-        Ok(())
+    }
+
+    /// The receiver's outcome for outbox row `outbox_id`, sent after a [`Delivery::Sent`]:
+    /// a 2xx `status` removes the row, another is a failed attempt (`detail` says why).
+    /// An acknowledgement of a row that is gone (acknowledged before, or dead) changes
+    /// nothing. Returns whether the row was still there.
+    pub fn acknowledge(&self, outbox_id: &str, status: u16, detail: &str) -> Result<bool, DbError> {
+        let Some(row) = self.db.query_opt(
+            &format!(
+                "SELECT id, destination, envelope, attempts FROM {}_outbox WHERE id = $1",
+                self.prefix
+            ),
+            &[outbox_id.into()],
+        )?
+        else {
+            return Ok(false);
+        };
+        let message = OutboxMessage::from_row(&row)?;
+        if (200..300).contains(&status) {
+            self.delete(&[message.id])?;
+        } else {
+            let error = format!("{} answered {status}: {detail}", message.destination);
+            self.record_failure(message, &error)?;
+        }
+        Ok(true)
     }
 
     /// Removes delivered rows from the outbox, in one statement.
@@ -384,8 +440,14 @@ impl<'a> Messaging<'a> {
         )
     }
 
-    /// Sends one outbox row, with its attempt count in the (unsigned) `attempt` field.
-    fn deliver(&self, destination: &str, envelope_text: &str, attempts: i64) -> Result<(), String> {
+    /// Sends outbox row `id`, with its attempt count in the (unsigned) `attempt` field.
+    fn deliver(
+        &self,
+        id: &str,
+        destination: &str,
+        envelope_text: &str,
+        attempts: i64,
+    ) -> Result<Delivery, String> {
         let body = match serde_json::from_str::<Value>(envelope_text) {
             Ok(mut value) => {
                 if value.is_object() {
@@ -396,7 +458,7 @@ impl<'a> Messaging<'a> {
             Err(_) => envelope_text.as_bytes().to_vec(),
         };
         self.transport
-            .deliver(destination, body, &correlation_of(envelope_text))
+            .deliver(destination, body, &correlation_of(envelope_text), id)
     }
 
     /// Handles a `POST /internal/events` body: verifies the signature, skips events already

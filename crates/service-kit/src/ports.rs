@@ -132,12 +132,29 @@ pub trait HttpClient {
     }
 }
 
-/// Carries signed events to other services (on Spin: local service chaining).
+/// How far a [`Transport`] got with one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The receiver applied it (or had already): the outbox row can go.
+    Accepted,
+    /// Handed to the broker without waiting: the receiver's outcome comes back later as an
+    /// acknowledgement of the outbox row ([`crate::messaging::Messaging::acknowledge`]);
+    /// until then the row stays, and is sent again when its lease runs out.
+    Sent,
+}
+
+/// Carries signed events to other services (on Spin: local service chaining; on wasmCloud:
+/// a NATS publish answered by an acknowledgement).
 pub trait Transport {
-    /// Hands the encoded envelope `body` to `destination`'s event handler; `Ok` once the
-    /// receiver accepted it, else the reason it did not.
-    fn deliver(&self, destination: &str, body: Vec<u8>, correlation_id: &str)
-    -> Result<(), String>;
+    /// Hands the encoded envelope `body`, from outbox row `outbox_id`, to `destination`'s
+    /// event handler; the reason when it could not.
+    fn deliver(
+        &self,
+        destination: &str,
+        body: Vec<u8>,
+        correlation_id: &str,
+        outbox_id: &str,
+    ) -> Result<Delivery, String>;
 }
 
 /// A key-value store with atomic counters (Spin's key-value store, wasmCloud's keyvalue

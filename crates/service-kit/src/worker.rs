@@ -43,6 +43,14 @@ pub trait Worker: Default {
     }
 }
 
+/// The receiver's outcome for one event, as it publishes it to the sender.
+#[derive(serde::Deserialize)]
+struct Acknowledgement {
+    status: u16,
+    #[serde(default)]
+    detail: String,
+}
+
 /// Adapts a [`Worker`] to a [`Service`].
 #[derive(Default)]
 pub struct WorkerService<W: Worker>(W);
@@ -92,6 +100,20 @@ impl<W: Worker> Service for WorkerService<W> {
                     .and_then(|()| messaging.pump());
                 match ticked {
                     Ok(report) => Response::json(200, &report),
+                    Err(e) => unavailable(&e),
+                }
+            }
+            ("POST", ["internal", "acks", outbox_id]) => {
+                let Ok(ack) = serde_json::from_slice::<Acknowledgement>(&request.body) else {
+                    return Response::problem(
+                        400,
+                        "bad-acknowledgement",
+                        "Bad acknowledgement",
+                        "expected {\"status\": <number>, \"detail\": <text>}",
+                    );
+                };
+                match messaging.acknowledge(outbox_id, ack.status, &ack.detail) {
+                    Ok(_) => Response::empty(204),
                     Err(e) => unavailable(&e),
                 }
             }

@@ -8,7 +8,9 @@ use serde_json::json;
 use service_kit::db::{Db, DbError, migrate};
 use service_kit::messaging::{HandlerError, Messaging};
 use service_kit::ports::{OutboundRequest, ResponseStream, Rows};
-use service_kit::{Config, Env, HttpClient, KeyValue, PortError, Sql, SqlValue, Transport};
+use service_kit::{
+    Config, Delivery, Env, HttpClient, KeyValue, PortError, Sql, SqlValue, Transport,
+};
 
 struct Sqlite(rusqlite::Connection);
 
@@ -70,7 +72,8 @@ impl Transport for Receiver<'_> {
         destination: &str,
         body: Vec<u8>,
         _correlation_id: &str,
-    ) -> Result<(), String> {
+        _outbox_id: &str,
+    ) -> Result<Delivery, String> {
         assert_eq!(destination, "receiver");
         let messaging = Messaging::new(&self.env, "receiver");
         let answer = messaging.receive(&body, |_tx, event| {
@@ -82,7 +85,7 @@ impl Transport for Receiver<'_> {
             Ok(())
         });
         if answer.is_success() {
-            Ok(())
+            Ok(Delivery::Accepted)
         } else {
             Err(format!("{destination} answered {}", answer.status))
         }
@@ -323,7 +326,8 @@ impl Transport for Nowhere {
         destination: &str,
         _body: Vec<u8>,
         _correlation_id: &str,
-    ) -> Result<(), String> {
+        _outbox_id: &str,
+    ) -> Result<Delivery, String> {
         Err(format!("unexpected event for {destination}"))
     }
 }
@@ -345,4 +349,62 @@ impl KeyValue for NoNetwork {
     fn delete(&self, key: &str) -> Result<(), PortError> {
         Err(PortError(format!("unexpected key-value use of {key}")))
     }
+}
+
+/// A broker: takes every event without an answer and remembers which outbox rows it got.
+#[derive(Default)]
+struct Broker {
+    sent: RefCell<Vec<String>>,
+}
+
+impl Transport for Broker {
+    fn deliver(
+        &self,
+        _destination: &str,
+        _body: Vec<u8>,
+        _correlation_id: &str,
+        outbox_id: &str,
+    ) -> Result<Delivery, String> {
+        self.sent.borrow_mut().push(outbox_id.to_owned());
+        Ok(Delivery::Sent)
+    }
+}
+
+#[test]
+fn a_sent_event_stays_in_the_outbox_until_its_acknowledgement() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = open(&dir, "sender");
+    let config = settings();
+    let broker = Broker::default();
+    let env = env_of(&sql, &config, &broker);
+    let messaging = Messaging::new(&env, "sender");
+    let db = Db::new(&sql);
+    for order in ["o1", "o2"] {
+        db.transaction(|tx| {
+            messaging.publish(tx, "order.placed", order, "c1", json!({}), &["receiver"])
+        })
+        .unwrap();
+    }
+    let report = messaging.send_written().unwrap();
+    assert_eq!((report.sent, report.delivered), (2, 0));
+    assert_eq!(count(&sql, "sender_outbox"), 2, "nothing is gone before its acknowledgement");
+
+    let sent = broker.sent.borrow().clone();
+    assert!(messaging.acknowledge(&sent[0], 200, "").unwrap());
+    assert_eq!(count(&sql, "sender_outbox"), 1);
+    assert!(
+        !messaging.acknowledge(&sent[0], 200, "").unwrap(),
+        "a second acknowledgement changes nothing"
+    );
+
+    // A failed outcome is a failed attempt: retried with backoff, then a dead letter.
+    for _ in 0..3 {
+        messaging.acknowledge(&sent[1], 503, "busy").unwrap();
+        db.execute("UPDATE sender_outbox SET attempts = attempts + 1", &[])
+            .unwrap();
+    }
+    assert_eq!(count(&sql, "sender_outbox"), 0);
+    let dead = messaging.dead_letters().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].reason.contains("receiver answered 503: busy"), "{dead:?}");
 }

@@ -4,7 +4,7 @@
 use service_kit::http::CORRELATION_HEADER;
 use service_kit::messaging::EVENTS_PATH;
 use service_kit::ports::OutboundRequest;
-use service_kit::{HttpClient, Transport};
+use service_kit::{Delivery, HttpClient, Transport};
 
 use crate::http::WasiHttpClient;
 
@@ -17,7 +17,8 @@ impl Transport for ChainingTransport {
         destination: &str,
         body: Vec<u8>,
         correlation_id: &str,
-    ) -> Result<(), String> {
+        _outbox_id: &str,
+    ) -> Result<Delivery, String> {
         let request = OutboundRequest {
             method: "POST".into(),
             url: format!("{}{EVENTS_PATH}", super::service_url(destination)),
@@ -28,7 +29,7 @@ impl Transport for ChainingTransport {
             body,
         };
         match WasiHttpClient.send(request) {
-            Ok(response) if response.is_success() => Ok(()),
+            Ok(response) if response.is_success() => Ok(Delivery::Accepted),
             Ok(response) => Err(format!(
                 "{destination} answered {}: {}",
                 response.status,

@@ -2,11 +2,14 @@
 //! provider (with optimistic transactions, see `service_kit::optimistic`), and events as
 //! NATS requests through the messaging-nats provider.
 //!
-//! Events: the sender's outbox requests `shop.events.<destination>`; the destination's
-//! subscription (a queue group per service, set on the link in `wadm.yaml`) hands the
-//! message to [`handle_message`], which applies it like `POST /internal/events` and then
-//! publishes a reply with the outcome's status. Only a 2xx reply removes the event from the
-//! sender's outbox: core NATS does not redeliver, so the outbox does.
+//! Events: the sender's outbox publishes to `shop.events.<destination>` with the reply
+//! subject `shop.acks.<sender>.<outbox id>`; the destination's subscription (a queue group
+//! per service, set on the link in `wadm.yaml`) hands the message to [`handle_message`],
+//! which applies it like `POST /internal/events` and publishes the outcome's status to the
+//! reply subject. The sender's subscription to `shop.acks.<sender>.>` hands that
+//! acknowledgement to [`handle_message`] too, which applies it to the outbox like
+//! `POST /internal/acks/<outbox id>`: only a 2xx outcome removes the event. Core NATS does
+//! not redeliver, so the outbox does, when an acknowledgement does not come.
 
 mod config;
 mod kv;
@@ -16,7 +19,7 @@ mod transport;
 
 use serde_json::json;
 use service_kit::http::Request;
-use service_kit::messaging::EVENTS_PATH;
+use service_kit::messaging::{ACKS_PATH, EVENTS_PATH};
 use service_kit::optimistic::OptimisticSql;
 use service_kit::{Config, Env, Service};
 
@@ -34,11 +37,11 @@ pub fn service_url(component: &str) -> String {
     }
 }
 
-/// Runs `work` with the ports bound to this host.
-fn with_env<T>(work: impl FnOnce(&Env) -> T) -> T {
+/// Runs `work` with the ports bound to this host, for service `service`.
+fn with_env<T>(service: &'static str, work: impl FnOnce(&Env) -> T) -> T {
     log::install();
     let sql = OptimisticSql::new(sql::ProviderPostgres);
-    let transport = transport::NatsTransport::from_config(&config::WasmcloudConfig);
+    let transport = transport::NatsTransport::new(service);
     let kv = kv::ProviderKeyValue::default();
     let env = Env {
         sql: &sql,
@@ -53,18 +56,27 @@ fn with_env<T>(work: impl FnOnce(&Env) -> T) -> T {
 
 /// Serves one HTTP request with service `S`, then runs its after-response work.
 pub fn serve<S: Service + Default>(request: IncomingRequest, out: ResponseOutparam) {
-    with_env(|env| crate::http::answer(&S::default(), request, out, env));
+    let service = S::default();
+    with_env(service.name(), |env| {
+        crate::http::answer(&service, request, out, env)
+    });
 }
 
-/// Applies one event from NATS with service `S` (as `POST /internal/events`), replies
-/// with the outcome's status when the sender asked for a reply, then delivers what the
-/// event caused.
+/// Handles one message from NATS with service `S`: an acknowledgement of one of its own
+/// events (subject `shop.acks.<service>.<outbox id>`) goes to `POST /internal/acks/<outbox
+/// id>`; an event is applied as `POST /internal/events`, its outcome's status published to
+/// the reply subject, and what it caused then sent.
 pub fn handle_message<S: Service + Default>(message: BrokerMessage) -> Result<(), String> {
-    with_env(|env| {
-        let service = S::default();
+    let service = S::default();
+    with_env(service.name(), |env| {
+        let ack_prefix = format!("{}{}.", transport::ACKS_SUBJECT_PREFIX, service.name());
+        let path = match message.subject.strip_prefix(&ack_prefix) {
+            Some(outbox_id) => format!("{ACKS_PATH}/{outbox_id}"),
+            None => EVENTS_PATH.to_owned(),
+        };
         let request = Request {
             method: "POST".into(),
-            path: EVENTS_PATH.into(),
+            path,
             query: String::new(),
             headers: vec![("content-type".into(), "application/json".into())],
             body: message.body,
@@ -85,7 +97,7 @@ pub fn handle_message<S: Service + Default>(message: BrokerMessage) -> Result<()
             if let Err(e) = consumer::publish(&reply) {
                 service_kit::log::write(
                     service_kit::log::Level::Warn,
-                    "messaging",
+                    service.name(),
                     "-",
                     &format!("reply to {} failed: {e}", message.subject),
                 );

@@ -1,26 +1,29 @@
-//! Events between services on wasmCloud: a NATS request to `shop.events.<destination>`
-//! through the messaging-nats provider; the receiver's reply says whether it applied it.
+//! Events between services on wasmCloud: a NATS publish to `shop.events.<destination>`
+//! through the messaging-nats provider, with the reply subject
+//! `shop.acks.<sender>.<outbox id>`. The receiver publishes its outcome there and the
+//! sender's own subscription applies it to its outbox ([`super::handle_message`]). No
+//! instance waits for another component: with wasmCloud's capped instances per component,
+//! a sender waiting on a receiver that waits on the sender would stall both.
 
-use serde_json::Value;
-use service_kit::settings;
-use service_kit::{Config, Transport};
+use service_kit::{Delivery, Transport};
 
 use crate::bindings::wasmcloud::messaging::consumer;
+use crate::bindings::wasmcloud::messaging::types::BrokerMessage;
 
 /// The subject prefix; a service's events arrive on `shop.events.<service>`.
 pub const EVENTS_SUBJECT_PREFIX: &str = "shop.events.";
+/// The subject prefix of acknowledgements; a sender gets them on `shop.acks.<sender>.<outbox id>`.
+pub const ACKS_SUBJECT_PREFIX: &str = "shop.acks.";
 
-/// Delivers events as NATS requests; a reply with a 2xx status is the receiver's acceptance.
+/// Publishes events for `sender`; the acknowledgement comes back as a message.
 pub struct NatsTransport {
-    timeout_ms: u32,
+    sender: &'static str,
 }
 
 impl NatsTransport {
-    /// Waits `event_timeout_ms` (default 5000) for each reply.
-    pub fn from_config(config: &dyn Config) -> NatsTransport {
-        NatsTransport {
-            timeout_ms: settings::number(config, "event_timeout_ms", 5_000u32),
-        }
+    /// A transport for service `sender` (its component id).
+    pub fn new(sender: &'static str) -> NatsTransport {
+        NatsTransport { sender }
     }
 }
 
@@ -30,19 +33,15 @@ impl Transport for NatsTransport {
         destination: &str,
         body: Vec<u8>,
         _correlation_id: &str,
-    ) -> Result<(), String> {
+        outbox_id: &str,
+    ) -> Result<Delivery, String> {
         let subject = format!("{EVENTS_SUBJECT_PREFIX}{destination}");
-        let reply = consumer::request(&subject, &body, self.timeout_ms)
-            .map_err(|e| format!("{subject}: {e}"))?;
-        let answer: Value = serde_json::from_slice(&reply.body)
-            .map_err(|e| format!("{subject}: unreadable reply: {e}"))?;
-        match answer["status"].as_u64() {
-            Some(status) if (200..300).contains(&status) => Ok(()),
-            Some(status) => Err(format!(
-                "{destination} answered {status}: {}",
-                answer["detail"].as_str().unwrap_or("")
-            )),
-            None => Err(format!("{subject}: reply without a status")),
-        }
+        let message = BrokerMessage {
+            subject: subject.clone(),
+            body,
+            reply_to: Some(format!("{ACKS_SUBJECT_PREFIX}{}.{outbox_id}", self.sender)),
+        };
+        consumer::publish(&message).map_err(|e| format!("{subject}: {e}"))?;
+        Ok(Delivery::Sent)
     }
 }

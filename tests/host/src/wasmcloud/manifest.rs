@@ -208,6 +208,72 @@ fn merge(configs: &[RawConfig]) -> Result<BTreeMap<String, String>> {
 /// The `.wasm` for a component image: `file://` images are used as they are (relative
 /// paths from the manifest's folder); OCI references map to `<wasm_dir>/<name>.wasm` with
 /// `-` in the component name replaced by `_` (cargo's file name).
+/// Refuses what wadm 0.21.1 refuses when a manifest is put (`wash app deploy`), with its
+/// messages (`crates/wadm-types/src/validation.rs` at tag v0.21.1), for the parts of a
+/// manifest this project uses: duplicate component names, link targets that are not in the
+/// manifest, two links of one component on the same interface under the same link name
+/// (`default` when unnamed; the target does not tell them apart), and a link config name
+/// defined with `properties` more than once anywhere in the manifest (a config named
+/// without properties refers to one stored in the lattice and may repeat).
+fn validate_like_wadm(spec: &RawSpec) -> Result<()> {
+    let mut names = std::collections::BTreeSet::new();
+    for component in &spec.components {
+        if !names.insert(component.name.as_str()) {
+            bail!("Duplicate component name in manifest: {}", component.name);
+        }
+    }
+    let links: Vec<(&RawComponent, RawLink)> = spec
+        .components
+        .iter()
+        .flat_map(|component| {
+            component
+                .traits
+                .iter()
+                .filter(|t| t.kind == "link")
+                .map(move |t| (component, t))
+        })
+        .map(|(component, t)| {
+            serde_yaml::from_value(t.properties.clone())
+                .map(|link| (component, link))
+                .with_context(|| {
+                    format!("Link trait deserialized as custom trait, ensure fields are correct (component {:?})", component.name)
+                })
+        })
+        .collect::<Result<_>>()?;
+    let missing: std::collections::BTreeSet<&str> = links
+        .iter()
+        .map(|(_, link)| link.target.name())
+        .filter(|target| !names.contains(target))
+        .collect();
+    if !missing.is_empty() {
+        bail!("The following capability component(s) are missing from the manifest: {missing:?}");
+    }
+    let mut seen_links = std::collections::BTreeSet::new();
+    for (component, link) in &links {
+        let name = link.name.as_deref().unwrap_or("default");
+        for interface in &link.interfaces {
+            let key = (component.name.as_str(), name, &link.namespace, &link.package, interface);
+            if !seen_links.insert(key) {
+                bail!(
+                    "Duplicate link found inside component '{}': {name} ({}:{}/{interface})",
+                    component.name,
+                    link.namespace,
+                    link.package
+                );
+            }
+        }
+    }
+    let mut config_names = std::collections::BTreeSet::new();
+    for (_, link) in &links {
+        for config in link.target.config().iter().chain(&link.source.config) {
+            if config.properties.is_some() && !config_names.insert(config.name.as_str()) {
+                bail!("Duplicate link config name found: '{}'", config.name);
+            }
+        }
+    }
+    Ok(())
+}
+
 fn wasm_for(image: &str, name: &str, manifest_dir: &Path, wasm_dir: &Path) -> PathBuf {
     match image.strip_prefix("file://") {
         Some(path) => manifest_dir.join(path),
@@ -230,6 +296,7 @@ impl LatticeSpec {
         if raw.kind != "Application" {
             bail!("kind is {:?}, expected \"Application\"", raw.kind);
         }
+        validate_like_wadm(&raw.spec)?;
         let mut warnings = Vec::new();
         let mut components: Vec<ComponentSpec> = Vec::new();
         for raw_component in raw.spec.components.iter().filter(|c| c.kind == "component") {
@@ -443,7 +510,7 @@ spec:
             target:
               name: sqldb-postgres
               config:
-                - name: db
+                - name: db-other
                   properties:
                     POSTGRES_HOST: 127.0.0.1
                     POSTGRES_PORT: "5432"
@@ -495,6 +562,26 @@ spec:
                   properties:
                     subscriptions: "a.b|group, c.d"
                     cluster_uris: nats://127.0.0.1:4222
+    - name: http-client
+      type: capability
+      properties:
+        image: ghcr.io/wasmcloud/http-client:0.13.0
+    - name: sqldb-postgres
+      type: capability
+      properties:
+        image: ghcr.io/wasmcloud/sqldb-postgres:0.10.0
+    - name: nats-messaging
+      type: capability
+      properties:
+        image: ghcr.io/wasmcloud/messaging-nats:0.27.0
+    - name: keyvalue-nats
+      type: capability
+      properties:
+        image: ghcr.io/wasmcloud/keyvalue-nats:0.3.1
+    - name: blobstore-fs
+      type: capability
+      properties:
+        image: ghcr.io/wasmcloud/blobstore-fs:0.10.0
 "#;
 
     #[test]
@@ -555,5 +642,53 @@ spec:
         );
         assert_ne!(bare, MANIFEST);
         assert!(LatticeSpec::parse(&bare, dir, dir).is_err());
+    }
+
+    #[test]
+    fn the_repository_manifest_passes_what_wadm_checks() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        LatticeSpec::load(&root.join("wadm.yaml"), &root.join("target")).unwrap();
+    }
+
+    /// The error `manifest` is refused with.
+    fn refusal(manifest: &str) -> String {
+        let dir = Path::new("/");
+        match LatticeSpec::parse(manifest, dir, dir) {
+            Ok(_) => panic!("accepted: {manifest}"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn refuses_what_wadm_refuses() {
+        // Two links of one source on one interface, both unnamed: "default" twice, even
+        // with different targets.
+        let handler_link = "        - type: link\n          properties:\n            target: worker\n            namespace: wasmcloud\n            package: messaging\n            interfaces: [handler]\n";
+        assert!(MANIFEST.contains(handler_link));
+        let twice = MANIFEST.replace(
+            handler_link,
+            &format!("{}{handler_link}", handler_link.replace("target: worker", "target: other")),
+        );
+        assert_eq!(
+            refusal(&twice),
+            "Duplicate link found inside component 'nats': default (wasmcloud:messaging/handler)"
+        );
+        // Named apart, they are two links.
+        let named = twice.replacen("target: other\n", "target: other\n            name: to-other\n", 1);
+        let dir = Path::new("/");
+        LatticeSpec::parse(&named, dir, dir).unwrap();
+
+        assert_eq!(
+            refusal(&MANIFEST.replace("name: db-other", "name: db")),
+            "Duplicate link config name found: 'db'"
+        );
+        assert_eq!(
+            refusal(&MANIFEST.replace("target: blobstore-fs", "target: blobstore-s3")),
+            "The following capability component(s) are missing from the manifest: {\"blobstore-s3\"}"
+        );
+        assert_eq!(
+            refusal(&MANIFEST.replace("- name: other\n", "- name: worker\n")),
+            "Duplicate component name in manifest: worker"
+        );
     }
 }

@@ -7,8 +7,11 @@
 //! - Each component runs as N replicas (as on N hosts): HTTP requests to its http-server
 //!   address go round-robin to its running replicas, and each replica holds its own NATS
 //!   subscriptions (in the link's queue group, so replicas compete for messages).
-//!   Optionally ([`LatticeConfig::limit_instances`]) each replica runs at most the
-//!   spreadscaler's `instances` invocations at a time, as a wasmCloud host does.
+//!   wadm spreads a spreadscaler's `instances` over the hosts, and a host runs at most its
+//!   share of them at a time for a component: each replica runs at most
+//!   `ceil(instances / replicas)` invocations at once, and the others wait for a slot
+//!   (wasmCloud 1.9.2 makes every invocation wait for a permit, with no limit on the wait
+//!   but its 10-minute execution time-out).
 //! - Every HTTP request and every message runs on a fresh instance, pre-instantiated on one
 //!   engine with the pooling allocator.
 //! - Imports: WASI 0.2 (no preopens, sockets denied), `wasi:http` in and out (out: plain
@@ -75,20 +78,12 @@ pub struct LatticeConfig {
     pub replicas: HashMap<String, usize>,
     /// Replicas of each worker not listed in [`LatticeConfig::replicas`].
     pub worker_replicas: usize,
-    /// `true`: each replica runs at most its spreadscaler's `instances` invocations at a
-    /// time (HTTP requests and messages wait for a slot), as a wasmCloud host limits a
-    /// component to its maximum instances. `false` (default): no limit.
-    pub limit_instances: bool,
     /// Configuration overrides: each key replaces that property in every component whose
     /// `config` has it (a key no component has is a start error).
     pub overrides: HashMap<String, String>,
     /// Appended to the `bucket` of every `wasi:keyvalue` link (e.g. one set of buckets
     /// per test); see [`Lattice::buckets`].
     pub bucket_suffix: Option<String>,
-    /// Create a link's bucket when it does not exist, as `nats kv add <bucket>` would
-    /// (the provider itself only creates it with `enable_bucket_auto_create: "true"`,
-    /// and otherwise fails the link).
-    pub create_buckets: bool,
     /// `None`: no timer. `Some(d)`: every `d`, `POST /internal/tick` to every component
     /// with an http-server link except the entry component (one tick at a time per
     /// component, to a running replica).
@@ -104,7 +99,7 @@ pub struct LatticeConfig {
 
 impl LatticeConfig {
     /// Defaults for `manifest`: the links' database and NATS server, two replicas per
-    /// worker, no overrides, buckets created when missing, a 100 ms tick, ephemeral
+    /// worker, no overrides, a 100 ms tick, ephemeral
     /// ports, `gateway` as the entry.
     pub fn new(manifest: impl Into<PathBuf>) -> Self {
         Self {
@@ -115,10 +110,8 @@ impl LatticeConfig {
             subject_prefix: None,
             replicas: HashMap::new(),
             worker_replicas: 2,
-            limit_instances: false,
             overrides: HashMap::new(),
             bucket_suffix: None,
-            create_buckets: true,
             tick_interval: Some(Duration::from_millis(100)),
             ephemeral_ports: true,
             entry: "gateway".to_owned(),
@@ -289,11 +282,11 @@ impl Lattice {
                 };
                 let bucket = format!("{bucket}{}", config.bucket_suffix.as_deref().unwrap_or(""));
                 used_buckets.push(bucket.clone());
-                let create = config.create_buckets
-                    || link
-                        .config
-                        .get("enable_bucket_auto_create")
-                        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+                // The provider creates a missing bucket only when the link asks it to.
+                let create = link
+                    .config
+                    .get("enable_bucket_auto_create")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true"));
                 let store = keyvalue::open_link(&jetstream, &bucket, create).await;
                 if let Err(e) = &store {
                     eprintln!(
@@ -306,7 +299,6 @@ impl Lattice {
             plans.push(ComponentPlan {
                 keyvalue: buckets,
                 replicas: replicas_of(&config, &component),
-                limit_instances: config.limit_instances,
                 spec: component,
                 config: properties,
                 postgres,

@@ -30,7 +30,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 /// One replica of a component: its own subscriptions, concurrency limit and counters.
 pub(crate) struct Replica {
     running: AtomicBool,
-    /// Concurrent invocations allowed (the spreadscaler's `instances` when limited).
+    /// Concurrent invocations allowed: its share of the spreadscaler's `instances`.
     instances: Arc<Semaphore>,
     handled: AtomicU64,
     subscriptions: Mutex<Vec<JoinHandle<()>>>,
@@ -85,8 +85,6 @@ pub(crate) struct ComponentPlan {
     pub(crate) keyvalue: BTreeMap<String, LinkedStore>,
     /// How many replicas run it.
     pub(crate) replicas: usize,
-    /// Whether each replica runs at most `instances` invocations at a time.
-    pub(crate) limit_instances: bool,
 }
 
 impl LatticeRuntime {
@@ -152,11 +150,9 @@ impl LatticeRuntime {
             } else {
                 None
             };
-            let instances = if plan.limit_instances {
-                plan.spec.instances.unwrap_or(1).max(1) as usize
-            } else {
-                Semaphore::MAX_PERMITS
-            };
+            // The replicas share the spreadscaler's instances, as wadm spreads them over hosts.
+            let instances = (plan.spec.instances.unwrap_or(1).max(1) as usize)
+                .div_ceil(plan.replicas.max(1));
             let replicas = (0..plan.replicas)
                 .map(|_| Replica {
                     running: AtomicBool::new(false),
