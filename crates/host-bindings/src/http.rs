@@ -8,7 +8,7 @@ use service_kit::{Env, HttpClient, PortError, Service};
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
     Fields, IncomingBody, IncomingRequest, IncomingResponse, Method, OutgoingBody, OutgoingRequest,
-    OutgoingResponse, ResponseOutparam, Scheme,
+    OutgoingResponse, RequestOptions, ResponseOutparam, Scheme,
 };
 use crate::bindings::wasi::io::streams::{InputStream, OutputStream, StreamError};
 
@@ -202,7 +202,26 @@ fn method_of(name: &str) -> Method {
     }
 }
 
-/// Outbound HTTP through `wasi:http/outgoing-handler`.
+/// How long a call to another service may take to connect.
+const CONNECT_TIMEOUT_NS: u64 = 2_000_000_000;
+/// How long a call may wait for the answer's head: a service that has not started to answer
+/// by then is overloaded or stuck, and the caller answers 503 instead of waiting on.
+const FIRST_BYTE_TIMEOUT_NS: u64 = 10_000_000_000;
+/// The longest silence inside an answer's body (live streams send a keep-alive every
+/// `stream_heartbeat_ms`, 15 s by default).
+const BETWEEN_BYTES_TIMEOUT_NS: u64 = 60_000_000_000;
+
+/// The time-outs every outbound call runs with.
+fn request_options() -> RequestOptions {
+    let options = RequestOptions::new();
+    // A host that cannot honour a time-out refuses to set it; the call then runs without.
+    let _ = options.set_connect_timeout(Some(CONNECT_TIMEOUT_NS));
+    let _ = options.set_first_byte_timeout(Some(FIRST_BYTE_TIMEOUT_NS));
+    let _ = options.set_between_bytes_timeout(Some(BETWEEN_BYTES_TIMEOUT_NS));
+    options
+}
+
+/// Outbound HTTP through `wasi:http/outgoing-handler`, each call bounded by time-outs.
 pub struct WasiHttpClient;
 
 impl HttpClient for WasiHttpClient {
@@ -231,8 +250,8 @@ impl HttpClient for WasiHttpClient {
         let body = outgoing
             .body()
             .map_err(|()| PortError("request body unavailable".into()))?;
-        let future =
-            outgoing_handler::handle(outgoing, None).map_err(|e| PortError(format!("{e:?}")))?;
+        let future = outgoing_handler::handle(outgoing, Some(request_options()))
+            .map_err(|e| PortError(format!("{e:?}")))?;
         write_body(body, &request.body).map_err(PortError)?;
         future.subscribe().block();
         let incoming = match future.get() {

@@ -59,7 +59,7 @@ pub fn warn_on_dev_secrets(config: &dyn Config, kv: &dyn KeyValue, service: &str
         return;
     }
     let minute = crate::ids::now_ms() / 60_000;
-    let counter = |minute: i64| format!("dev-secret-warning:{service}:{minute}");
+    let counter = |minute: i64| format!("dev-secret-warning/{service}/{minute}");
     match kv.increment(&counter(minute), 1) {
         Ok(1) => {
             let _ = kv.delete(&counter(minute - 1));

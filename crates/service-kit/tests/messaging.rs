@@ -387,7 +387,11 @@ fn a_sent_event_stays_in_the_outbox_until_its_acknowledgement() {
     }
     let report = messaging.send_written().unwrap();
     assert_eq!((report.sent, report.delivered), (2, 0));
-    assert_eq!(count(&sql, "sender_outbox"), 2, "nothing is gone before its acknowledgement");
+    assert_eq!(
+        count(&sql, "sender_outbox"),
+        2,
+        "nothing is gone before its acknowledgement"
+    );
 
     let sent = broker.sent.borrow().clone();
     assert!(messaging.acknowledge(&sent[0], 200, "").unwrap());
@@ -406,5 +410,8 @@ fn a_sent_event_stays_in_the_outbox_until_its_acknowledgement() {
     assert_eq!(count(&sql, "sender_outbox"), 0);
     let dead = messaging.dead_letters().unwrap();
     assert_eq!(dead.len(), 1);
-    assert!(dead[0].reason.contains("receiver answered 503: busy"), "{dead:?}");
+    assert!(
+        dead[0].reason.contains("receiver answered 503: busy"),
+        "{dead:?}"
+    );
 }

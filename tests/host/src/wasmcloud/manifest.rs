@@ -252,7 +252,13 @@ fn validate_like_wadm(spec: &RawSpec) -> Result<()> {
     for (component, link) in &links {
         let name = link.name.as_deref().unwrap_or("default");
         for interface in &link.interfaces {
-            let key = (component.name.as_str(), name, &link.namespace, &link.package, interface);
+            let key = (
+                component.name.as_str(),
+                name,
+                &link.namespace,
+                &link.package,
+                interface,
+            );
             if !seen_links.insert(key) {
                 bail!(
                     "Duplicate link found inside component '{}': {name} ({}:{}/{interface})",
@@ -667,14 +673,21 @@ spec:
         assert!(MANIFEST.contains(handler_link));
         let twice = MANIFEST.replace(
             handler_link,
-            &format!("{}{handler_link}", handler_link.replace("target: worker", "target: other")),
+            &format!(
+                "{}{handler_link}",
+                handler_link.replace("target: worker", "target: other")
+            ),
         );
         assert_eq!(
             refusal(&twice),
             "Duplicate link found inside component 'nats': default (wasmcloud:messaging/handler)"
         );
         // Named apart, they are two links.
-        let named = twice.replacen("target: other\n", "target: other\n            name: to-other\n", 1);
+        let named = twice.replacen(
+            "target: other\n",
+            "target: other\n            name: to-other\n",
+            1,
+        );
         let dir = Path::new("/");
         LatticeSpec::parse(&named, dir, dir).unwrap();
 

@@ -113,9 +113,7 @@ pub(crate) async fn subscribe(
                 let message = BrokerMessage {
                     subject: runtime.strip_wire(&message.subject).to_owned(),
                     body: message.payload.to_vec(),
-                    reply_to: message
-                        .reply
-                        .map(|s| runtime.strip_wire(&s).to_owned()),
+                    reply_to: message.reply.map(|s| runtime.strip_wire(&s).to_owned()),
                 };
                 runtime.handle_message(&component, replica, message).await;
             });

@@ -151,8 +151,8 @@ impl LatticeRuntime {
                 None
             };
             // The replicas share the spreadscaler's instances, as wadm spreads them over hosts.
-            let instances = (plan.spec.instances.unwrap_or(1).max(1) as usize)
-                .div_ceil(plan.replicas.max(1));
+            let instances =
+                (plan.spec.instances.unwrap_or(1).max(1) as usize).div_ceil(plan.replicas.max(1));
             let replicas = (0..plan.replicas)
                 .map(|_| Replica {
                     running: AtomicBool::new(false),
