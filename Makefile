@@ -66,6 +66,18 @@ test: check-worlds
 	$(MAKE) api-test
 	$(MAKE) fuzz
 
+## The black-box pipeline suite (tests/host/tests/pipeline.rs, its real_spin_* tests) against
+## a real Spin 4.x: `spin up` of spin.toml, one instance on SQLite and two on PostgreSQL
+## (DATABASE_URL's server). Not part of `make test` or CI: Spin cannot be installed from the
+## package registries (../shared/tools/real-spin builds it); without it this fails and says so.
+.PHONY: real-spin-test
+real-spin-test: build
+	@if ! spin --version 2>/dev/null | grep -q '^spin 4\.'; then \
+		echo "real-spin-test: no Spin 4.x on PATH (build it with ../shared/tools/real-spin); nothing was tested"; \
+		exit 1; fi
+	spin --version
+	cargo test -p test-host --test pipeline real_spin -- --ignored --test-threads 2
+
 ## Schemathesis from openapi.yaml against the app on the test host: no 5xx, every answer as
 ## specified (tests/api/schemathesis.sh; installs schemathesis into target/schemathesis-venv).
 .PHONY: api-test
