@@ -78,6 +78,14 @@ real-spin-test: build
 	spin --version
 	cargo test -p test-host --test pipeline real_spin -- --ignored --test-threads 2
 
+## The black-box pipeline scenarios (real_lattice::*) and a 32-client, 30 s load run on a
+## real wasmCloud 1.x lattice deployed by wadm (infra/wasmcloud/real-lattice-test.sh). Not
+## part of `make test` or CI: the wasmCloud programs cannot be installed from the package
+## registries (../shared/tools/real-wasmcloud builds them); without them this fails and says so.
+.PHONY: real-lattice-test
+real-lattice-test: build-wasmcloud
+	infra/wasmcloud/real-lattice-test.sh
+
 ## Schemathesis from openapi.yaml against the app on the test host: no 5xx, every answer as
 ## specified (tests/api/schemathesis.sh; installs schemathesis into target/schemathesis-venv).
 .PHONY: api-test

@@ -171,11 +171,6 @@ async fn replicas_share_the_load_and_a_stopped_checker_loses_no_order() {
     app.shutdown().await;
 }
 
-/// Clients placing orders at once in the load test.
-const LOAD_CLIENTS: usize = 32;
-/// How long they keep placing orders.
-const LOAD_SECONDS: u64 = 6;
-
 /// 32 clients place orders for a few seconds on one replica per component, capped at the
 /// manifest's instances as a wasmCloud host caps them. No chain of calls may wait on a pool
 /// it holds: every request is answered (202, or 503 when a service is saturated), the
@@ -195,97 +190,15 @@ async fn thirty_two_clients_never_stall_the_capped_lattice() {
         buckets: lattice.buckets().to_vec(),
     };
     let app = Arc::new(App::new(Host::WasmCloud(Box::new(lattice)), Some(cleanup)));
-    app.product("LOAD-1", 100, 1_000_000).await;
-    for client in 0..LOAD_CLIENTS {
-        app.credit(&format!("load{client}@example.com"), 10_000_000)
-            .await;
-    }
-
-    let until = Instant::now() + Duration::from_secs(LOAD_SECONDS);
-    let mut clients = tokio::task::JoinSet::new();
-    for client in 0..LOAD_CLIENTS {
-        let app = app.clone();
-        clients.spawn(async move {
-            let customer = format!("load{client}@example.com");
-            let token = support::token(&customer, shop_domain::auth::Role::Customer);
-            let body = json!({"customer": customer, "items": [{"sku": "LOAD-1", "quantity": 1}]});
-            let (mut accepted, mut shed) = (Vec::new(), 0);
-            while Instant::now() < until {
-                let answer = tokio::time::timeout(
-                    Duration::from_secs(20),
-                    app.post("/api/v1/orders", &token, &body),
-                )
-                .await
-                .expect("an order request was not answered within 20 s: the lattice stalled");
-                match answer.status {
-                    202 => accepted.push(answer.body["id"].as_str().unwrap().to_owned()),
-                    503 => shed += 1,
-                    other => panic!("unexpected answer {other}: {answer:?}"),
-                }
-            }
-            (accepted, shed)
-        });
-    }
-    let health = {
-        let base = app.base.clone();
-        tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            let mut slowest = Duration::ZERO;
-            while Instant::now() < until {
-                let started = Instant::now();
-                let answer = client
-                    .get(format!("{base}/healthz"))
-                    .timeout(Duration::from_secs(10))
-                    .send()
-                    .await
-                    .expect("/healthz answered within 10 s under load");
-                assert!(answer.status().is_success(), "{answer:?}");
-                slowest = slowest.max(started.elapsed());
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            slowest
-        })
-    };
-    let mut accepted = Vec::new();
-    let mut shed = 0;
-    for (ids, refused) in clients.join_all().await {
-        accepted.extend(ids);
-        shed += refused;
-    }
-    let slowest_health = health.await.unwrap();
-    eprintln!(
-        "load: {} orders accepted, {shed} shed with 503, slowest /healthz {slowest_health:?}",
-        accepted.len()
-    );
-    assert!(!accepted.is_empty(), "no order was accepted");
-
-    // Every accepted order settles, and the lattice still answers a single order at once.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let open = app
-            .count("SELECT COUNT(*) FROM orders WHERE status = 'placed'")
-            .await;
-        if open == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{open} orders still placed 90 s after the load"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let started = Instant::now();
-    let placed = app
-        .place(
-            &json!({"customer": "load0@example.com", "items": [{"sku": "LOAD-1", "quantity": 1}]}),
-        )
-        .await;
-    app.wait_status(placed["id"].as_str().unwrap(), "confirmed")
-        .await;
-    eprintln!(
-        "one order after the load confirmed in {:?}",
-        started.elapsed()
-    );
+    support::load::run(&app, 32, Duration::from_secs(6)).await;
     let app = Arc::into_inner(app).expect("no client task holds the app");
     app.shutdown().await;
+}
+
+/// The same on a real wasmCloud lattice, for 30 s (`make real-lattice-test`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real wasmCloud lattice with the app deployed: make real-lattice-test"]
+async fn real_lattice_thirty_two_clients_for_thirty_seconds() {
+    let app = Arc::new(support::start(support::Flavour::RealLattice).await);
+    support::load::run(&app, 32, Duration::from_secs(30)).await;
 }

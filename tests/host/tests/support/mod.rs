@@ -10,6 +10,8 @@
 //! with a loud message, unless `CI=true` (then they fail).
 #![allow(dead_code)]
 
+pub mod load;
+pub mod real_lattice;
 pub mod real_spin;
 pub mod services;
 
@@ -22,6 +24,7 @@ use shop_domain::auth::{Claims, Role, mint_token};
 use test_host::{Faults, Lattice, LatticeConfig, TestHost, TestHostConfig, WASMCLOUD_WASM_DIR};
 
 pub use real_spin::RealSpinDatabase;
+use real_lattice::RealLattice;
 use real_spin::{RealDatabase, RealSpin};
 
 /// The dev secret in spin.toml and wadm.yaml (tests run on the documented defaults).
@@ -38,13 +41,17 @@ pub enum Flavour {
     WasmCloud,
     /// The Spin build under `spin.toml` on a real Spin 4.x (`make real-spin-test`).
     RealSpin(RealSpinDatabase),
+    /// The wasmCloud build as wadm deployed `wadm.yaml` on a real lattice
+    /// (`make real-lattice-test`).
+    RealLattice,
 }
 
 /// Generates, for each scenario `async fn name(flavour: Flavour)`, the tests
 /// `spin::name` and `wasmcloud::name` (the latter skipped when its services are missing).
 /// Scenarios listed after `real_hosts:` also run on a real Spin, as `real_spin_sqlite::name`
-/// and `real_spin_postgres::name`: ignored unless asked for (`make real-spin-test`), as CI
-/// has no Spin. The others need the test host's fault injection or internal event delivery.
+/// and `real_spin_postgres::name`, and on a real wasmCloud lattice, as `real_lattice::name`:
+/// ignored unless asked for (`make real-spin-test`, `make real-lattice-test`), as CI has
+/// neither host. The others need the test host's fault injection or internal event delivery.
 #[allow(unused_macros)]
 macro_rules! scenarios {
     (real_hosts: [$($real:ident),* $(,)?], test_host_only: [$($name:ident),* $(,)?] $(,)?) => {
@@ -60,6 +67,17 @@ macro_rules! scenarios {
                         crate::support::RealSpinDatabase::Sqlite,
                     ))
                     .await;
+                }
+            )*
+        }
+
+        /// The scenarios on a real wasmCloud lattice, one after another on one deployment.
+        mod real_lattice {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs a real wasmCloud lattice with the app deployed: make real-lattice-test"]
+                async fn $real() {
+                    super::$real(crate::support::Flavour::RealLattice).await;
                 }
             )*
         }
@@ -270,6 +288,7 @@ pub async fn start_with(flavour: Flavour, extra: &[(&str, &str)]) -> App {
             });
             App::new(Host::RealSpin(spin), cleanup)
         }
+        Flavour::RealLattice => App::new(Host::RealLattice(RealLattice::attach().await), None),
     }
 }
 
@@ -324,6 +343,8 @@ pub enum Host {
     WasmCloud(Box<Lattice>),
     /// A real Spin.
     RealSpin(RealSpin),
+    /// A deployment on a real wasmCloud lattice.
+    RealLattice(RealLattice),
 }
 
 /// A running app and a client for it.
@@ -398,6 +419,7 @@ impl App {
             Host::Spin(host) => vec![host.base_url()],
             Host::WasmCloud(lattice) => vec![lattice.base_url()],
             Host::RealSpin(spin) => spin.bases.clone(),
+            Host::RealLattice(lattice) => vec![lattice.base.clone()],
         };
         App {
             host: Some(host),
@@ -430,6 +452,7 @@ impl App {
                 RealDatabase::Sqlite(_) => RealSpinDatabase::Sqlite,
                 RealDatabase::Postgres(_) => RealSpinDatabase::Postgres,
             }),
+            Host::RealLattice(_) => Flavour::RealLattice,
         }
     }
 
@@ -438,7 +461,9 @@ impl App {
         match self.host() {
             Host::Spin(host) => host.faults(),
             Host::WasmCloud(lattice) => lattice.faults(),
-            Host::RealSpin(_) => panic!("a real Spin has no fault injection"),
+            Host::RealSpin(_) | Host::RealLattice(_) => {
+                panic!("a real host has no fault injection")
+            }
         }
     }
 
@@ -448,6 +473,7 @@ impl App {
             Some(Host::Spin(host)) => host.shutdown().await,
             Some(Host::WasmCloud(lattice)) => lattice.shutdown().await,
             Some(Host::RealSpin(spin)) => drop(spin),
+            Some(Host::RealLattice(lattice)) => drop(lattice),
             None => {}
         }
         if let Some(cleanup) = self.cleanup.take() {
@@ -487,7 +513,9 @@ impl App {
                 let detail = reply["detail"].as_str().unwrap_or("");
                 (status, serde_json::from_str(detail).unwrap_or(Value::Null))
             }
-            Host::RealSpin(_) => panic!("a real Spin's event routes are private"),
+            Host::RealSpin(_) | Host::RealLattice(_) => {
+                panic!("a real host's event routes are private")
+            }
         }
     }
 
@@ -501,6 +529,9 @@ impl App {
                 RealDatabase::Sqlite(path) => test_host::query_sqlite_file(path, sql),
                 RealDatabase::Postgres(url) => test_host::query_postgres(&url.parse()?, sql).await,
             },
+            Host::RealLattice(lattice) => {
+                test_host::query_postgres(&lattice.database_url.parse()?, sql).await
+            }
         }
     }
 

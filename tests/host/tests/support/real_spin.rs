@@ -185,7 +185,7 @@ async fn wait_healthy(base: &str, state_dir: &std::path::Path) {
 }
 
 /// Posts the admin tick to each instance in turn, every 50 ms.
-async fn tick(bases: Vec<String>) {
+pub(super) async fn tick(bases: Vec<String>) {
     let client = reqwest::Client::new();
     let token = admin();
     for base in bases.iter().cycle() {

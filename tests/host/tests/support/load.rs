@@ -1,0 +1,105 @@
+//! A load run: clients placing orders at once, a probe of `/healthz` beside them, and the
+//! checks that nothing stalled.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use shop_domain::auth::Role;
+
+use super::{App, token};
+
+/// `clients` customers place one-item orders for `duration`, each waiting for its answer
+/// before the next; `/healthz` is probed every 200 ms. Every order request must be answered
+/// within 20 s (202, or 503 when a service is saturated) and every probe within 10 s; every
+/// accepted order must then leave `placed` within 90 s, and one more order must confirm.
+/// Prints the figures.
+pub async fn run(app: &Arc<App>, clients: usize, duration: Duration) {
+    app.product("LOAD-1", 100, 1_000_000_000).await;
+    for client in 0..clients {
+        app.credit(&format!("load{client}@example.com"), 1_000_000_000)
+            .await;
+    }
+    let until = Instant::now() + duration;
+    let mut placing = tokio::task::JoinSet::new();
+    for client in 0..clients {
+        let app = app.clone();
+        placing.spawn(async move {
+            let customer = format!("load{client}@example.com");
+            let token = token(&customer, Role::Customer);
+            let body = json!({"customer": customer, "items": [{"sku": "LOAD-1", "quantity": 1}]});
+            let (mut accepted, mut shed) = (0usize, 0usize);
+            while Instant::now() < until {
+                let answer = tokio::time::timeout(
+                    Duration::from_secs(20),
+                    app.post("/api/v1/orders", &token, &body),
+                )
+                .await
+                .expect("an order request was not answered within 20 s: the app stalled");
+                match answer.status {
+                    202 => accepted += 1,
+                    503 => shed += 1,
+                    other => panic!("unexpected answer {other}: {answer:?}"),
+                }
+            }
+            (accepted, shed)
+        });
+    }
+    let health = {
+        let base = app.base.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut slowest = Duration::ZERO;
+            while Instant::now() < until {
+                let started = Instant::now();
+                let answer = client
+                    .get(format!("{base}/healthz"))
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await
+                    .expect("/healthz answered within 10 s under load");
+                assert!(answer.status().is_success(), "{answer:?}");
+                slowest = slowest.max(started.elapsed());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            slowest
+        })
+    };
+    let (mut accepted, mut shed) = (0, 0);
+    for (ok, refused) in placing.join_all().await {
+        accepted += ok;
+        shed += refused;
+    }
+    let slowest_health = health.await.expect("the /healthz probe");
+    let seconds = duration.as_secs_f64();
+    eprintln!(
+        "load: {clients} clients for {seconds:.0} s: {accepted} orders accepted ({:.1}/s), \
+         {shed} shed with 503, slowest /healthz {slowest_health:?}",
+        accepted as f64 / seconds
+    );
+    assert!(accepted > 0, "no order was accepted");
+
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(90);
+    loop {
+        let open = app
+            .count("SELECT COUNT(*) FROM orders WHERE status = 'placed'")
+            .await;
+        if open == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} orders still placed 90 s after the load"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("load: every order settled {:?} after the load", started.elapsed());
+    let started = Instant::now();
+    let placed = app
+        .place(&json!({"customer": "load0@example.com", "items": [{"sku": "LOAD-1", "quantity": 1}]}))
+        .await;
+    app.wait_status(placed["id"].as_str().expect("an order id"), "confirmed")
+        .await;
+    eprintln!("load: one more order confirmed in {:?}", started.elapsed());
+}
