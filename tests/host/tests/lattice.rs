@@ -7,7 +7,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use support::{App, Cleanup, Host, lattice_config, wasmcloud_services};
@@ -92,25 +92,15 @@ async fn replicas_share_the_load_and_a_stopped_checker_loses_no_order() {
     // Stopping the replicas cancelled handlers that were delivering their own outbox; the
     // rows they had written are sent by a pump once the 5 s first-send lease runs out, rows
     // a pump had claimed once the 30 s claim lease does.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let pending = app
-            .count(
-                "SELECT (SELECT COUNT(*) FROM orders_outbox) \
-                      + (SELECT COUNT(*) FROM balance_checker_outbox) \
-                      + (SELECT COUNT(*) FROM stock_checker_outbox) \
-                      + (SELECT COUNT(*) FROM vouchers_outbox)",
-            )
-            .await;
-        if pending == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{pending} messages never delivered"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    app.wait_until_none(
+        "SELECT (SELECT COUNT(*) FROM orders_outbox) \
+              + (SELECT COUNT(*) FROM balance_checker_outbox) \
+              + (SELECT COUNT(*) FROM stock_checker_outbox) \
+              + (SELECT COUNT(*) FROM vouchers_outbox)",
+        Duration::from_secs(60),
+        "messages never delivered",
+    )
+    .await;
 
     // Fan-out: every order reached both checkers.
     assert_eq!(

@@ -80,24 +80,21 @@ pub async fn run(app: &Arc<App>, clients: usize, duration: Duration) {
     assert!(accepted > 0, "no order was accepted");
 
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(90);
-    loop {
-        let open = app
-            .count("SELECT COUNT(*) FROM orders WHERE status = 'placed'")
-            .await;
-        if open == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{open} orders still placed 90 s after the load"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    eprintln!("load: every order settled {:?} after the load", started.elapsed());
+    app.wait_until_none(
+        "SELECT COUNT(*) FROM orders WHERE status = 'placed'",
+        Duration::from_secs(90),
+        "orders still placed after the load",
+    )
+    .await;
+    eprintln!(
+        "load: every order settled {:?} after the load",
+        started.elapsed()
+    );
     let started = Instant::now();
     let placed = app
-        .place(&json!({"customer": "load0@example.com", "items": [{"sku": "LOAD-1", "quantity": 1}]}))
+        .place(
+            &json!({"customer": "load0@example.com", "items": [{"sku": "LOAD-1", "quantity": 1}]}),
+        )
         .await;
     app.wait_status(placed["id"].as_str().expect("an order id"), "confirmed")
         .await;

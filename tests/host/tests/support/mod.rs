@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 use shop_domain::auth::{Claims, Role, mint_token};
 use test_host::{Faults, Lattice, LatticeConfig, TestHost, TestHostConfig, WASMCLOUD_WASM_DIR};
 
-pub use real_spin::RealSpinDatabase;
 use real_lattice::RealLattice;
+pub use real_spin::RealSpinDatabase;
 use real_spin::{RealDatabase, RealSpin};
 
 /// The dev secret in spin.toml and wadm.yaml (tests run on the documented defaults).
@@ -708,6 +708,20 @@ impl App {
                 "{pending} messages still pending"
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until the COUNT(*) `sql` reads 0; fails after `within`, saying how many
+    /// `what` were left.
+    pub async fn wait_until_none(&self, sql: &str, within: Duration, what: &str) {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = self.count(sql).await;
+            if left == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{left} {what} after {within:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
