@@ -9,8 +9,8 @@
 //! - `wasi:http/outgoing-handler`, enforcing `allowed_outbound_hosts`, with
 //!   `http://<id>.spin.internal` dispatched in-process;
 //! - `spin:sqlite/sqlite@3.0.0` with the `default` database (`<data_dir>/sqlite_db.db`);
-//! - `spin:postgres/postgres@4.0.0`: a new connection (no TLS) per `open`, to addresses
-//!   `allowed_outbound_hosts` allows;
+//! - `spin:postgres/postgres@4.1.0`: pooled connections as Spin pools them (TLS unless
+//!   `sslmode=disable`), to addresses `allowed_outbound_hosts` allows;
 //! - `wasi:config/store@0.2.0-draft-2024-09-27` serving `[component.ID.variables]`.
 //!
 //! On top of Spin it offers a timer that posts `/internal/tick` to every private
