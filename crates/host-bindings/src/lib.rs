@@ -2,7 +2,7 @@
 //! `host_bindings::export_service!(MyService);` and picks the host with a feature:
 //!
 //! - `spin` (Spin 4.0.2, world `spin-service` in `wit/world.wit`): `wasi:http@0.2.6` in and
-//!   out, `spin:sqlite/sqlite@3.0.0` or `spin:postgres/postgres@4.0.0` (when the
+//!   out, `spin:sqlite/sqlite@3.0.0` or `spin:postgres/postgres@4.1.0` (when the
 //!   `database_url` variable is set), `wasi:config/store@0.2.0-draft-2024-09-27`; events go
 //!   by local service chaining.
 //! - `wasmcloud` (wasmCloud 1.9.2, world `wasmcloud-service`): `wasi:http@0.2.6` in and out,
