@@ -72,7 +72,7 @@ NATS_URL=nats://127.0.0.1:$PORT POSTGRES_HOST=$PG_HOST POSTGRES_PORT=$PG_PORT \
 wash app deploy target/wadm.local.yaml
 deployed=
 for _ in $(seq 120); do
-  if wash app status shop 2>/dev/null | grep -qi 'deployed'; then deployed=1; break; fi
+  if wash app status shop 2>/dev/null | grep -q 'Deployed'; then deployed=1; break; fi
   sleep 1
 done
 wash app status shop || true
