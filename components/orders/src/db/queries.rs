@@ -351,7 +351,9 @@ pub fn list(
     after: Option<(i64, String)>,
     limit: u32,
 ) -> Result<Vec<OrderRecord>, DbError> {
-    let (after_at, after_id) = after.unwrap_or((i64::MIN, String::new()));
+    // Before every order: `created_at` is never negative and ids are never empty. (Not
+    // i64::MIN: wasmCloud's wRPC cannot carry an s64 below -2^62.)
+    let (after_at, after_id) = after.unwrap_or((-1, String::new()));
     db.query(
         &format!(
             "SELECT {COLUMNS} FROM orders WHERE (CAST($1 AS TEXT) IS NULL OR customer = $1) AND (CAST($2 AS TEXT) IS NULL OR status = $2) \

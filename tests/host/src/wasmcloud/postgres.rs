@@ -111,12 +111,36 @@ async fn client(pool: Pool, fail: bool) -> Result<deadpool_postgres::Object, Que
         .map_err(|e| QueryError::Unexpected(format!("failed to build client from pool: {e}")))
 }
 
+/// The smallest `s64` that crosses wRPC: its LEB128 decoder (leb128-tokio 0.1, as in
+/// wasmCloud 1.9.2) refuses a tenth byte above 0x01, which every value below -2^62 has.
+const WRPC_S64_MIN: i64 = -(1 << 62);
+
+/// The parameters as the provider receives them over wRPC: the call fails (the provider
+/// drops the invocation, the host cannot decode a result and the caller traps) when one
+/// carries an `s64` below [`WRPC_S64_MIN`].
+fn check_wrpc_params(params: &[PgValue]) -> wasmtime::Result<()> {
+    for param in params {
+        if let PgValue::BigInt(n) | PgValue::Int8(n) | PgValue::BigSerial(n) | PgValue::Serial8(n) =
+            param
+            && *n < WRPC_S64_MIN
+        {
+            wasmtime::bail!(
+                "failed to decode return value 0: the sqldb-postgres provider failed to receive \
+                 sync parameters (varint overflows a 64-bit integer): wRPC cannot carry the \
+                 s64 {n} (below -2^62)"
+            );
+        }
+    }
+    Ok(())
+}
+
 impl query::Host for LatticeState {
     async fn query(
         &mut self,
         sql: String,
         params: Vec<PgValue>,
     ) -> wasmtime::Result<Result<Vec<ResultRow>, QueryError>> {
+        check_wrpc_params(&params)?;
         let client = match client(self.pool()?, self.fail_postgres).await {
             Ok(client) => client,
             Err(e) => return Ok(Err(e)),
