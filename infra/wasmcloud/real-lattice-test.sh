@@ -7,7 +7,7 @@
 # target/wadm.local.yaml for them (make wadm-local, providers from $PROVIDERS_DIR) and runs
 # `wash app deploy`. Then the black-box pipeline scenarios (real_lattice::*) and a 32-client,
 # 30 s load run go through the gateway on :8000. Everything it started is stopped at the
-# end; the logs stay in target/real-lattice/.
+# end; the logs stay in target/real-lattice/. SKIP_SCENARIOS=1 runs the load run alone.
 #
 # Needs on PATH: wasmcloud, wadm, wash and nats-server-2.11 (or NATS_SERVER_BIN), as
 # ../shared/tools/real-wasmcloud builds them. Not part of CI: none of them comes from a
@@ -83,6 +83,6 @@ say "deployed; running the scenarios"
 
 export SHOP_URL=http://127.0.0.1:8000
 export SHOP_DATABASE_URL="postgres://$PG_USER@$PG_HOST:$PG_PORT/$DATABASE"
-cargo test -p test-host --test pipeline real_lattice -- --ignored --test-threads 1
+[[ -n ${SKIP_SCENARIOS:-} ]] || cargo test -p test-host --test pipeline real_lattice -- --ignored --test-threads 1
 cargo test -p test-host --test lattice real_lattice -- --ignored --nocapture
 say "passed"
