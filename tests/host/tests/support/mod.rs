@@ -57,41 +57,39 @@ macro_rules! scenarios {
     (real_hosts: [$($real:ident),* $(,)?], test_host_only: [$($name:ident),* $(,)?] $(,)?) => {
         crate::support::scenarios!($($real,)* $($name),*);
 
-        /// The scenarios on a real Spin, one instance on its embedded SQLite.
-        mod real_spin_sqlite {
+        crate::support::scenarios!(
+            @real_host
+            /// The scenarios on a real Spin, one instance on its embedded SQLite.
+            real_spin_sqlite,
+            crate::support::Flavour::RealSpin(crate::support::RealSpinDatabase::Sqlite),
+            "needs a real Spin 4.x on PATH: make real-spin-test",
+            [$($real),*]
+        );
+        crate::support::scenarios!(
+            @real_host
+            /// The scenarios on a real Spin, two instances on one PostgreSQL database.
+            real_spin_postgres,
+            crate::support::Flavour::RealSpin(crate::support::RealSpinDatabase::Postgres),
+            "needs a real Spin 4.x on PATH: make real-spin-test",
+            [$($real),*]
+        );
+        crate::support::scenarios!(
+            @real_host
+            /// The scenarios on a real wasmCloud lattice, one after another on one deployment.
+            real_lattice,
+            crate::support::Flavour::RealLattice,
+            "needs a real wasmCloud lattice with the app deployed: make real-lattice-test",
+            [$($real),*]
+        );
+    };
+    (@real_host $(#[$doc:meta])* $module:ident, $flavour:expr, $why:literal, [$($real:ident),*]) => {
+        $(#[$doc])*
+        mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[ignore = "needs a real Spin 4.x on PATH: make real-spin-test"]
+                #[ignore = $why]
                 async fn $real() {
-                    super::$real(crate::support::Flavour::RealSpin(
-                        crate::support::RealSpinDatabase::Sqlite,
-                    ))
-                    .await;
-                }
-            )*
-        }
-
-        /// The scenarios on a real wasmCloud lattice, one after another on one deployment.
-        mod real_lattice {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[ignore = "needs a real wasmCloud lattice with the app deployed: make real-lattice-test"]
-                async fn $real() {
-                    super::$real(crate::support::Flavour::RealLattice).await;
-                }
-            )*
-        }
-
-        /// The scenarios on a real Spin, two instances on one PostgreSQL database.
-        mod real_spin_postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[ignore = "needs a real Spin 4.x on PATH: make real-spin-test"]
-                async fn $real() {
-                    super::$real(crate::support::Flavour::RealSpin(
-                        crate::support::RealSpinDatabase::Postgres,
-                    ))
-                    .await;
+                    super::$real($flavour).await;
                 }
             )*
         }
