@@ -283,7 +283,17 @@ fn price(order: &PlaceOrder, env: &Env, correlation_id: &str) -> Result<(Value, 
         body: json!({"skus": skus}).to_string().into_bytes(),
     };
     let prices = match env.http.send(request) {
-        Ok(response) if response.is_success() => response.json_body().unwrap_or(Value::Null),
+        Ok(response) if response.is_success() => match response.json_body() {
+            Some(prices) if prices["prices"].is_object() => prices,
+            _ => {
+                return Err(Response::problem(
+                    503,
+                    "unavailable",
+                    "Catalogue unavailable",
+                    "stock-checker answered without a price list",
+                ));
+            }
+        },
         Ok(response) => {
             return Err(Response::problem(
                 503,

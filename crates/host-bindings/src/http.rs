@@ -1,15 +1,17 @@
 //! WASI 0.2 HTTP: reading incoming requests, writing responses, and outbound requests.
 
-use service_kit::http::{Request, Response};
-use service_kit::ports::{OutboundRequest, ResponseStream};
+use service_kit::http::{BODY_NOT_RECEIVED, Request, Response};
+use service_kit::ports::{OutboundRequest, ResponseStream, read_whole};
 use service_kit::stream::{ChunkSink, Streamed};
 use service_kit::{Env, HttpClient, PortError, Service};
 
+use crate::bindings::wasi::clocks::monotonic_clock;
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
-    Fields, IncomingBody, IncomingRequest, IncomingResponse, Method, OutgoingBody, OutgoingRequest,
-    OutgoingResponse, RequestOptions, ResponseOutparam, Scheme,
+    Fields, FutureIncomingResponse, IncomingBody, IncomingRequest, IncomingResponse, Method,
+    OutgoingBody, OutgoingRequest, OutgoingResponse, RequestOptions, ResponseOutparam, Scheme,
 };
+use crate::bindings::wasi::io::poll::{Pollable, poll};
 use crate::bindings::wasi::io::streams::{InputStream, OutputStream, StreamError};
 
 /// The largest request or response body read, in bytes.
@@ -25,7 +27,7 @@ pub fn read_request(request: IncomingRequest) -> Result<Request, Response> {
         Some((p, q)) => (p.to_owned(), q.to_owned()),
         None => (path_with_query, String::new()),
     };
-    let headers = request
+    let headers: Vec<(String, String)> = request
         .headers()
         .entries()
         .into_iter()
@@ -41,10 +43,26 @@ pub fn read_request(request: IncomingRequest) -> Result<Request, Response> {
             BodyError::TooLarge => {
                 Response::problem(413, "too-large", "Body too large", "the body exceeds 1 MiB")
             }
+            BodyError::TimedOut => Response::problem(
+                408,
+                BODY_NOT_RECEIVED[1],
+                "Request body too slow",
+                "the body did not arrive in full within 5 s",
+            ),
             BodyError::Io(detail) => Response::problem(400, "bad-body", "Unreadable body", &detail),
         })?,
         Err(()) => Vec::new(),
     };
+    start_budget(&headers);
+    if let Some(problem) = length_mismatch(&headers, body.len()) {
+        return Err(Response::problem(
+            503,
+            BODY_NOT_RECEIVED[0],
+            "Request body lost",
+            &format!("{problem}: part of the body was lost on the way; send the request again"),
+        )
+        .with_header("retry-after", "1"));
+    }
     Ok(Request {
         method,
         path,
@@ -56,8 +74,12 @@ pub fn read_request(request: IncomingRequest) -> Result<Request, Response> {
 
 enum BodyError {
     TooLarge,
+    TimedOut,
     Io(String),
 }
+
+/// How long a request body may take to arrive in full.
+const BODY_TIMEOUT_NS: u64 = 5_000_000_000;
 
 fn read_body(body: IncomingBody) -> Result<Vec<u8>, BodyError> {
     let mut bytes = Vec::new();
@@ -65,23 +87,58 @@ fn read_body(body: IncomingBody) -> Result<Vec<u8>, BodyError> {
         let stream = body
             .stream()
             .map_err(|()| BodyError::Io("body stream unavailable".into()))?;
-        loop {
-            match stream.blocking_read(64 * 1024) {
-                Ok(chunk) => {
-                    bytes.extend_from_slice(&chunk);
-                    if bytes.len() > MAX_BODY {
-                        return Err(BodyError::TooLarge);
-                    }
-                }
-                Err(StreamError::Closed) => break,
-                Err(StreamError::LastOperationFailed(e)) => {
-                    return Err(BodyError::Io(e.to_debug_string()));
-                }
+        let deadline = monotonic_clock::now().saturating_add(BODY_TIMEOUT_NS);
+        while let Some(chunk) = read_chunk(&stream, deadline)? {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > MAX_BODY {
+                return Err(BodyError::TooLarge);
             }
         }
     }
     IncomingBody::finish(body);
     Ok(bytes)
+}
+
+/// The next chunk of `stream` (`None` at its end), waiting at most until `deadline`
+/// (monotonic-clock nanoseconds). A body that stops arriving (a peer gone quiet, a message a
+/// transport lost) ends in [`BodyError::TimedOut`] instead of blocking the instance for good.
+fn read_chunk(stream: &InputStream, deadline: u64) -> Result<Option<Vec<u8>>, BodyError> {
+    loop {
+        match stream.read(64 * 1024) {
+            Ok(chunk) if !chunk.is_empty() => return Ok(Some(chunk)),
+            Ok(_) => wait_until(&stream.subscribe(), deadline)?,
+            Err(StreamError::Closed) => return Ok(None),
+            Err(StreamError::LastOperationFailed(e)) => {
+                return Err(BodyError::Io(e.to_debug_string()));
+            }
+        }
+    }
+}
+
+/// Waits for `ready` or `deadline`, whichever comes first; the deadline is an error.
+fn wait_until(ready: &Pollable, deadline: u64) -> Result<(), BodyError> {
+    let timer = monotonic_clock::subscribe_instant(deadline);
+    if poll(&[ready, &timer]).contains(&0) {
+        Ok(())
+    } else {
+        Err(BodyError::TimedOut)
+    }
+}
+
+/// Why a body of `received` bytes does not match its `content-length` header, if it does not:
+/// a transport that lost part of it must not pass for a shorter message.
+fn length_mismatch(headers: &[(String, String)], received: usize) -> Option<String> {
+    let declared = headers
+        .iter()
+        .find(|(name, _)| name == "content-length")?
+        .1
+        .trim();
+    match declared.parse::<usize>() {
+        Ok(expected) if expected == received => None,
+        _ => Some(format!(
+            "content-length is {declared} but {received} bytes arrived"
+        )),
+    }
 }
 
 /// Answers `request` with `service` (streamed when it streams that route), then runs the
@@ -104,11 +161,24 @@ pub fn answer<S: Service>(service: &S, request: IncomingRequest, out: ResponseOu
     service.after_response(env);
 }
 
-/// Sends `response` through `out`.
+/// Sends `response` through `out`, with its `content-length` so that a receiver can tell a
+/// whole body from a cut one.
 pub fn write_response(out: ResponseOutparam, response: Response) {
-    if let Some(body) = start_response(out, response.status, &response.headers) {
+    let headers = if matches!(response.status, 100..=199 | 204 | 304) {
+        response.headers
+    } else {
+        with_content_length(response.headers, response.body.len())
+    };
+    if let Some(body) = start_response(out, response.status, &headers) {
         let _ = write_body(body, &response.body);
     }
+}
+
+/// `headers` with `content-length: length` (replacing any given).
+fn with_content_length(mut headers: Vec<(String, String)>, length: usize) -> Vec<(String, String)> {
+    headers.retain(|(name, _)| !name.eq_ignore_ascii_case("content-length"));
+    headers.push(("content-length".into(), length.to_string()));
+    headers
 }
 
 /// Sends a streamed answer through `out`: the head at once, then the body as `env`-using
@@ -204,19 +274,19 @@ fn method_of(name: &str) -> Method {
 
 /// How long a call to another service may take to connect.
 const CONNECT_TIMEOUT_NS: u64 = 2_000_000_000;
-/// How long a call may wait for the answer's head: a service that has not started to answer
-/// by then is overloaded or stuck, and the caller answers 503 instead of waiting on.
-const FIRST_BYTE_TIMEOUT_NS: u64 = 10_000_000_000;
 /// The longest silence inside an answer's body (live streams send a keep-alive every
 /// `stream_heartbeat_ms`, 15 s by default).
 const BETWEEN_BYTES_TIMEOUT_NS: u64 = 60_000_000_000;
+/// How much later than this component's own deadline the host's time-out for the answer's
+/// head fires: the component gives up first, so the failure it reports is its own.
+const HOST_TIMEOUT_SLACK_NS: u64 = 1_000_000_000;
 
-/// The time-outs every outbound call runs with.
-fn request_options() -> RequestOptions {
+/// The host's time-outs for a call whose head is due `head_budget` ns from now.
+fn request_options(head_budget: u64) -> RequestOptions {
     let options = RequestOptions::new();
     // A host that cannot honour a time-out refuses to set it; the call then runs without.
     let _ = options.set_connect_timeout(Some(CONNECT_TIMEOUT_NS));
-    let _ = options.set_first_byte_timeout(Some(FIRST_BYTE_TIMEOUT_NS));
+    let _ = options.set_first_byte_timeout(Some(head_budget + HOST_TIMEOUT_SLACK_NS));
     let _ = options.set_between_bytes_timeout(Some(BETWEEN_BYTES_TIMEOUT_NS));
     options
 }
@@ -226,64 +296,146 @@ pub struct WasiHttpClient;
 
 impl HttpClient for WasiHttpClient {
     fn open(&self, request: OutboundRequest) -> Result<Box<dyn ResponseStream>, PortError> {
-        let (scheme, rest) = request
-            .url
-            .split_once("://")
-            .ok_or_else(|| PortError(format!("not an absolute URL: {}", request.url)))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let outgoing = OutgoingRequest::new(fields(&request.headers).map_err(PortError)?);
-        let scheme = if scheme == "https" {
-            Scheme::Https
-        } else {
-            Scheme::Http
-        };
-        let set = outgoing.set_method(&method_of(&request.method)).is_ok()
-            && outgoing.set_scheme(Some(&scheme)).is_ok()
-            && outgoing.set_authority(Some(authority)).is_ok()
-            && outgoing.set_path_with_query(Some(path)).is_ok();
-        if !set {
-            return Err(PortError(format!("invalid request target {}", request.url)));
+        Ok(Box::new(start_call(request, false)?))
+    }
+
+    /// As [`HttpClient::open`], but the whole answer, head and body, must have arrived by
+    /// the call's deadline ([`call_deadline`]): a buffered answer is a small document.
+    /// A request whose receiver answers that its body never arrived whole
+    /// ([`Response::body_not_received`]) is sent once more.
+    fn send(&self, request: OutboundRequest) -> Result<Response, PortError> {
+        let answer = read_whole(Box::new(start_call(request.clone(), true)?))?;
+        if !answer.body_not_received() {
+            return Ok(answer);
         }
-        let body = outgoing
-            .body()
-            .map_err(|()| PortError("request body unavailable".into()))?;
-        let future = outgoing_handler::handle(outgoing, Some(request_options()))
-            .map_err(|e| PortError(format!("{e:?}")))?;
-        write_body(body, &request.body).map_err(PortError)?;
-        future.subscribe().block();
-        let incoming = match future.get() {
-            Some(Ok(Ok(response))) => response,
-            Some(Ok(Err(code))) => return Err(PortError(format!("{code:?}"))),
-            Some(Err(())) | None => return Err(PortError("response already taken".into())),
+        read_whole(Box::new(start_call(request, true)?))
+    }
+}
+
+/// The longest wait for an answer's head, enforced by this component itself (a host whose
+/// transport lost the call, as wasmCloud 1.9.2's wRPC over NATS can under load, never
+/// answers): a service that has not started to answer by then is overloaded or stuck, and
+/// the caller answers 503 instead of waiting on.
+const HEAD_TIMEOUT_NS: u64 = 10_000_000_000;
+
+/// The header carrying how long, in milliseconds, the caller waits for this request's
+/// answer. A service gives its own calls less ([`BUDGET_MARGIN_NS`]), so down a chain each
+/// callee gives up, and answers, before its caller does.
+pub const BUDGET_HEADER: &str = "x-shop-budget-ms";
+
+/// What a callee's budget leaves its caller to answer in.
+const BUDGET_MARGIN_NS: u64 = 1_000_000_000;
+
+std::thread_local! {
+    /// When the request this instance serves must be answered (monotonic-clock ns), if its
+    /// caller said so ([`BUDGET_HEADER`]). An instance serves one request.
+    static ANSWER_BY: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Starts the answer clock from the request's [`BUDGET_HEADER`], if it has one.
+fn start_budget(headers: &[(String, String)]) {
+    let budget_ms = headers
+        .iter()
+        .find(|(name, _)| name == BUDGET_HEADER)
+        .and_then(|(_, value)| value.trim().parse::<u64>().ok());
+    if let Some(ms) = budget_ms {
+        let budget = ms.saturating_mul(1_000_000).min(HEAD_TIMEOUT_NS);
+        ANSWER_BY.set(Some(monotonic_clock::now().saturating_add(budget)));
+    }
+}
+
+/// When a call made now must have its answer: [`HEAD_TIMEOUT_NS`] from now, or sooner when
+/// the request being served must itself be answered before that.
+fn call_deadline() -> u64 {
+    let now = monotonic_clock::now();
+    let own = now.saturating_add(HEAD_TIMEOUT_NS);
+    ANSWER_BY.get().map_or(own, |by| {
+        own.min(by.saturating_sub(BUDGET_MARGIN_NS).max(now))
+    })
+}
+
+/// Sends `request` and waits for the answer's head until the call's deadline
+/// ([`call_deadline`], passed on in [`BUDGET_HEADER`]); the body is read by that deadline
+/// too when `whole`, else with [`BETWEEN_BYTES_TIMEOUT_NS`] per read.
+fn start_call(request: OutboundRequest, whole: bool) -> Result<WasiResponseStream, PortError> {
+    let head_deadline = call_deadline();
+    let head_budget = head_deadline.saturating_sub(monotonic_clock::now());
+    let (scheme, rest) = request
+        .url
+        .split_once("://")
+        .ok_or_else(|| PortError(format!("not an absolute URL: {}", request.url)))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut headers =
+        if request.body.is_empty() && matches!(request.method.as_str(), "GET" | "HEAD") {
+            request.headers
+        } else {
+            with_content_length(request.headers, request.body.len())
         };
-        let status = incoming.status();
-        let headers = incoming
-            .headers()
-            .entries()
-            .into_iter()
-            .map(|(n, v)| {
-                (
-                    n.to_ascii_lowercase(),
-                    String::from_utf8_lossy(&v).into_owned(),
-                )
-            })
-            .collect();
-        let body = incoming
-            .consume()
-            .map_err(|()| PortError("response body already taken".into()))?;
-        let stream = body
-            .stream()
-            .map_err(|()| PortError("response body stream unavailable".into()))?;
-        Ok(Box::new(WasiResponseStream {
-            status,
-            headers,
-            stream: Some(stream),
-            body: Some(body),
-            _response: incoming,
-        }))
+    headers.retain(|(name, _)| !name.eq_ignore_ascii_case(BUDGET_HEADER));
+    headers.push((BUDGET_HEADER.into(), (head_budget / 1_000_000).to_string()));
+    let outgoing = OutgoingRequest::new(fields(&headers).map_err(PortError)?);
+    let scheme = if scheme == "https" {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    let set = outgoing.set_method(&method_of(&request.method)).is_ok()
+        && outgoing.set_scheme(Some(&scheme)).is_ok()
+        && outgoing.set_authority(Some(authority)).is_ok()
+        && outgoing.set_path_with_query(Some(path)).is_ok();
+    if !set {
+        return Err(PortError(format!("invalid request target {}", request.url)));
+    }
+    let body = outgoing
+        .body()
+        .map_err(|()| PortError("request body unavailable".into()))?;
+    let future = outgoing_handler::handle(outgoing, Some(request_options(head_budget)))
+        .map_err(|e| PortError(format!("{e:?}")))?;
+    write_body(body, &request.body).map_err(PortError)?;
+    let incoming = wait_for_head(&future, head_deadline)?;
+    let status = incoming.status();
+    let headers: Vec<(String, String)> = incoming
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(n, v)| {
+            (
+                n.to_ascii_lowercase(),
+                String::from_utf8_lossy(&v).into_owned(),
+            )
+        })
+        .collect();
+    let body = incoming
+        .consume()
+        .map_err(|()| PortError("response body already taken".into()))?;
+    let stream = body
+        .stream()
+        .map_err(|()| PortError("response body stream unavailable".into()))?;
+    Ok(WasiResponseStream {
+        status,
+        headers,
+        received: 0,
+        deadline: whole.then_some(head_deadline),
+        stream: Some(stream),
+        body: Some(body),
+        _response: incoming,
+    })
+}
+
+/// The answer's head, or an error when it has not come by `deadline`.
+fn wait_for_head(
+    future: &FutureIncomingResponse,
+    deadline: u64,
+) -> Result<IncomingResponse, PortError> {
+    wait_until(&future.subscribe(), deadline)
+        .map_err(|_| PortError("no answer within the time-out".into()))?;
+    match future.get() {
+        Some(Ok(Ok(response))) => Ok(response),
+        Some(Ok(Err(code))) => Err(PortError(format!("{code:?}"))),
+        Some(Err(())) | None => Err(PortError("response already taken".into())),
     }
 }
 
@@ -291,6 +443,11 @@ impl HttpClient for WasiHttpClient {
 struct WasiResponseStream {
     status: u16,
     headers: Vec<(String, String)>,
+    /// Body bytes read so far, checked against `content-length` at the end.
+    received: usize,
+    /// When the whole body must have arrived; `None`: each read waits up to
+    /// [`BETWEEN_BYTES_TIMEOUT_NS`].
+    deadline: Option<u64>,
     stream: Option<InputStream>,
     body: Option<IncomingBody>,
     _response: IncomingResponse,
@@ -309,16 +466,29 @@ impl ResponseStream for WasiResponseStream {
         let Some(stream) = &self.stream else {
             return Ok(None);
         };
-        match stream.blocking_read(64 * 1024) {
-            Ok(chunk) => Ok(Some(chunk)),
-            Err(StreamError::Closed) => {
+        let deadline = self
+            .deadline
+            .unwrap_or_else(|| monotonic_clock::now().saturating_add(BETWEEN_BYTES_TIMEOUT_NS));
+        match read_chunk(stream, deadline) {
+            Ok(Some(chunk)) => {
+                self.received += chunk.len();
+                Ok(Some(chunk))
+            }
+            Ok(None) => {
                 self.stream = None;
                 if let Some(body) = self.body.take() {
                     IncomingBody::finish(body);
                 }
-                Ok(None)
+                match length_mismatch(&self.headers, self.received) {
+                    Some(problem) if !matches!(self.status, 204 | 304) => {
+                        Err(PortError(format!("answer cut short: {problem}")))
+                    }
+                    _ => Ok(None),
+                }
             }
-            Err(StreamError::LastOperationFailed(e)) => Err(PortError(e.to_debug_string())),
+            Err(BodyError::TimedOut) => Err(PortError("answer body stopped arriving".into())),
+            Err(BodyError::Io(e)) => Err(PortError(e)),
+            Err(BodyError::TooLarge) => Err(PortError("answer body too large".into())),
         }
     }
 }

@@ -116,6 +116,13 @@ pub fn percent_decode(value: &str) -> String {
 /// under the request's correlation id.
 pub const SERVER_ERROR_DETAIL: &str = "The service could not complete the request; its log has the cause under this request's correlation id.";
 
+/// Problem kinds of a request its receiver did not handle because the body did not arrive
+/// whole: `incomplete-body` (503: shorter than its `content-length`) and `body-timeout` (408:
+/// it stopped arriving). The hosts' front servers refuse a client's short body themselves, so
+/// a component that sees one had part of it lost inside the host (wasmCloud 1.9.2's wRPC over
+/// NATS can lose a message under load).
+pub const BODY_NOT_RECEIVED: [&str; 2] = ["incomplete-body", "body-timeout"];
+
 /// An HTTP response.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
@@ -250,6 +257,21 @@ impl Response {
     pub fn json_body(&self) -> Option<Value> {
         serde_json::from_slice(&self.body).ok()
     }
+
+    /// True when this answer says its receiver never got the request's whole body
+    /// ([`BODY_NOT_RECEIVED`]): nothing was handled, so sending the request again is safe.
+    pub fn body_not_received(&self) -> bool {
+        if !matches!(self.status, 408 | 503) {
+            return false;
+        }
+        let kind = self.json_body().and_then(|body| {
+            body["type"]
+                .as_str()
+                .and_then(|t| t.strip_prefix("https://shop.example/problems/"))
+                .map(str::to_owned)
+        });
+        kind.is_some_and(|kind| BODY_NOT_RECEIVED.contains(&kind.as_str()))
+    }
 }
 
 /// 404 for a path no route matches.
@@ -315,5 +337,14 @@ mod tests {
         let r = Response::problem(404, "not-found", "Not found", "x");
         assert_eq!(r.header("content-type"), Some("application/problem+json"));
         assert_eq!(r.json_body().unwrap()["status"], 404);
+    }
+
+    #[test]
+    fn only_a_lost_body_problem_says_the_request_was_not_handled() {
+        assert!(Response::problem(503, "incomplete-body", "t", "d").body_not_received());
+        assert!(Response::problem(408, "body-timeout", "t", "d").body_not_received());
+        assert!(!Response::problem(503, "unavailable", "t", "d").body_not_received());
+        assert!(!Response::problem(400, "incomplete-body", "t", "d").body_not_received());
+        assert!(!Response::empty(503).body_not_received());
     }
 }

@@ -116,20 +116,24 @@ pub trait HttpClient {
 
     /// Sends a request and reads the whole response (at most [`MAX_RESPONSE_BODY`] bytes).
     fn send(&self, request: OutboundRequest) -> Result<crate::http::Response, PortError> {
-        let mut stream = self.open(request)?;
-        let mut body = Vec::new();
-        while let Some(chunk) = stream.next_chunk()? {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_RESPONSE_BODY {
-                return Err(PortError("response body too large".into()));
-            }
-        }
-        Ok(crate::http::Response {
-            status: stream.status(),
-            headers: stream.headers().to_vec(),
-            body,
-        })
+        read_whole(self.open(request)?)
     }
+}
+
+/// Reads the rest of `stream` into a response (at most [`MAX_RESPONSE_BODY`] bytes).
+pub fn read_whole(mut stream: Box<dyn ResponseStream>) -> Result<crate::http::Response, PortError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next_chunk()? {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_RESPONSE_BODY {
+            return Err(PortError("response body too large".into()));
+        }
+    }
+    Ok(crate::http::Response {
+        status: stream.status(),
+        headers: stream.headers().to_vec(),
+        body,
+    })
 }
 
 /// How far a [`Transport`] got with one event.

@@ -2,9 +2,12 @@
 //! with a failing database (`spin:sqlite` on the Spin flavour, `wasmcloud:postgres` on the
 //! wasmCloud lattice), and, on the Spin flavour, a seeded chaos mode ([`ChaosSettings`])
 //! that loses, duplicates and delays event messages, traps handlers, and takes the
-//! database or the message transport away for a while ([`Outage`]).
+//! database or the message transport away for a while ([`Outage`]). On the lattice it also
+//! loses request bodies and outgoing calls as wasmCloud 1.9.2's wRPC transport does under
+//! load ([`crate::BodyLoss`]).
 
-use std::collections::HashMap;
+use crate::wasmcloud::BodyLoss;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -33,6 +36,8 @@ pub struct Faults {
     chaos: Mutex<Option<Chaos>>,
     outages: Mutex<HashMap<Outage, Instant>>,
     figures: Mutex<ChaosFigures>,
+    body_losses: Mutex<HashMap<String, VecDeque<BodyLoss>>>,
+    lost_calls: Mutex<HashMap<String, u32>>,
 }
 
 /// How chaos mode misbehaves. Every decision is drawn from one PRNG seeded with `seed`:
@@ -363,6 +368,40 @@ impl Faults {
             rule.active = *remaining > 0;
         }
         true
+    }
+
+    /// On the lattice, the next requests with a body served to `component` lose it as
+    /// `losses` lists, one each, in order (see [`BodyLoss`]).
+    pub fn lose_request_bodies(&self, component: &str, losses: &[BodyLoss]) {
+        lock(&self.body_losses)
+            .entry(component.to_owned())
+            .or_default()
+            .extend(losses);
+    }
+
+    /// On the lattice, the next `times` outgoing HTTP calls of `component` are lost before
+    /// they leave the host: no answer ever comes.
+    pub fn lose_calls(&self, component: &str, times: u32) {
+        *lock(&self.lost_calls)
+            .entry(component.to_owned())
+            .or_default() += times;
+    }
+
+    /// How the request arriving now at `component` loses its body, if it does.
+    pub(crate) fn take_body_loss(&self, component: &str) -> Option<BodyLoss> {
+        lock(&self.body_losses).get_mut(component)?.pop_front()
+    }
+
+    /// Whether the outgoing call `component` makes now is lost.
+    pub(crate) fn take_lost_call(&self, component: &str) -> bool {
+        let mut lost = lock(&self.lost_calls);
+        match lost.get_mut(component) {
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        }
     }
 }
 

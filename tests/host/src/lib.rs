@@ -45,7 +45,7 @@ mod wasi_config;
 mod wasmcloud;
 
 pub use faults::{ChaosFigures, ChaosSettings, Faults, Outage, SplitMix64};
-pub use wasmcloud::{Lattice, LatticeConfig, WASMCLOUD_WASM_DIR, query_postgres};
+pub use wasmcloud::{BodyLoss, Lattice, LatticeConfig, WASMCLOUD_WASM_DIR, query_postgres};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use shop_domain::auth::Role;
 use support::{App, Cleanup, Host, lattice_config, wasmcloud_services};
-use test_host::Lattice;
+use test_host::{BodyLoss, Lattice};
 
 const CUSTOMERS: usize = 4;
 const ORDERS: usize = 40;
@@ -191,4 +192,85 @@ async fn thirty_two_clients_never_stall_the_capped_lattice() {
 async fn real_lattice_thirty_two_clients_for_thirty_seconds() {
     let app = Arc::new(support::start(support::Flavour::RealLattice).await);
     support::load::run(&app, 32, Duration::from_secs(30)).await;
+}
+
+/// wasmCloud 1.9.2's wRPC transport loses body messages and whole outgoing calls under load
+/// (`test_host::BodyLoss` says how and why). A receiver that gets a body shorter than its
+/// `content-length`, or one that stops arriving, answers that it handled nothing (503
+/// `incomplete-body`, 408 `body-timeout`) and its caller sends the request once more; a
+/// second loss, or a call never answered, ends in 503 within the call time-out: never an
+/// order priced from an empty answer, never a request waiting for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_and_calls_the_transport_loses_are_sent_again_or_answered_503() {
+    let Some(services) = wasmcloud_services().await else {
+        return;
+    };
+    let config = lattice_config(&services, 1).await;
+    let lattice = Lattice::start(config.clone())
+        .await
+        .unwrap_or_else(|e| panic!("the lattice did not start: {e:#}"));
+    let cleanup = Cleanup {
+        database_url: config.database_url.clone().unwrap(),
+        nats_url: services.nats_url.clone(),
+        buckets: lattice.buckets().to_vec(),
+    };
+    let app = App::new(Host::WasmCloud(Box::new(lattice)), Some(cleanup));
+    let faults = app.lattice().faults();
+    app.product("LOST-1", 250, 100).await;
+    app.credit("lost@example.com", 100_000).await;
+    let token = support::token("lost@example.com", Role::Customer);
+    let order =
+        json!({"customer": "lost@example.com", "items": [{"sku": "LOST-1", "quantity": 1}]});
+
+    // The gateway's request to orders arrives cut: orders says so and the gateway resends.
+    faults.lose_request_bodies("orders", &[BodyLoss::Cut]);
+    let answer = app.post("/api/v1/orders", &token, &order).await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+
+    // Orders' price request never ends at the stock-checker: 408 after 5 s, then resent.
+    faults.lose_request_bodies("stock-checker", &[BodyLoss::Stalled]);
+    let answer = app.post("/api/v1/orders", &token, &order).await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+
+    // Lost twice in a row: the caller does not guess, it answers 503.
+    faults.lose_request_bodies("stock-checker", &[BodyLoss::Cut, BodyLoss::Cut]);
+    let answer = app.post("/api/v1/orders", &token, &order).await;
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert_eq!(
+        answer.body["type"],
+        "https://shop.example/problems/unavailable"
+    );
+
+    // The client's own body, cut inside the host: 503 with Retry-After, nothing handled.
+    faults.lose_request_bodies("gateway", &[BodyLoss::Cut]);
+    let answer = app.post("/api/v1/orders", &token, &order).await;
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert_eq!(
+        answer.body["type"],
+        "https://shop.example/problems/incomplete-body"
+    );
+    assert_eq!(answer.header("retry-after"), Some("1"));
+
+    // Orders' call to the stock-checker is lost: 503 once its time-out is up (the gateway's
+    // 10 s budget less a second), before the gateway's own runs out.
+    faults.lose_calls("orders", 1);
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(20),
+        app.post("/api/v1/orders", &token, &order),
+    )
+    .await
+    .expect("a lost call is answered within 20 s");
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let placed = app
+        .count("SELECT COUNT(*) FROM orders WHERE customer = 'lost@example.com'")
+        .await;
+    assert_eq!(placed, 2, "one order for each request answered 202");
+    app.shutdown().await;
 }

@@ -27,6 +27,8 @@ mod messaging;
 mod postgres;
 mod runtime;
 mod state;
+mod wrpc_loss;
+pub use wrpc_loss::BodyLoss;
 
 use crate::faults::Faults;
 use crate::ticker;

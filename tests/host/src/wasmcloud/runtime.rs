@@ -8,6 +8,7 @@ use super::keyvalue::LinkedStore;
 use super::manifest::ComponentSpec;
 use super::messaging;
 use super::state::LatticeState;
+use super::wrpc_loss::ArrivingBody;
 use crate::faults::Faults;
 use crate::runtime::{handle_on_fresh_instance, text_response};
 use crate::stdio::ComponentOutput;
@@ -70,7 +71,7 @@ pub(crate) struct LatticeRuntime {
     pub(crate) nats: async_nats::Client,
     /// Prepended (with a `.`) to every subject the components use on NATS.
     subject_prefix: Option<String>,
-    faults: Arc<Faults>,
+    pub(crate) faults: Arc<Faults>,
 }
 
 /// How to build one component of the lattice.
@@ -297,17 +298,24 @@ impl LatticeRuntime {
     }
 
     /// Serves an HTTP request on a running replica of `component` (round-robin). Failures
-    /// (no running replica, traps, no response) become 503 or 500 and are logged.
+    /// (no running replica, traps, no response) become 503 or 500 and are logged. A body
+    /// arrives as [`Faults::lose_request_bodies`] says.
     pub(crate) async fn serve_http<B>(
         self: &Arc<Self>,
         component: &Arc<LatticeComponent>,
         req: Request<B>,
     ) -> Response<HyperOutgoingBody>
     where
-        B: Body<Data = Bytes> + Send + 'static,
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let name = &component.spec.name;
+        let has_body = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|length| length != "0");
+        let loss = has_body.then(|| self.faults.take_body_loss(name)).flatten();
+        let req = req.map(|body| ArrivingBody::new(body, loss));
         let Some(replica) = Self::pick_replica(component) else {
             eprintln!("[test-host] {name}: no running replica for {}", req.uri());
             return text_response(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");

@@ -7,6 +7,7 @@ use super::bindings::wasi::logging::logging::{self, Level};
 use super::runtime::{LatticeComponent, LatticeRuntime};
 use crate::outbound::{IoFuture, SendFuture, send_over_network};
 use http::Request;
+use http_body_util::BodyExt;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -14,8 +15,12 @@ use wasmtime_wasi_http::{
     RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
-/// Outgoing HTTP as the http-client provider does it: plain requests over the network.
-struct HttpClient;
+/// Outgoing HTTP as the http-client provider does it: plain requests over the network,
+/// except a call [`crate::Faults::lose_calls`] loses, which is never answered.
+struct HttpClient {
+    runtime: Arc<LatticeRuntime>,
+    caller: Arc<LatticeComponent>,
+}
 
 impl WasiHttpHooks for HttpClient {
     fn send_request(
@@ -26,6 +31,13 @@ impl WasiHttpHooks for HttpClient {
     ) -> SendFuture {
         // Errors while the guest consumes the response are reported by the body itself.
         drop(fut);
+        if self.runtime.faults.take_lost_call(&self.caller.spec.name) {
+            // The host takes the whole request; the provider never answers.
+            return Box::new(async move {
+                let _ = request.into_body().collect().await;
+                std::future::pending().await
+            });
+        }
         send_over_network(request, options)
     }
 }
@@ -62,7 +74,10 @@ impl LatticeState {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            client: HttpClient,
+            client: HttpClient {
+                runtime: runtime.clone(),
+                caller: component.clone(),
+            },
             runtime,
             component,
             fail_postgres,
