@@ -116,7 +116,8 @@ browser-test:
 
 ## Runs the app on the wasmtime test host at http://127.0.0.1:3000 (when Spin is not installed).
 serve: build
-	cargo run --release -p test-host -- serve --manifest spin.toml --listen 127.0.0.1:3000 --data-dir .spin
+	cargo run --release -p test-host -- serve --manifest spin.toml --listen 127.0.0.1:3000 --data-dir .spin \
+		--runtime-config-file infra/spin/runtime-config.toml
 
 ## Renders target/wadm.local.yaml: wadm.yaml with file:// images of the wasmCloud build and
 ## of the provider archives in infra/wasmcloud/providers (see infra/wasmcloud/README.md).

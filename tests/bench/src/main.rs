@@ -170,6 +170,7 @@ fn main() -> Result<()> {
     wasm(&root, "gateway.wasm")?;
     wasm(&root, "orders.wasm")?;
     let manifest = root.join("spin.toml");
+    let runtime_config = root.join("infra/spin/runtime-config.toml");
 
     let mut report = Report::new(&root, &options);
     let servers = runtime(SERVER_THREADS, "bench-server")?;
@@ -229,6 +230,7 @@ fn main() -> Result<()> {
     // Order accept on the shop, letting the pipeline settle between runs.
     let shop = servers.block_on(targets::start_shop(
         manifest.clone(),
+        runtime_config.clone(),
         scratch.path().join("shop-accept"),
     ))?;
     let shop_addr = shop.base_url().trim_start_matches("http://").parse()?;
@@ -260,6 +262,7 @@ fn main() -> Result<()> {
     // End to end on a fresh database.
     let shop = servers.block_on(targets::start_shop(
         manifest,
+        runtime_config,
         scratch.path().join("shop-end-to-end"),
     ))?;
     let shop_addr = shop.base_url().trim_start_matches("http://").parse()?;
@@ -314,7 +317,7 @@ fn main() -> Result<()> {
     let sqlite = shop.sqlite_usage();
     let confirmation_ms: Vec<i64> = shop
         .sqlite_query(
-            "default",
+            "orders",
             "SELECT c.at - p.at FROM order_history p JOIN order_history c \
              ON c.order_id = p.order_id AND c.status = 'confirmed' WHERE p.status = 'placed' ORDER BY 1",
         )?

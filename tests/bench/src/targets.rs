@@ -74,12 +74,17 @@ pub async fn start_hello_component(wasm: &Path, dir: &Path) -> Result<TestHost> 
 }
 
 /// Starts the shop from `manifest` on the test host as `make serve` runs it (100 ms tick,
-/// a fresh SQLite file in `data_dir`) but without the gateway's rate limit, which a load
-/// test would hit. `data_dir` must be new for each host and outlive it: work still in
-/// flight after [`TestHost::shutdown`] (a tick, a delivery) then finds its database
-/// instead of a deleted temporary directory.
-pub async fn start_shop(manifest: PathBuf, data_dir: PathBuf) -> Result<TestHost> {
+/// each service's SQLite file as `runtime_config` defines it, under `data_dir`) but without
+/// the gateway's rate limit, which a load test would hit. `data_dir` must be new for each
+/// host and outlive it: work still in flight after [`TestHost::shutdown`] (a tick, a
+/// delivery) then finds its database instead of a deleted temporary directory.
+pub async fn start_shop(
+    manifest: PathBuf,
+    runtime_config: PathBuf,
+    data_dir: PathBuf,
+) -> Result<TestHost> {
     let mut config = TestHostConfig::new(manifest);
+    config.runtime_config = Some(runtime_config);
     config.data_dir = Some(data_dir);
     config
         .variables
@@ -201,9 +206,10 @@ pub fn order_workloads(connections: usize) -> Result<Vec<Workload>> {
         .collect()
 }
 
-/// A `SELECT COUNT(*)`-like query's single number, read straight from the shop's SQLite file.
+/// A `SELECT COUNT(*)`-like query's single number, read straight from the orders service's
+/// SQLite file.
 pub fn count(host: &TestHost, sql: &str) -> Result<i64> {
-    host.sqlite_query("default", sql)?
+    host.sqlite_query("orders", sql)?
         .first()
         .and_then(|row| row.first())
         .and_then(serde_json::Value::as_i64)

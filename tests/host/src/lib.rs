@@ -52,9 +52,10 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full};
 use keyvalue::KeyValueBackend;
-use manifest::{AppConfig, DEFAULT_DATABASE};
+use manifest::AppConfig;
 use runtime::Runtime;
 use rusqlite::types::ValueRef;
+use sqlite::SqliteDatabases;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -63,9 +64,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-/// The SQLite file name Spin uses for the `default` database in its state directory.
-const DATABASE_FILE: &str = "sqlite_db.db";
 
 /// How to start a [`TestHost`].
 #[derive(Debug, Clone)]
@@ -83,8 +81,13 @@ pub struct TestHostConfig {
     /// component (one tick at a time per component).
     pub tick_interval: Option<Duration>,
     /// A Spin runtime configuration file (`spin up --runtime-config-file`); the host reads
-    /// its `[key_value_store.default]` (`type = "redis"` with `url`). `None`: embedded stores.
+    /// its `[key_value_store.default]` (`type = "redis"` with `url`) and its
+    /// `[sqlite_database.<label>]` entries. `None`: embedded stores, SQLite `default` only.
     pub runtime_config: Option<PathBuf>,
+    /// The directory `spin up` would run in: relative SQLite `path`s of the runtime
+    /// configuration resolve against it, as Spin resolves them against its working
+    /// directory. `None`: the data directory.
+    pub working_dir: Option<PathBuf>,
 }
 
 impl TestHostConfig {
@@ -97,6 +100,7 @@ impl TestHostConfig {
             data_dir: None,
             tick_interval: Some(Duration::from_millis(100)),
             runtime_config: None,
+            working_dir: None,
         }
     }
 }
@@ -141,12 +145,16 @@ impl TestHost {
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
 
         let faults = Arc::new(Faults::default());
-        let database_path = data_dir.join(DATABASE_FILE);
+        let sqlite_databases = SqliteDatabases::from_runtime_config(
+            config.runtime_config.as_deref(),
+            &data_dir,
+            config.working_dir.as_deref().unwrap_or(&data_dir),
+        )?;
         let key_value =
             KeyValueBackend::from_runtime_config(config.runtime_config.as_ref(), &data_dir)?;
         let runtime_faults = faults.clone();
         let runtime = tokio::task::spawn_blocking(move || {
-            Runtime::new(app, runtime_faults, database_path, key_value)
+            Runtime::new(app, runtime_faults, sqlite_databases, key_value)
         })
         .await
         .context("component compilation panicked")??;
@@ -277,15 +285,16 @@ impl TestHost {
         self.runtime.sqlite_usage().take()
     }
 
-    /// Runs `sql` on a new connection to the database behind `label` (only
-    /// `default` exists) and returns every row as JSON values: integers and reals
-    /// as numbers, text as strings, blobs as arrays of bytes, NULL as null. Meant for
-    /// reads in assertions; blocks the calling thread while SQLite works.
+    /// Runs `sql` on a new connection to the file behind SQLite label `label` and returns
+    /// every row as JSON values: integers and reals as numbers, text as strings, blobs as
+    /// arrays of bytes, NULL as null. Meant for reads in assertions; blocks the calling
+    /// thread while SQLite works.
     pub fn sqlite_query(&self, label: &str, sql: &str) -> Result<Vec<Vec<serde_json::Value>>> {
-        if label != DEFAULT_DATABASE {
-            bail!("no SQLite database {label:?}: only \"{DEFAULT_DATABASE}\" exists");
+        match self.runtime.sqlite_databases().location(label) {
+            Some(Some(path)) => query_sqlite_file(path, sql),
+            Some(None) => bail!("SQLite database {label:?} is in memory: nothing to read"),
+            None => bail!("no SQLite database {label:?}"),
         }
-        query_sqlite_file(self.runtime.database_path(), sql)
     }
 
     /// Stops accepting connections, lets open ones finish (up to 5 s), and stops the
@@ -310,8 +319,28 @@ impl Drop for TestHost {
     }
 }
 
-/// Runs `sql` on the SQLite file at `path` (a Spin app's `sqlite_db.db`) and returns its
-/// rows as JSON values.
+/// The file Spin 4.0.2 keeps SQLite label `label` in, for `spin up` run in `working_dir`
+/// with `runtime_config` (a relative `path` there is taken from the working directory).
+pub fn spin_sqlite_file(
+    runtime_config: &std::path::Path,
+    working_dir: &std::path::Path,
+    label: &str,
+) -> Result<PathBuf> {
+    let state_dir = working_dir.join(".spin");
+    match SqliteDatabases::from_runtime_config(Some(runtime_config), &state_dir, working_dir)?
+        .location(label)
+    {
+        Some(Some(path)) => Ok(path.clone()),
+        Some(None) => bail!("SQLite database {label:?} is in memory"),
+        None => bail!(
+            "no SQLite database {label:?} in {}",
+            runtime_config.display()
+        ),
+    }
+}
+
+/// Runs `sql` on the SQLite file at `path` (a Spin app's database) and returns its rows as
+/// JSON values.
 pub fn query_sqlite_file(path: &std::path::Path, sql: &str) -> Result<Vec<Vec<serde_json::Value>>> {
     let conn = rusqlite::Connection::open(path)?;
     let mut statement = conn.prepare(sql)?;

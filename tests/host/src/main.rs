@@ -18,7 +18,9 @@ Runs the components of a Spin manifest the way Spin 4.0.2 would, until Ctrl-C.
   --variable k=v      application variable override (repeatable)
   --tick-interval-ms  POST /internal/tick to private components this often;
                       0 disables (default: 100)
-  --runtime-config-file  a Spin runtime config; its [key_value_store.default]
+  --runtime-config-file  a Spin runtime config: its [sqlite_database.<label>]
+                      entries define SQLite labels (relative paths from the current
+                      directory, as Spin takes them), its [key_value_store.default]
                       may put key-value on Redis (default: embedded SQLite)";
 
 struct Args {
@@ -90,6 +92,7 @@ async fn main() -> Result<()> {
     config.variables = args.variables.into_iter().collect();
     config.data_dir = Some(data_dir);
     config.runtime_config = args.runtime_config;
+    config.working_dir = Some(std::env::current_dir().context("no current directory")?);
     config.tick_interval =
         (args.tick_interval_ms > 0).then(|| Duration::from_millis(args.tick_interval_ms));
 

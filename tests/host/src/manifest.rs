@@ -275,12 +275,6 @@ fn load_component(
     let allowed_hosts = AllowedHosts::parse(&rendered_hosts)
         .with_context(|| format!("component {id:?}: allowed_outbound_hosts"))?;
     let sqlite_databases: BTreeSet<String> = raw.sqlite_databases.iter().cloned().collect();
-    if let Some(label) = sqlite_databases.iter().find(|l| *l != DEFAULT_DATABASE) {
-        bail!(
-            "component {id:?} uses SQLite database {label:?}, which is not defined: Spin only \
-             provides \"{DEFAULT_DATABASE}\" unless a runtime configuration file defines more"
-        );
-    }
     let key_value_stores: BTreeSet<String> = raw.key_value_stores.iter().cloned().collect();
     if let Some(label) = key_value_stores
         .iter()

@@ -7,7 +7,7 @@ use crate::keyvalue::KeyValueBackend;
 use crate::manifest::{AppConfig, ComponentConfig};
 use crate::postgres::PostgresPools;
 use crate::routes::{RouteMatch, Router};
-use crate::sqlite::SqliteUsage;
+use crate::sqlite::{SqliteDatabases, SqliteUsage};
 use crate::state::InstanceState;
 use crate::stdio::ComponentOutput;
 use anyhow::{Context, Result, bail};
@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Cache, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
@@ -60,7 +60,7 @@ pub(crate) struct Runtime {
     router: Router,
     private_components: BTreeSet<String>,
     faults: Arc<Faults>,
-    database_path: PathBuf,
+    sqlite_databases: Arc<SqliteDatabases>,
     sqlite_usage: Arc<SqliteUsage>,
     key_value: Arc<KeyValueBackend>,
     postgres_pools: Arc<PostgresPools>,
@@ -102,9 +102,15 @@ impl Runtime {
     pub(crate) fn new(
         app: AppConfig,
         faults: Arc<Faults>,
-        database_path: PathBuf,
+        sqlite_databases: SqliteDatabases,
         key_value: KeyValueBackend,
     ) -> Result<Self> {
+        sqlite_databases.check_used(app.components.iter().flat_map(|(id, config)| {
+            config
+                .sqlite_databases
+                .iter()
+                .map(move |label| (id.as_str(), label.as_str()))
+        }))?;
         let engine = engine()?;
         let mut linker = Linker::<InstanceState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -158,7 +164,7 @@ impl Runtime {
             router,
             private_components: app.private_components,
             faults,
-            database_path,
+            sqlite_databases: Arc::new(sqlite_databases),
             sqlite_usage: Arc::default(),
             key_value: Arc::new(key_value),
             postgres_pools: Arc::default(),
@@ -180,9 +186,9 @@ impl Runtime {
         &self.faults
     }
 
-    /// The SQLite file behind the `default` label.
-    pub(crate) fn database_path(&self) -> &Path {
-        &self.database_path
+    /// The application's SQLite databases by label.
+    pub(crate) fn sqlite_databases(&self) -> &Arc<SqliteDatabases> {
+        &self.sqlite_databases
     }
 
     /// What the components' SQLite statements have done since it was last taken.

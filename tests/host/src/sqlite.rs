@@ -1,6 +1,7 @@
-//! `spin:sqlite/sqlite@3.0.0`, as Spin's default local database provides it: every
-//! `connection.open` opens a new connection to one SQLite file, and statements run
-//! on tokio's blocking pool.
+//! `spin:sqlite/sqlite@3.0.0`, as Spin's local databases provide it: every
+//! `connection.open` opens a new connection to the SQLite file behind the label, and
+//! statements run on tokio's blocking pool. Labels are what Spin 4.0.2 makes of them
+//! ([`SqliteDatabases`]): `default` always, others only from a runtime configuration file.
 //!
 //! Every statement is timed into [`SqliteUsage`], the benchmark's profile of the database.
 
@@ -8,8 +9,10 @@ use crate::bindings::spin::sqlite::sqlite::{self, Error, QueryResult, RowResult,
 use crate::faults::Outage;
 use crate::manifest::DEFAULT_DATABASE;
 use crate::state::InstanceState;
+use anyhow::{Context, Result, bail};
 use rusqlite::types::{Value as SqlValue, ValueRef};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use wasmtime::component::Resource;
@@ -20,6 +23,104 @@ const INJECTED_FAULT: &str = "injected fault";
 const DATABASE_AWAY: &str = "unable to open database file (injected outage)";
 /// The message of a trap chaos mode injects.
 const INJECTED_TRAP: &str = "injected trap (chaos mode)";
+
+/// The file Spin keeps the `default` database in, in its state directory.
+const DEFAULT_DATABASE_FILE: &str = "sqlite_db.db";
+
+/// The SQLite databases of an application, by label, as Spin 4.0.2 resolves them
+/// (`crates/sqlite/src/lib.rs`, `crates/runtime-config/src/lib.rs`): `default` is
+/// `<state dir>/sqlite_db.db` unless the runtime configuration file says otherwise; every
+/// `[sqlite_database.<label>]` with `type = "spin"` is the file at its `path`, a relative path
+/// taken from the directory `spin up` runs in (not the file's own), or, without `path`, a
+/// new empty in-memory database at every `open`.
+#[derive(Debug, Clone)]
+pub(crate) struct SqliteDatabases(BTreeMap<String, Option<PathBuf>>);
+
+impl SqliteDatabases {
+    /// The labels `runtime_config` defines, plus `default` in `state_dir`; relative paths
+    /// resolve against `working_dir`. Parent directories of the files are created.
+    pub(crate) fn from_runtime_config(
+        runtime_config: Option<&Path>,
+        state_dir: &Path,
+        working_dir: &Path,
+    ) -> Result<Self> {
+        let mut databases = BTreeMap::new();
+        databases.insert(
+            DEFAULT_DATABASE.to_owned(),
+            Some(state_dir.join(DEFAULT_DATABASE_FILE)),
+        );
+        let entries = match runtime_config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read runtime config {}", path.display()))?;
+                let table: toml::Table = toml::from_str(&text)
+                    .with_context(|| format!("runtime config {} is not TOML", path.display()))?;
+                table
+                    .get("sqlite_database")
+                    .and_then(toml::Value::as_table)
+                    .cloned()
+                    .unwrap_or_default()
+            }
+            None => toml::Table::new(),
+        };
+        for (label, entry) in entries {
+            let kind = entry
+                .get("type")
+                .and_then(toml::Value::as_str)
+                .unwrap_or_default();
+            let location = match kind {
+                "spin" => entry
+                    .get("path")
+                    .and_then(toml::Value::as_str)
+                    .map(|path| working_dir.join(path)),
+                "libsql" => bail!("sqlite_database.{label}: libsql is not supported here"),
+                other => bail!("sqlite_database.{label}: Unknown database kind: {other}"),
+            };
+            databases.insert(label, location);
+        }
+        for path in databases.values().flatten() {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+        }
+        Ok(Self(databases))
+    }
+
+    /// Fails as `spin up` does when a component uses a label no one defined.
+    pub(crate) fn check_used<'a>(
+        &self,
+        uses: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<()> {
+        let missing: Vec<String> = uses
+            .into_iter()
+            .filter(|(_, label)| !self.0.contains_key(*label))
+            .map(|(component, label)| format!("- Component {component} uses database '{label}'"))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "One or more components use SQLite databases which are not defined.\n\
+             Check the spelling, or pass a runtime configuration file that defines these stores.\n\
+             Details:\n{}",
+            missing.join("\n")
+        )
+    }
+
+    /// The file behind `label`; `Ok(None)` for an in-memory database.
+    pub(crate) fn location(&self, label: &str) -> Option<&Option<PathBuf>> {
+        self.0.get(label)
+    }
+}
+
+/// Opens the database at `location` (a file, or a new in-memory database).
+fn open_location(location: Option<PathBuf>) -> rusqlite::Result<rusqlite::Connection> {
+    match location {
+        Some(path) => rusqlite::Connection::open(path),
+        None => rusqlite::Connection::open_in_memory(),
+    }
+}
 
 /// The host side of a `connection` resource. Dropping the last reference closes the
 /// connection, which rolls back any open transaction.
@@ -196,9 +297,9 @@ impl sqlite::HostConnection for InstanceState {
         if !self.sqlite.allowed.contains(&database) {
             return Err(Error::AccessDenied);
         }
-        if database != DEFAULT_DATABASE {
+        let Some(location) = self.sqlite.databases.location(&database).cloned() else {
             return Err(Error::NoSuchDatabase);
-        }
+        };
         if self
             .sqlite
             .host_faults
@@ -206,8 +307,7 @@ impl sqlite::HostConnection for InstanceState {
         {
             return Err(Error::Io(DATABASE_AWAY.to_owned()));
         }
-        let path = self.sqlite.default_path.clone();
-        let conn = tokio::task::spawn_blocking(move || rusqlite::Connection::open(path))
+        let conn = tokio::task::spawn_blocking(move || open_location(location))
             .await
             .map_err(io_error)?
             .map_err(io_error)?;
@@ -323,3 +423,73 @@ impl sqlite::HostConnection for InstanceState {
 }
 
 impl sqlite::Host for InstanceState {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_runtime_config_only_default_exists_and_other_labels_fail_as_on_spin() {
+        let dir = tempfile::tempdir().unwrap();
+        let databases = SqliteDatabases::from_runtime_config(None, dir.path(), dir.path()).unwrap();
+        assert_eq!(
+            databases.location("default"),
+            Some(&Some(dir.path().join("sqlite_db.db")))
+        );
+        databases.check_used([("orders", "default")]).unwrap();
+        let refused = databases
+            .check_used([("orders", "orders"), ("vouchers", "default")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused
+                .starts_with("One or more components use SQLite databases which are not defined."),
+            "{refused}"
+        );
+        assert!(
+            refused.ends_with("- Component orders uses database 'orders'"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn runtime_config_labels_take_relative_paths_from_the_working_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, work) = (dir.path().join("state"), dir.path().join("work"));
+        let config = dir.path().join("config").join("runtime-config.toml");
+        std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+        std::fs::write(
+            &config,
+            "[sqlite_database.orders]\ntype = \"spin\"\npath = \"data/orders.db\"\n\n\
+             [sqlite_database.scratch]\ntype = \"spin\"\n",
+        )
+        .unwrap();
+        let databases = SqliteDatabases::from_runtime_config(Some(&config), &state, &work).unwrap();
+        assert_eq!(
+            databases.location("orders"),
+            Some(&Some(work.join("data/orders.db")))
+        );
+        assert!(work.join("data").is_dir(), "the file's folder is made");
+        assert_eq!(
+            databases.location("scratch"),
+            Some(&None),
+            "no path: in memory"
+        );
+        assert_eq!(
+            databases.location("default"),
+            Some(&Some(state.join("sqlite_db.db")))
+        );
+        databases
+            .check_used([("orders", "orders"), ("x", "scratch"), ("y", "default")])
+            .unwrap();
+
+        std::fs::write(&config, "[sqlite_database.orders]\ntype = \"postgres\"\n").unwrap();
+        let refused = SqliteDatabases::from_runtime_config(Some(&config), &state, &work)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("Unknown database kind: postgres"),
+            "{refused}"
+        );
+    }
+}

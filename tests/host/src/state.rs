@@ -6,9 +6,8 @@ use crate::keyvalue::KeyValueCtx;
 use crate::outbound::OutboundHttp;
 use crate::postgres::PostgresPools;
 use crate::runtime::{LoadedComponent, Runtime};
-use crate::sqlite::SqliteUsage;
+use crate::sqlite::{SqliteDatabases, SqliteUsage};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -18,8 +17,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 pub(crate) struct SqliteCtx {
     /// The component's `sqlite_databases`.
     pub(crate) allowed: Arc<BTreeSet<String>>,
-    /// The file behind the `default` label.
-    pub(crate) default_path: PathBuf,
+    /// The application's databases by label.
+    pub(crate) databases: Arc<SqliteDatabases>,
     /// The faults this instance runs with.
     pub(crate) faults: InstanceFaults,
     /// The host's fault switches (outages are checked on every call).
@@ -67,7 +66,7 @@ impl InstanceState {
             http: WasiHttpCtx::new(),
             sqlite: SqliteCtx {
                 allowed: component.sqlite_databases.clone(),
-                default_path: runtime.database_path().to_path_buf(),
+                databases: runtime.sqlite_databases().clone(),
                 faults,
                 host_faults: runtime.faults().clone(),
                 executes: 0,

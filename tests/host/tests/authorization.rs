@@ -360,9 +360,9 @@ async fn every_endpoint_answers_every_caller_as_the_matrix_says(flavour: Flavour
     let orders_in = |status: &str| {
         let app = &app;
         let sql = format!("SELECT COUNT(*) FROM orders WHERE status = '{status}'");
-        async move { app.count(&sql).await }
+        async move { app.count("orders", &sql).await }
     };
-    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 31);
+    assert_eq!(app.count("orders", "SELECT COUNT(*) FROM orders").await, 31);
     assert_eq!(orders_in("cancelled").await, 3);
     assert_eq!(orders_in("delivered").await, 2);
     // Shipped: the two the matrix shipped, and the fixture's shipped orders it did not

@@ -213,7 +213,10 @@ async fn place_all(
 /// Ships, delivers or cancels some confirmed orders as staff (and customers).
 async fn act_on_confirmed(app: &App, rng: &mut SplitMix64, plan: &Plan, retries: &AtomicU64) {
     let rows = app
-        .query("SELECT id, customer FROM orders WHERE status = 'confirmed' ORDER BY id")
+        .query(
+            "orders",
+            "SELECT id, customer FROM orders WHERE status = 'confirmed' ORDER BY id",
+        )
         .await
         .expect("orders readable");
     let mut work: Vec<Vec<(String, String, Vec<&'static str>)>> =
@@ -260,11 +263,17 @@ async fn pending(app: &App) -> (i64, i64) {
     let mut outbox = 0;
     for prefix in OUTBOXES {
         outbox += app
-            .count(&format!("SELECT COUNT(*) FROM {prefix}_outbox"))
+            .count(
+                &prefix.replace('_', "-"),
+                &format!("SELECT COUNT(*) FROM {prefix}_outbox"),
+            )
             .await;
     }
     let placed = app
-        .count("SELECT COUNT(*) FROM orders WHERE status = 'placed'")
+        .count(
+            "orders",
+            "SELECT COUNT(*) FROM orders WHERE status = 'placed'",
+        )
         .await;
     (outbox, placed)
 }
@@ -305,32 +314,35 @@ fn text(value: &Value) -> &str {
 type Orders = HashMap<String, (String, String, i64, Vec<(String, i64)>)>;
 
 async fn orders(app: &App) -> Orders {
-    app.query("SELECT id, customer, status, total_cents, items FROM orders")
-        .await
-        .expect("orders readable")
-        .iter()
-        .map(|row| {
-            let items: Vec<Value> = serde_json::from_str(text(&row[4])).expect("items JSON");
-            let items = items
-                .iter()
-                .map(|item| {
-                    (
-                        item["sku"].as_str().unwrap().to_owned(),
-                        item["quantity"].as_i64().unwrap(),
-                    )
-                })
-                .collect();
-            (
-                text(&row[0]).to_owned(),
+    app.query(
+        "orders",
+        "SELECT id, customer, status, total_cents, items FROM orders",
+    )
+    .await
+    .expect("orders readable")
+    .iter()
+    .map(|row| {
+        let items: Vec<Value> = serde_json::from_str(text(&row[4])).expect("items JSON");
+        let items = items
+            .iter()
+            .map(|item| {
                 (
-                    text(&row[1]).to_owned(),
-                    text(&row[2]).to_owned(),
-                    int(&row[3]),
-                    items,
-                ),
-            )
-        })
-        .collect()
+                    item["sku"].as_str().unwrap().to_owned(),
+                    item["quantity"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        (
+            text(&row[0]).to_owned(),
+            (
+                text(&row[1]).to_owned(),
+                text(&row[2]).to_owned(),
+                int(&row[3]),
+                items,
+            ),
+        )
+    })
+    .collect()
 }
 
 /// The invariants that hold at every quiescent point, even with dead letters unretried.
@@ -347,6 +359,7 @@ async fn check_invariants(app: &App, setup: &Setup, seed: u64, settled: bool) {
     // Money: what the test credited = balance + held + spent, per customer, to the cent.
     let accounts = app
         .query(
+            "balance-checker",
             "SELECT customer, balance_cents, held_cents, spent_cents, credited_cents FROM accounts",
         )
         .await
@@ -387,7 +400,10 @@ async fn check_invariants(app: &App, setup: &Setup, seed: u64, settled: bool) {
 
     // Stock: never negative, and free + reserved + sold = what was put in, per sku.
     let products = app
-        .query("SELECT sku, stock, reserved, sold FROM products")
+        .query(
+            "stock-checker",
+            "SELECT sku, stock, reserved, sold FROM products",
+        )
         .await
         .expect("products readable");
     let mut sold_by_orders: HashMap<&str, i64> = HashMap::new();
@@ -424,7 +440,10 @@ async fn check_invariants(app: &App, setup: &Setup, seed: u64, settled: bool) {
     // Vouchers: at most one per order, only for delivered orders at or above the
     // threshold; exactly one for each of those once every message arrived.
     let vouchers = app
-        .query("SELECT order_id, customer, value_cents FROM vouchers")
+        .query(
+            "vouchers",
+            "SELECT order_id, customer, value_cents FROM vouchers",
+        )
         .await
         .expect("vouchers readable");
     let mut voucher_of: HashMap<&str, usize> = HashMap::new();
@@ -541,7 +560,7 @@ async fn chaos_keeps_every_invariant() {
     for (_, status, _, _) in orders(&app).await.values() {
         *statuses.entry(status.clone()).or_default() += 1;
     }
-    let vouchers = app.count("SELECT COUNT(*) FROM vouchers").await;
+    let vouchers = app.count("vouchers", "SELECT COUNT(*) FROM vouchers").await;
     println!("chaos: seed {} passed", plan.seed);
     println!(
         "  orders            {} from {} clients {statuses:?}",

@@ -35,9 +35,10 @@ fn signed(id: &str, event_type: &str, order_id: &str, data: Value) -> Vec<u8> {
 /// The `order.placed` envelope orders stored for order `id`.
 async fn placed_event(app: &App, id: &str) -> Value {
     let rows = app
-        .query(&format!(
-            "SELECT placed_event FROM orders WHERE id = '{id}'"
-        ))
+        .query(
+            "orders",
+            &format!("SELECT placed_event FROM orders WHERE id = '{id}'"),
+        )
         .await
         .unwrap();
     serde_json::from_str(rows[0][0].as_str().unwrap()).unwrap()
@@ -45,9 +46,10 @@ async fn placed_event(app: &App, id: &str) -> Value {
 
 /// The `(event_id, event_type)` rows of `prefix`'s inbox.
 async fn inbox(app: &App, prefix: &str) -> Vec<(String, String)> {
-    app.query(&format!(
-        "SELECT event_id, event_type FROM {prefix}_inbox ORDER BY event_id"
-    ))
+    app.query(
+        &prefix.replace('_', "-"),
+        &format!("SELECT event_id, event_type FROM {prefix}_inbox ORDER BY event_id"),
+    )
     .await
     .unwrap()
     .into_iter()
@@ -131,8 +133,12 @@ async fn a_tampered_event_is_dead_lettered_and_never_applied(flavour: Flavour) {
         json!({"customer": tam, "balance_cents": 7_000, "held_cents": 0})
     );
     assert_eq!(app.account("mallory@example.com").await["balance_cents"], 0);
-    assert_eq!(app.count("SELECT COUNT(*) FROM credit_holds").await, 1);
-    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 1);
+    assert_eq!(
+        app.count("balance-checker", "SELECT COUNT(*) FROM credit_holds")
+            .await,
+        1
+    );
+    assert_eq!(app.count("orders", "SELECT COUNT(*) FROM orders").await, 1);
     let dead = app.dead_letters().await;
     assert_eq!(dead.len(), tampered.len(), "{dead:?}");
     assert!(
@@ -246,7 +252,11 @@ async fn out_of_order_events_are_ignored_or_dead_lettered(flavour: Flavour) {
     .assert_problem(409);
     app.wait_quiet().await;
     assert_eq!(app.order(&id).await["status"], "confirmed");
-    assert_eq!(app.count("SELECT COUNT(*) FROM vouchers_inbox").await, 0);
+    assert_eq!(
+        app.count("vouchers", "SELECT COUNT(*) FROM vouchers_inbox")
+            .await,
+        0
+    );
 
     // A voucher for an order not delivered can never apply: dead-lettered with its reason.
     let early_voucher = json!({"order_id": id, "customer": oda, "code": "EARLY",
@@ -333,9 +343,10 @@ async fn out_of_order_events_are_ignored_or_dead_lettered(flavour: Flavour) {
     );
     assert_eq!(after["history"], delivered["history"]);
     let checks = app
-        .query(&format!(
-            "SELECT balance_check, stock_check FROM orders WHERE id = '{id}'"
-        ))
+        .query(
+            "orders",
+            &format!("SELECT balance_check, stock_check FROM orders WHERE id = '{id}'"),
+        )
         .await
         .unwrap();
     assert_eq!(checks[0], [json!("held"), json!("held")]);
@@ -344,7 +355,10 @@ async fn out_of_order_events_are_ignored_or_dead_lettered(flavour: Flavour) {
         spent,
         "no refund for a late rejection"
     );
-    assert_eq!(app.count("SELECT COUNT(*) FROM vouchers").await, 1);
+    assert_eq!(
+        app.count("vouchers", "SELECT COUNT(*) FROM vouchers").await,
+        1
+    );
     let mut reasons: Vec<String> = app
         .dead_letters()
         .await

@@ -94,6 +94,7 @@ async fn replicas_share_the_load_and_a_stopped_checker_loses_no_order() {
     // rows they had written are sent by a pump once the 5 s first-send lease runs out, rows
     // a pump had claimed once the 30 s claim lease does.
     app.wait_until_none(
+        "orders",
         "SELECT (SELECT COUNT(*) FROM orders_outbox) \
               + (SELECT COUNT(*) FROM balance_checker_outbox) \
               + (SELECT COUNT(*) FROM stock_checker_outbox) \
@@ -106,6 +107,7 @@ async fn replicas_share_the_load_and_a_stopped_checker_loses_no_order() {
     // Fan-out: every order reached both checkers.
     assert_eq!(
         app.count(
+            "orders",
             "SELECT COUNT(*) FROM orders o \
              WHERE EXISTS (SELECT 1 FROM credit_holds c WHERE c.order_id = o.id) \
                AND EXISTS (SELECT 1 FROM stock_holds s WHERE s.order_id = o.id)"
@@ -156,7 +158,7 @@ async fn replicas_share_the_load_and_a_stopped_checker_loses_no_order() {
             0,
         ),
     ] {
-        assert_eq!(app.count(sql).await, expected as i64, "{sql}");
+        assert_eq!(app.count("orders", sql).await, expected as i64, "{sql}");
     }
     let app = Arc::into_inner(app).expect("no placement task holds the app");
     app.shutdown().await;
@@ -269,7 +271,10 @@ async fn bodies_and_calls_the_transport_loses_are_sent_again_or_answered_503() {
     );
 
     let placed = app
-        .count("SELECT COUNT(*) FROM orders WHERE customer = 'lost@example.com'")
+        .count(
+            "orders",
+            "SELECT COUNT(*) FROM orders WHERE customer = 'lost@example.com'",
+        )
         .await;
     assert_eq!(placed, 2, "one order for each request answered 202");
     app.shutdown().await;

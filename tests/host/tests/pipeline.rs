@@ -113,7 +113,10 @@ async fn voucher_threshold_is_inclusive_at_100(flavour: Flavour) {
         "99.99 must not earn a voucher: {below}"
     );
     assert_eq!(at["voucher"]["value_cents"], 500);
-    assert_eq!(app.count("SELECT COUNT(*) FROM vouchers").await, 1);
+    assert_eq!(
+        app.count("vouchers", "SELECT COUNT(*) FROM vouchers").await,
+        1
+    );
 }
 
 async fn insufficient_balance_rejects_and_releases_stock(flavour: Flavour) {
@@ -279,7 +282,7 @@ async fn idempotency_key_replays_the_same_order(flavour: Flavour) {
     .await
     .assert_problem(422);
     app.wait_quiet().await;
-    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 1);
+    assert_eq!(app.count("orders", "SELECT COUNT(*) FROM orders").await, 1);
     assert_eq!(
         app.account(&fay).await["balance_cents"],
         8_500,
@@ -311,7 +314,7 @@ async fn batch_answers_per_item(flavour: Flavour) {
         app.wait_status(result["order"]["id"].as_str().unwrap(), "confirmed")
             .await;
     }
-    assert_eq!(app.count("SELECT COUNT(*) FROM orders").await, 2);
+    assert_eq!(app.count("orders", "SELECT COUNT(*) FROM orders").await, 2);
 }
 
 async fn duplicate_events_are_applied_once(flavour: Flavour) {
@@ -328,9 +331,10 @@ async fn duplicate_events_are_applied_once(flavour: Flavour) {
 
     // Re-deliver the very order.placed envelope the checkers already applied.
     let placed = app
-        .query(&format!(
-            "SELECT placed_event FROM orders WHERE id = '{id}'"
-        ))
+        .query(
+            "orders",
+            &format!("SELECT placed_event FROM orders WHERE id = '{id}'"),
+        )
         .await
         .unwrap();
     let placed = placed[0][0].as_str().unwrap().to_owned();
@@ -358,7 +362,7 @@ async fn duplicate_events_are_applied_once(flavour: Flavour) {
         .await;
     // The same delivery again, and a second delivery event for the same order: still one voucher.
     let delivered_id = app
-        .query("SELECT event_id FROM vouchers_inbox")
+        .query("vouchers", "SELECT event_id FROM vouchers_inbox")
         .await
         .unwrap()[0][0]
         .as_str()
@@ -381,7 +385,7 @@ async fn duplicate_events_are_applied_once(flavour: Flavour) {
     }
     app.wait_quiet().await;
     assert_eq!(
-        app.count("SELECT COUNT(*) FROM vouchers").await,
+        app.count("vouchers", "SELECT COUNT(*) FROM vouchers").await,
         1,
         "at most one voucher per order"
     );
@@ -489,7 +493,11 @@ async fn a_forged_signature_is_never_applied(flavour: Flavour) {
         app.account(&kim).await,
         json!({"customer": kim, "balance_cents": 10_000, "held_cents": 0})
     );
-    assert_eq!(app.count("SELECT COUNT(*) FROM credit_holds").await, 0);
+    assert_eq!(
+        app.count("balance-checker", "SELECT COUNT(*) FROM credit_holds")
+            .await,
+        0
+    );
     let dead = app.dead_letters().await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["reason"], "bad_signature");
@@ -666,7 +674,7 @@ async fn bad_input_gets_problems_and_changes_nothing(flavour: Flavour) {
 
     app.wait_quiet().await;
     assert_eq!(
-        app.count("SELECT COUNT(*) FROM orders").await,
+        app.count("orders", "SELECT COUNT(*) FROM orders").await,
         0,
         "no order was stored"
     );
@@ -765,12 +773,15 @@ async fn health_compat_route_and_correlation_ids(flavour: Flavour) {
     app.wait_status(id, "confirmed").await;
     // The correlation id travels in every event the request caused.
     let events = app
-        .query("SELECT correlation_id FROM orders")
+        .query("orders", "SELECT correlation_id FROM orders")
         .await
         .unwrap();
     assert_eq!(events[0][0], "trace-42");
     let inbox = app
-        .count("SELECT COUNT(*) FROM balance_checker_inbox")
+        .count(
+            "balance-checker",
+            "SELECT COUNT(*) FROM balance_checker_inbox",
+        )
         .await;
     assert!(inbox >= 1);
 }

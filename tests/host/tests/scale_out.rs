@@ -171,12 +171,15 @@ async fn two_instances_on_one_redis_share_each_callers_request_budget() {
         return;
     };
     let address = format!("{url}?sslmode=disable");
-    // The runtime config infra/spin/runtime-config.redis.toml describes, on this Redis.
+    // infra/spin/runtime-config.redis.toml, on this Redis.
     let dir = tempfile::tempdir().unwrap();
     let runtime_config = dir.path().join("runtime-config.toml");
+    let shipped = support::runtime_config().with_file_name("runtime-config.redis.toml");
     std::fs::write(
         &runtime_config,
-        format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{redis}\"\n"),
+        std::fs::read_to_string(shipped)
+            .unwrap()
+            .replace("redis://127.0.0.1:6379", &redis),
     )
     .unwrap();
     let mut hosts = Vec::new();

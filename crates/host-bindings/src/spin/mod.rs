@@ -18,7 +18,8 @@ pub fn service_url(component: &str) -> String {
 /// Serves one request with service `S`: converts it, answers it, then runs the
 /// service's after-response work while the caller already has its answer.
 pub fn serve<S: Service + Default>(request: IncomingRequest, out: ResponseOutparam) {
-    let sql = sql::SpinSql::from_config(&config::SpinConfig);
+    let service = S::default();
+    let sql = sql::SpinSql::from_config(&config::SpinConfig, service.name());
     let kv = kv::SpinKeyValue::default();
     let env = Env {
         sql: &sql,
@@ -28,5 +29,5 @@ pub fn serve<S: Service + Default>(request: IncomingRequest, out: ResponseOutpar
         transport: &transport::ChainingTransport,
         kv: &kv,
     };
-    crate::http::answer(&S::default(), request, out, &env);
+    crate::http::answer(&service, request, out, &env);
 }

@@ -1,5 +1,6 @@
-//! SQL through Spin: the embedded SQLite database "default" (`spin:sqlite/sqlite@3.0.0`),
-//! or, when the `database_url` variable is set, Postgres (`spin:postgres/postgres@4.1.0`)
+//! SQL through Spin: the service's own SQLite database, labelled with its name
+//! (`spin:sqlite/sqlite@3.0.0`, defined in `infra/spin/runtime-config.toml`), or, when the
+//! `database_url` variable is set, Postgres (`spin:postgres/postgres@4.1.0`)
 //! so that many instances share one database.
 //!
 //! Every SQLite connection runs `PRAGMA synchronous = NORMAL` (see [`SQLITE_SYNCHRONOUS`]).
@@ -24,9 +25,6 @@ use service_kit::{Config, PortError, Sql, SqlValue};
 use crate::bindings::spin::postgres::postgres as pg;
 use crate::bindings::spin::sqlite::sqlite;
 
-/// The SQLite label every service opens: the one Spin provides without runtime config.
-const SQLITE_DATABASE: &str = "default";
-
 /// Set on every SQLite connection. With the write-ahead log (which the migrations turn on),
 /// `NORMAL` syncs the log at checkpoints instead of at every commit: a commit is still atomic
 /// and survives the app or the host process dying, but the last commits before a power loss
@@ -40,6 +38,8 @@ const ROW_MARKER: &str = "shop_row_present";
 
 /// One connection per request, opened on first use (transactions live on it).
 pub struct SpinSql {
+    /// The service's own SQLite label (its name; `infra/spin/runtime-config.toml` defines it).
+    sqlite_label: &'static str,
     postgres: Option<PostgresAddress>,
     connection: OnceCell<Result<Connection, PortError>>,
 }
@@ -57,8 +57,8 @@ enum Connection {
 }
 
 impl SpinSql {
-    /// Postgres when `database_url` is set, else the embedded SQLite database.
-    pub fn from_config(config: &dyn Config) -> SpinSql {
+    /// Postgres when `database_url` is set, else the SQLite database labelled `sqlite_label`.
+    pub fn from_config(config: &dyn Config, sqlite_label: &'static str) -> SpinSql {
         let variable = |key| {
             config
                 .get(key)
@@ -67,6 +67,7 @@ impl SpinSql {
                 .filter(|value: &String| !value.trim().is_empty())
         };
         SpinSql {
+            sqlite_label,
             postgres: variable("database_url").map(|url| PostgresAddress {
                 url,
                 ca_cert: variable("database_ca_cert"),
@@ -81,7 +82,7 @@ impl SpinSql {
                 Some(address) => open_postgres(address)
                     .map(Connection::Postgres)
                     .map_err(|e| PortError(format!("postgres open: {}", pg_error(&e)))),
-                None => sqlite::Connection::open(SQLITE_DATABASE)
+                None => sqlite::Connection::open(self.sqlite_label)
                     .map_err(|e| PortError(format!("sqlite open: {e:?}")))
                     .and_then(|connection| {
                         connection

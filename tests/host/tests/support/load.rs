@@ -92,6 +92,7 @@ pub async fn run(app: &Arc<App>, clients: usize, duration: Duration) {
 
     let started = Instant::now();
     app.wait_until_none(
+        "orders",
         "SELECT COUNT(*) FROM orders WHERE status = 'placed'",
         Duration::from_secs(90),
         "orders still placed after the load",

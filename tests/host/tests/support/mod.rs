@@ -125,6 +125,11 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The runtime config of the local run: each service's own SQLite database.
+pub fn runtime_config() -> PathBuf {
+    root().join("infra/spin/runtime-config.toml")
+}
+
 /// The repository's spin.toml; fails clearly when the components are not built.
 pub fn manifest() -> PathBuf {
     let wasm = root().join("target/wasm32-wasip2/release/orders.wasm");
@@ -248,6 +253,7 @@ pub async fn start_with(flavour: Flavour, extra: &[(&str, &str)]) -> App {
     match flavour {
         Flavour::Spin => {
             let mut config = TestHostConfig::new(manifest());
+            config.runtime_config = Some(runtime_config());
             config.variables = settings(extra);
             config.tick_interval = Some(Duration::from_millis(50));
             let host = TestHost::start(config).await.expect("test host starts");
@@ -517,14 +523,17 @@ impl App {
         }
     }
 
-    /// Reads rows straight from the app's database (SQLite on Spin, Postgres on
-    /// wasmCloud) as JSON values.
-    pub async fn query(&self, sql: &str) -> anyhow::Result<Vec<Vec<Value>>> {
+    /// Reads rows straight from `service`'s database as JSON values: its own SQLite file on
+    /// Spin, the one Postgres database on wasmCloud and on Spin with `database_url`.
+    pub async fn query(&self, service: &str, sql: &str) -> anyhow::Result<Vec<Vec<Value>>> {
         match self.host() {
-            Host::Spin(host) => host.sqlite_query("default", sql),
+            Host::Spin(host) => host.sqlite_query(service, sql),
             Host::WasmCloud(lattice) => lattice.sql_query(sql).await,
             Host::RealSpin(spin) => match &spin.database {
-                RealDatabase::Sqlite(path) => test_host::query_sqlite_file(path, sql),
+                RealDatabase::Sqlite(working_dir) => test_host::query_sqlite_file(
+                    &test_host::spin_sqlite_file(&runtime_config(), working_dir, service)?,
+                    sql,
+                ),
                 RealDatabase::Postgres(url) => test_host::query_postgres(&url.parse()?, sql).await,
             },
             Host::RealLattice(lattice) => {
@@ -695,7 +704,10 @@ impl App {
             let mut pending = 0;
             for prefix in ["orders", "balance_checker", "stock_checker", "vouchers"] {
                 pending += self
-                    .count(&format!("SELECT COUNT(*) FROM {prefix}_outbox"))
+                    .count(
+                        &prefix.replace('_', "-"),
+                        &format!("SELECT COUNT(*) FROM {prefix}_outbox"),
+                    )
                     .await;
             }
             if pending == 0 {
@@ -709,12 +721,12 @@ impl App {
         }
     }
 
-    /// Waits until the COUNT(*) `sql` reads 0; fails after `within`, saying how many
-    /// `what` were left.
-    pub async fn wait_until_none(&self, sql: &str, within: Duration, what: &str) {
+    /// Waits until the COUNT(*) `sql` on `service`'s database reads 0; fails after
+    /// `within`, saying how many `what` were left.
+    pub async fn wait_until_none(&self, service: &str, sql: &str, within: Duration, what: &str) {
         let deadline = Instant::now() + within;
         loop {
-            let left = self.count(sql).await;
+            let left = self.count(service, sql).await;
             if left == 0 {
                 return;
             }
@@ -723,10 +735,10 @@ impl App {
         }
     }
 
-    /// A COUNT(*) read straight from the app's database (0 when the table does not exist
-    /// yet).
-    pub async fn count(&self, sql: &str) -> i64 {
-        match self.query(sql).await {
+    /// A COUNT(*) read straight from `service`'s database (0 when the table does not
+    /// exist yet).
+    pub async fn count(&self, service: &str, sql: &str) -> i64 {
+        match self.query(service, sql).await {
             Ok(rows) => rows
                 .first()
                 .and_then(|r| r.first())

@@ -20,7 +20,8 @@ use super::{admin, manifest};
 /// The database a real-Spin app runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RealSpinDatabase {
-    /// One instance on Spin's embedded SQLite (`default`).
+    /// One instance on Spin's embedded SQLite, a database per service
+    /// (`infra/spin/runtime-config.toml`).
     Sqlite,
     /// Two instances on one PostgreSQL database (`database_url`).
     Postgres,
@@ -28,7 +29,8 @@ pub enum RealSpinDatabase {
 
 /// Where a real-Spin app keeps its data, for reads in assertions.
 pub enum RealDatabase {
-    /// The instance's `sqlite_db.db`.
+    /// The directory the instance runs in: the runtime config's relative SQLite paths are
+    /// taken from it.
     Sqlite(PathBuf),
     /// The database's URL, without TLS.
     Postgres(String),
@@ -95,7 +97,10 @@ impl RealSpin {
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--state-dir")
-                .arg(state_dir.path());
+                .arg(state_dir.path())
+                .arg("--runtime-config-file")
+                .arg(super::runtime_config())
+                .current_dir(state_dir.path());
             for (key, value) in &variables {
                 command.arg("--variable").arg(format!("{key}={value}"));
             }
@@ -114,7 +119,7 @@ impl RealSpin {
         }
         let database = match real_database {
             Some(url) => RealDatabase::Postgres(url),
-            None => RealDatabase::Sqlite(state_dirs[0].path().join("sqlite_db.db")),
+            None => RealDatabase::Sqlite(state_dirs[0].path().to_path_buf()),
         };
         let ticker = tokio::spawn(tick(bases.clone()));
         RealSpin {
