@@ -6,6 +6,7 @@ use service_kit::http::{
     ACTOR_HEADER, CORRELATION_HEADER, ROLE_HEADER, Request, Response, method_not_allowed,
     not_found, percent_encode,
 };
+use service_kit::ids::new_id;
 use service_kit::ports::{OutboundRequest, ResponseStream};
 use service_kit::stream::{BodyStream, ChunkSink, Streamed};
 use shop_domain::auth::{Claims, Role};
@@ -31,6 +32,27 @@ fn unreachable(service: &str, error: &str) -> Response {
         "Service unreachable",
         &format!("{service}: {error}"),
     )
+}
+
+/// The answer of `service` as the gateway relays it: status, body and the headers a client
+/// may see; a call that got no answer is 502.
+fn relay(service: &str, answer: Result<Response, service_kit::PortError>) -> Answer {
+    match answer {
+        Ok(response) => {
+            let keep = ["content-type", "location", "idempotent-replayed"];
+            let headers = response
+                .headers
+                .into_iter()
+                .filter(|(n, _)| keep.contains(&n.as_str()))
+                .collect();
+            Ok(Response {
+                status: response.status,
+                headers,
+                body: response.body,
+            })
+        }
+        Err(e) => Err(unreachable(service, &e.to_string())),
+    }
 }
 
 /// Relays an upstream event stream until it ends or the client goes away.
@@ -190,26 +212,28 @@ type Answer = Result<Response, Response>;
 impl Call<'_> {
     /// Sends the call on to `service` as the authenticated caller and relays its answer.
     fn forward(&self, service: &str, method: &str, path: &str, body: Vec<u8>) -> Answer {
-        match self
-            .env
-            .http
-            .send(self.outbound(service, method, path, body))
-        {
-            Ok(response) => {
-                let keep = ["content-type", "location", "idempotent-replayed"];
-                let headers = response
-                    .headers
-                    .into_iter()
-                    .filter(|(n, _)| keep.contains(&n.as_str()))
-                    .collect();
-                Ok(Response {
-                    status: response.status,
-                    headers,
-                    body: response.body,
-                })
-            }
-            Err(e) => Err(unreachable(service, &e.to_string())),
-        }
+        relay(
+            service,
+            self.env
+                .http
+                .send(self.outbound(service, method, path, body)),
+        )
+    }
+
+    /// As [`Call::forward`] for a request the receiver deduplicates by its
+    /// `Idempotency-Key` (`key`: the caller's, or one made here): when the call fails without
+    /// an answer (lost, timed out, cut short), it is sent once more with the same key, and
+    /// the receiver either applies it or replays what it did the first time.
+    fn forward_keyed(&self, service: &str, path: &str, body: Vec<u8>, key: &str) -> Answer {
+        let mut request = self.outbound(service, "POST", path, body);
+        request
+            .headers
+            .retain(|(name, _)| name != "idempotency-key");
+        request
+            .headers
+            .push(("idempotency-key".to_owned(), key.to_owned()));
+        let first = self.env.http.send(request.clone());
+        relay(service, first.or_else(|_| self.env.http.send(request)))
     }
 
     /// As [`Call::forward`] for a `GET` of an event stream, relayed chunk by chunk.
@@ -347,7 +371,20 @@ impl Call<'_> {
                 message: "must be 1 to 255 visible ASCII characters".into(),
             }]));
         }
-        self.forward("orders", "POST", "/orders", body.to_string().into_bytes())
+        // Without the caller's key, one of the gateway's own makes the placement safe to send
+        // again when its answer is lost; the caller is not told of a replay it did not ask for.
+        let (key, own_key) = match self.request.header("idempotency-key") {
+            Some(key) => (key.to_owned(), false),
+            None => (new_id("gwk"), true),
+        };
+        let mut answer =
+            self.forward_keyed("orders", "/orders", body.to_string().into_bytes(), &key)?;
+        if own_key {
+            answer
+                .headers
+                .retain(|(name, _)| name != "idempotent-replayed");
+        }
+        Ok(answer)
     }
 
     fn place_compat(&self) -> Answer {

@@ -38,6 +38,7 @@ pub struct Faults {
     figures: Mutex<ChaosFigures>,
     body_losses: Mutex<HashMap<String, VecDeque<BodyLoss>>>,
     lost_calls: Mutex<HashMap<String, u32>>,
+    cut_answers: Mutex<HashMap<String, u32>>,
 }
 
 /// How chaos mode misbehaves. Every decision is drawn from one PRNG seeded with `seed`:
@@ -200,6 +201,17 @@ impl SplitMix64 {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Takes one from `component`'s budget in `budgets`; false when none is left.
+fn take_one(budgets: &Mutex<HashMap<String, u32>>, component: &str) -> bool {
+    match lock(budgets).get_mut(component) {
+        Some(left) if *left > 0 => {
+            *left -= 1;
+            true
+        }
+        _ => false,
+    }
 }
 
 impl Faults {
@@ -387,6 +399,20 @@ impl Faults {
             .or_default() += times;
     }
 
+    /// On the lattice, the next `times` answers of `component` lose their body on the way
+    /// out (the head, `content-length` included, arrives): the component did its work, its
+    /// caller never learns the outcome.
+    pub fn cut_answers(&self, component: &str, times: u32) {
+        *lock(&self.cut_answers)
+            .entry(component.to_owned())
+            .or_default() += times;
+    }
+
+    /// Whether the answer `component` gives now loses its body.
+    pub(crate) fn take_cut_answer(&self, component: &str) -> bool {
+        take_one(&self.cut_answers, component)
+    }
+
     /// How the request arriving now at `component` loses its body, if it does.
     pub(crate) fn take_body_loss(&self, component: &str) -> Option<BodyLoss> {
         lock(&self.body_losses).get_mut(component)?.pop_front()
@@ -394,14 +420,7 @@ impl Faults {
 
     /// Whether the outgoing call `component` makes now is lost.
     pub(crate) fn take_lost_call(&self, component: &str) -> bool {
-        let mut lost = lock(&self.lost_calls);
-        match lost.get_mut(component) {
-            Some(left) if *left > 0 => {
-                *left -= 1;
-                true
-            }
-            _ => false,
-        }
+        take_one(&self.lost_calls, component)
     }
 }
 

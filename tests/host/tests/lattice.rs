@@ -201,7 +201,8 @@ async fn real_lattice_thirty_two_clients_for_thirty_seconds() {
 /// `content-length`, or one that stops arriving, answers that it handled nothing (503
 /// `incomplete-body`, 408 `body-timeout`) and its caller sends the request once more; a
 /// second loss, or a call never answered, ends in 503 within the call time-out: never an
-/// order priced from an empty answer, never a request waiting for good.
+/// order priced from an empty answer, never a request waiting for good. A placement whose
+/// answer is lost is sent again under its idempotency key and placed once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_and_calls_the_transport_loses_are_sent_again_or_answered_503() {
     let Some(services) = wasmcloud_services().await else {
@@ -270,12 +271,19 @@ async fn bodies_and_calls_the_transport_loses_are_sent_again_or_answered_503() {
         started.elapsed()
     );
 
+    // Orders places the order but its answer to the gateway is cut: the gateway sends the
+    // placement again under the key it gave it, and orders replays the same order.
+    faults.cut_answers("orders", 1);
+    let answer = app.post("/api/v1/orders", &token, &order).await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    assert_eq!(answer.header("idempotent-replayed"), None, "{answer:?}");
+
     let placed = app
         .count(
             "orders",
             "SELECT COUNT(*) FROM orders WHERE customer = 'lost@example.com'",
         )
         .await;
-    assert_eq!(placed, 2, "one order for each request answered 202");
+    assert_eq!(placed, 3, "one order for each request answered 202");
     app.shutdown().await;
 }

@@ -16,6 +16,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use deadpool_postgres::Pool;
 use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Body;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -299,7 +300,8 @@ impl LatticeRuntime {
 
     /// Serves an HTTP request on a running replica of `component` (round-robin). Failures
     /// (no running replica, traps, no response) become 503 or 500 and are logged. A body
-    /// arrives as [`Faults::lose_request_bodies`] says.
+    /// arrives as [`Faults::lose_request_bodies`] says; an answer loses its body when
+    /// [`Faults::cut_answers`] says so.
     pub(crate) async fn serve_http<B>(
         self: &Arc<Self>,
         component: &Arc<LatticeComponent>,
@@ -326,6 +328,11 @@ impl LatticeRuntime {
         let state = LatticeState::new(self.clone(), component.clone(), false);
         let store = Store::new(&self.engine, state);
         match handle_on_fresh_instance(store, &component.proxy, req, name, permit).await {
+            Ok(response) if self.faults.take_cut_answer(name) => response.map(|_| {
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync()
+            }),
             Ok(response) => response,
             Err(e) => {
                 eprintln!("[test-host] {name}: {e:#}");
