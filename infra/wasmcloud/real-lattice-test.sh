@@ -57,7 +57,8 @@ trap cleanup EXIT
 "$NATS_SERVER_BIN" -js -a 127.0.0.1 -p "$PORT" -sd "$STATE/jetstream" >"$STATE/nats.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.2; done
-wasmcloud --nats-host 127.0.0.1 --nats-port "$PORT" --allow-file-load >"$STATE/host.log" 2>&1 &
+wasmcloud --nats-host 127.0.0.1 --nats-port "$PORT" --allow-file-load --max-execution-time-ms 30000 \
+  >"$STATE/host.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 300); do grep -q 'wasmCloud host started' "$STATE/host.log" && break; sleep 0.2; done
 grep -q 'wasmCloud host started' "$STATE/host.log" || { say "the host did not start"; tail -20 "$STATE/host.log"; exit 1; }
