@@ -164,15 +164,10 @@ async fn replicas_share_the_load_and_a_stopped_checker_loses_no_order() {
     app.shutdown().await;
 }
 
-/// 32 clients place orders for a few seconds on one replica per component, capped at the
-/// manifest's instances as a wasmCloud host caps them. No chain of calls may wait on a pool
-/// it holds: every request is answered (202, or 503 when a service is saturated), the
-/// gateway's `/healthz` keeps answering, and every accepted order reaches a final status.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thirty_two_clients_never_stall_the_capped_lattice() {
-    let Some(services) = wasmcloud_services().await else {
-        return;
-    };
+/// The app on a lattice with one replica per component, its database and buckets removed
+/// when it is dropped; `None` when the lattice's services are not reachable.
+async fn one_replica_app() -> Option<App> {
+    let services = wasmcloud_services().await?;
     let config = lattice_config(&services, 1).await;
     let lattice = Lattice::start(config.clone())
         .await
@@ -182,7 +177,19 @@ async fn thirty_two_clients_never_stall_the_capped_lattice() {
         nats_url: services.nats_url.clone(),
         buckets: lattice.buckets().to_vec(),
     };
-    let app = Arc::new(App::new(Host::WasmCloud(Box::new(lattice)), Some(cleanup)));
+    Some(App::new(Host::WasmCloud(Box::new(lattice)), Some(cleanup)))
+}
+
+/// 32 clients place orders for a few seconds on one replica per component, capped at the
+/// manifest's instances as a wasmCloud host caps them. No chain of calls may wait on a pool
+/// it holds: every request is answered (202, or 503 when a service is saturated), the
+/// gateway's `/healthz` keeps answering, and every accepted order reaches a final status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_clients_never_stall_the_capped_lattice() {
+    let Some(app) = one_replica_app().await else {
+        return;
+    };
+    let app = Arc::new(app);
     support::load::run(&app, 32, Duration::from_secs(6), Duration::from_secs(20)).await;
     let app = Arc::into_inner(app).expect("no client task holds the app");
     app.shutdown().await;
@@ -208,19 +215,9 @@ async fn real_lattice_thirty_two_clients_for_thirty_seconds() {
 /// answer is lost is sent again under its idempotency key and placed once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_and_calls_the_transport_loses_are_sent_again_or_answered_503() {
-    let Some(services) = wasmcloud_services().await else {
+    let Some(app) = one_replica_app().await else {
         return;
     };
-    let config = lattice_config(&services, 1).await;
-    let lattice = Lattice::start(config.clone())
-        .await
-        .unwrap_or_else(|e| panic!("the lattice did not start: {e:#}"));
-    let cleanup = Cleanup {
-        database_url: config.database_url.clone().unwrap(),
-        nats_url: services.nats_url.clone(),
-        buckets: lattice.buckets().to_vec(),
-    };
-    let app = App::new(Host::WasmCloud(Box::new(lattice)), Some(cleanup));
     let faults = app.lattice().faults();
     app.product("LOST-1", 250, 100).await;
     app.credit("lost@example.com", 100_000).await;
