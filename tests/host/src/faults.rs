@@ -39,6 +39,7 @@ pub struct Faults {
     body_losses: Mutex<HashMap<String, VecDeque<BodyLoss>>>,
     lost_calls: Mutex<HashMap<String, u32>>,
     cut_answers: Mutex<HashMap<String, u32>>,
+    hung_messages: Mutex<HashMap<String, u32>>,
 }
 
 /// How chaos mode misbehaves. Every decision is drawn from one PRNG seeded with `seed`:
@@ -406,6 +407,20 @@ impl Faults {
         *lock(&self.cut_answers)
             .entry(component.to_owned())
             .or_default() += times;
+    }
+
+    /// On the lattice, the next `times` messages `component`'s handler receives hang, as an
+    /// instance does on wasmCloud 1.9.2 when the result of one of its calls to a provider is
+    /// lost: each holds its instance slot until the max execution time drops it.
+    pub fn hang_messages(&self, component: &str, times: u32) {
+        *lock(&self.hung_messages)
+            .entry(component.to_owned())
+            .or_default() += times;
+    }
+
+    /// Whether the message `component`'s handler receives now hangs.
+    pub(crate) fn take_hung_message(&self, component: &str) -> bool {
+        take_one(&self.hung_messages, component)
     }
 
     /// Whether the answer `component` gives now loses its body.

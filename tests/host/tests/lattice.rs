@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::json;
 use shop_domain::auth::Role;
 use support::{App, Cleanup, Host, lattice_config, wasmcloud_services};
-use test_host::{BodyLoss, Lattice};
+use test_host::{BodyLoss, Lattice, LatticeConfig};
 
 const CUSTOMERS: usize = 4;
 const ORDERS: usize = 40;
@@ -164,11 +164,13 @@ async fn replicas_share_the_load_and_a_stopped_checker_loses_no_order() {
     app.shutdown().await;
 }
 
-/// The app on a lattice with one replica per component, its database and buckets removed
-/// when it is dropped; `None` when the lattice's services are not reachable.
-async fn one_replica_app() -> Option<App> {
+/// The app on a lattice with one replica per component (its config changed by
+/// `configure`), its database and buckets removed when it is dropped; `None` when the
+/// lattice's services are not reachable.
+async fn one_replica_app(configure: impl FnOnce(&mut LatticeConfig)) -> Option<App> {
     let services = wasmcloud_services().await?;
-    let config = lattice_config(&services, 1).await;
+    let mut config = lattice_config(&services, 1).await;
+    configure(&mut config);
     let lattice = Lattice::start(config.clone())
         .await
         .unwrap_or_else(|e| panic!("the lattice did not start: {e:#}"));
@@ -186,7 +188,7 @@ async fn one_replica_app() -> Option<App> {
 /// gateway's `/healthz` keeps answering, and every accepted order reaches a final status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_two_clients_never_stall_the_capped_lattice() {
-    let Some(app) = one_replica_app().await else {
+    let Some(app) = one_replica_app(|_| ()).await else {
         return;
     };
     let app = Arc::new(app);
@@ -215,7 +217,7 @@ async fn real_lattice_thirty_two_clients_for_thirty_seconds() {
 /// answer is lost is sent again under its idempotency key and placed once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_and_calls_the_transport_loses_are_sent_again_or_answered_503() {
-    let Some(app) = one_replica_app().await else {
+    let Some(app) = one_replica_app(|_| ()).await else {
         return;
     };
     let faults = app.lattice().faults();
@@ -285,5 +287,42 @@ async fn bodies_and_calls_the_transport_loses_are_sent_again_or_answered_503() {
         )
         .await;
     assert_eq!(placed, 3, "one order for each request answered 202");
+    app.shutdown().await;
+}
+
+/// An instance hung in a call whose result the transport lost (wasmCloud 1.9.2 under load)
+/// holds its slot until the host's max execution time drops it. With every slot of the
+/// stock-checker hung, the next order waits only for that time-out, and the hung orders'
+/// events are sent again from the outbox: nothing wedges for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_hung_in_every_slot_are_dropped_after_the_max_execution_time() {
+    let Some(app) = one_replica_app(|config| {
+        config.max_execution_time = Duration::from_secs(2);
+    })
+    .await
+    else {
+        return;
+    };
+    for i in 0..CUSTOMERS {
+        app.credit(&format!("buyer{i}@example.com"), CREDIT).await;
+    }
+    let app = Arc::new(app);
+    let slots = 16; // wadm.yaml: stock-checker instances
+    app.lattice().faults().hang_messages("stock-checker", slots);
+    let hung = place_all(&app, 0..slots as usize).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let next = place_all(&app, 0..1).await;
+    app.wait_status(&next[0], "confirmed").await;
+    app.wait_until_none(
+        "orders",
+        "SELECT COUNT(*) FROM orders WHERE status = 'placed'",
+        Duration::from_secs(90),
+        "orders still placed",
+    )
+    .await;
+    for id in hung {
+        assert_eq!(app.order(&id).await["status"], "confirmed", "{id}");
+    }
+    let app = Arc::into_inner(app).expect("no placement task holds the app");
     app.shutdown().await;
 }

@@ -97,12 +97,16 @@ pub struct LatticeConfig {
     pub ephemeral_ports: bool,
     /// The component [`Lattice::base_url`] points at.
     pub entry: String,
+    /// How long a message invocation may run before the host drops it and frees its slot,
+    /// as `wasmcloud --max-execution-time-ms` does (30 s, how the deployment runs its
+    /// hosts: infra/wasmcloud/README.md).
+    pub max_execution_time: Duration,
 }
 
 impl LatticeConfig {
     /// Defaults for `manifest`: the links' database and NATS server, two replicas per
-    /// worker, no overrides, a 100 ms tick, ephemeral
-    /// ports, `gateway` as the entry.
+    /// worker, no overrides, a 100 ms tick, ephemeral ports, `gateway` as the entry, 30 s
+    /// of execution per message.
     pub fn new(manifest: impl Into<PathBuf>) -> Self {
         Self {
             manifest: manifest.into(),
@@ -117,6 +121,7 @@ impl LatticeConfig {
             tick_interval: Some(Duration::from_millis(100)),
             ephemeral_ports: true,
             entry: "gateway".to_owned(),
+            max_execution_time: Duration::from_secs(30),
         }
     }
 }
@@ -310,8 +315,15 @@ impl Lattice {
         let faults = Arc::new(Faults::default());
         let runtime_faults = faults.clone();
         let subject_prefix = config.subject_prefix.clone();
+        let max_execution_time = config.max_execution_time;
         let runtime = tokio::task::spawn_blocking(move || {
-            LatticeRuntime::new(plans, nats, subject_prefix, runtime_faults)
+            LatticeRuntime::new(
+                plans,
+                nats,
+                subject_prefix,
+                runtime_faults,
+                max_execution_time,
+            )
         })
         .await
         .context("component compilation panicked")??;

@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -73,6 +74,8 @@ pub(crate) struct LatticeRuntime {
     /// Prepended (with a `.`) to every subject the components use on NATS.
     subject_prefix: Option<String>,
     pub(crate) faults: Arc<Faults>,
+    /// How long a message invocation may run (`--max-execution-time-ms`).
+    max_execution_time: Duration,
 }
 
 /// How to build one component of the lattice.
@@ -97,6 +100,7 @@ impl LatticeRuntime {
         nats: async_nats::Client,
         subject_prefix: Option<String>,
         faults: Arc<Faults>,
+        max_execution_time: Duration,
     ) -> Result<Self> {
         let engine = crate::runtime::engine()?;
         let mut linker = Linker::<LatticeState>::new(&engine);
@@ -182,6 +186,7 @@ impl LatticeRuntime {
             nats,
             subject_prefix,
             faults,
+            max_execution_time,
         })
     }
 
@@ -358,16 +363,29 @@ impl LatticeRuntime {
             return;
         };
         let fail_postgres = self.faults.take_message(name);
+        let hangs = self.faults.take_hung_message(name);
         let state = LatticeState::new(self.clone(), component.clone(), fail_postgres);
         let mut store = Store::new(&self.engine, state);
-        let result = async {
+        let invocation = async {
+            if hangs {
+                // An import call whose result the transport lost: it never returns.
+                std::future::pending::<()>().await;
+            }
             let instance = handler.instantiate_async(&mut store).await?;
             instance
                 .wasmcloud_messaging_handler()
                 .call_handle_message(&mut store, &message)
                 .await
-        }
-        .await;
+        };
+        // As the host does: the invocation is dropped, and its slot freed, when it runs
+        // longer than the max execution time.
+        let Ok(result) = tokio::time::timeout(self.max_execution_time, invocation).await else {
+            eprintln!(
+                "[test-host] {name}: component invocation timed out (handle-message for {:?})",
+                message.subject
+            );
+            return;
+        };
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => eprintln!(
