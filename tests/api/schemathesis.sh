@@ -36,9 +36,14 @@ cargo build --quiet -p test-host -p shopctl --bins
 data_dir=$(mktemp -d)
 mkdir -p "${report_dir}"
 # Short event streams so that SSE operations answer within the request timeout.
-target/debug/test-host serve --manifest spin.toml --listen "127.0.0.1:${port}" \
-    --data-dir "${data_dir}" --variable rate_limit_per_minute=0 \
-    --variable stream_max_ms=1500 --variable stream_heartbeat_ms=500 \
+# In the data directory: the runtime config's relative SQLite paths (one database per
+# service) are taken from the working directory, as Spin takes them.
+root=$PWD
+(cd "${data_dir}" && exec "${root}/target/debug/test-host" serve --manifest "${root}/spin.toml" \
+    --listen "127.0.0.1:${port}" --data-dir "${data_dir}" \
+    --runtime-config-file "${root}/infra/spin/runtime-config.toml" \
+    --variable rate_limit_per_minute=0 \
+    --variable stream_max_ms=1500 --variable stream_heartbeat_ms=500) \
     > "${report_dir}/test-host.log" 2>&1 &
 host_pid=$!
 trap 'kill "${host_pid}" 2>/dev/null || true; wait "${host_pid}" 2>/dev/null || true; rm -rf "${data_dir}"' EXIT

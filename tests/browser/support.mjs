@@ -53,12 +53,15 @@ export async function startApp(variables = {}) {
   const binary = join(ROOT, 'target/debug/test-host');
   const dataDir = mkdtempSync(join(tmpdir(), 'shop-browser-'));
   const port = await freePort();
+  // Run in the data directory: the runtime config's relative SQLite paths (one database per
+  // service) are taken from the working directory, as Spin takes them.
   const args = [
-    'serve', '--manifest', 'spin.toml', '--listen', `127.0.0.1:${port}`,
+    'serve', '--manifest', join(ROOT, 'spin.toml'), '--listen', `127.0.0.1:${port}`,
     '--data-dir', dataDir, '--tick-interval-ms', '50',
+    '--runtime-config-file', join(ROOT, 'infra/spin/runtime-config.toml'),
     ...Object.entries(variables).flatMap(([key, value]) => ['--variable', `${key}=${value}`]),
   ];
-  const child = spawn(binary, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(binary, args, { cwd: dataDir, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const collect = (chunk) => { output = (output + chunk).slice(-20_000); };
   child.stdout.on('data', collect);

@@ -43,6 +43,7 @@ impl App {
             "components are not built: run `make build` first"
         );
         let mut config = TestHostConfig::new(root.join("spin.toml"));
+        config.runtime_config = Some(root.join("infra/spin/runtime-config.toml"));
         config.variables = [
             ("retry_base_delay_ms", "20"),
             ("retry_max_delay_ms", "200"),
