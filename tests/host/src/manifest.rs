@@ -421,8 +421,6 @@ source = "unused.wasm"
         );
         let unknown_var = MANIFEST.replace("{{ greeting }}", "{{ nope }}");
         assert!(parse(&unknown_var, &[("token", "x")]).is_err());
-        let other_db = MANIFEST.replace(r#"["default"]"#, r#"["orders"]"#);
-        assert!(parse(&other_db, &[("token", "x")]).is_err());
         let v1 = MANIFEST.replace("spin_manifest_version = 2", "spin_manifest_version = \"1\"");
         assert!(parse(&v1, &[("token", "x")]).is_err());
         let redis = format!("{MANIFEST}\n[[trigger.redis]]\ncomponent = \"orders\"\n");
