@@ -41,6 +41,10 @@ async fn stderr_of_calls(variables: &[(&str, &str)], auth_secret: &[u8]) -> Stri
         .args(["--listen", "127.0.0.1:0", "--tick-interval-ms", "0"])
         .arg("--data-dir")
         .arg(data_dir.path())
+        .arg("--runtime-config-file")
+        .arg(support::runtime_config())
+        // The runtime config's relative SQLite paths are taken from here, as Spin takes them.
+        .current_dir(data_dir.path())
         .env_remove("SPIN_VARIABLE_AUTH_SECRET")
         .env_remove("SPIN_VARIABLE_EVENT_SECRET")
         .stdout(Stdio::piped())
