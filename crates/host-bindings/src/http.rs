@@ -27,17 +27,7 @@ pub fn read_request(request: IncomingRequest) -> Result<Request, Response> {
         Some((p, q)) => (p.to_owned(), q.to_owned()),
         None => (path_with_query, String::new()),
     };
-    let headers: Vec<(String, String)> = request
-        .headers()
-        .entries()
-        .into_iter()
-        .map(|(name, value)| {
-            (
-                name.to_ascii_lowercase(),
-                String::from_utf8_lossy(&value).into_owned(),
-            )
-        })
-        .collect();
+    let headers = header_list(&request.headers());
     let body = match request.consume() {
         Ok(body) => read_body(body).map_err(|e| match e {
             BodyError::TooLarge => {
@@ -236,6 +226,20 @@ fn write_body(body: OutgoingBody, bytes: &[u8]) -> Result<(), String> {
     OutgoingBody::finish(body, None).map_err(|e| format!("{e:?}"))
 }
 
+/// `fields` as (lower-case name, value) pairs.
+fn header_list(fields: &Fields) -> Vec<(String, String)> {
+    fields
+        .entries()
+        .into_iter()
+        .map(|(name, value)| {
+            (
+                name.to_ascii_lowercase(),
+                String::from_utf8_lossy(&value).into_owned(),
+            )
+        })
+        .collect()
+}
+
 fn fields(headers: &[(String, String)]) -> Result<Fields, String> {
     let list: Vec<(String, Vec<u8>)> = headers
         .iter()
@@ -397,17 +401,7 @@ fn start_call(request: OutboundRequest, whole: bool) -> Result<WasiResponseStrea
     write_body(body, &request.body).map_err(PortError)?;
     let incoming = wait_for_head(&future, head_deadline)?;
     let status = incoming.status();
-    let headers: Vec<(String, String)> = incoming
-        .headers()
-        .entries()
-        .into_iter()
-        .map(|(n, v)| {
-            (
-                n.to_ascii_lowercase(),
-                String::from_utf8_lossy(&v).into_owned(),
-            )
-        })
-        .collect();
+    let headers = header_list(&incoming.headers());
     let body = incoming
         .consume()
         .map_err(|()| PortError("response body already taken".into()))?;
