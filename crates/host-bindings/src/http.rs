@@ -1,6 +1,6 @@
 //! WASI 0.2 HTTP: reading incoming requests, writing responses, and outbound requests.
 
-use service_kit::http::{BODY_NOT_RECEIVED, Request, Response};
+use service_kit::http::{BODY_TIMEOUT, INCOMPLETE_BODY, Request, Response};
 use service_kit::ports::{OutboundRequest, ResponseStream, read_whole};
 use service_kit::stream::{ChunkSink, Streamed};
 use service_kit::{Env, HttpClient, PortError, Service};
@@ -35,7 +35,7 @@ pub fn read_request(request: IncomingRequest) -> Result<Request, Response> {
             }
             BodyError::TimedOut => Response::problem(
                 408,
-                BODY_NOT_RECEIVED[1],
+                BODY_TIMEOUT,
                 "Request body too slow",
                 "the body did not arrive in full within 5 s",
             ),
@@ -47,7 +47,7 @@ pub fn read_request(request: IncomingRequest) -> Result<Request, Response> {
     if let Some(problem) = length_mismatch(&headers, body.len()) {
         return Err(Response::problem(
             503,
-            BODY_NOT_RECEIVED[0],
+            INCOMPLETE_BODY,
             "Request body lost",
             &format!("{problem}: part of the body was lost on the way; send the request again"),
         )

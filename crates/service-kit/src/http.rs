@@ -116,12 +116,18 @@ pub fn percent_decode(value: &str) -> String {
 /// under the request's correlation id.
 pub const SERVER_ERROR_DETAIL: &str = "The service could not complete the request; its log has the cause under this request's correlation id.";
 
-/// Problem kinds of a request its receiver did not handle because the body did not arrive
-/// whole: `incomplete-body` (503: shorter than its `content-length`) and `body-timeout` (408:
-/// it stopped arriving). The hosts' front servers refuse a client's short body themselves, so
-/// a component that sees one had part of it lost inside the host (wasmCloud 1.9.2's wRPC over
-/// NATS can lose a message under load).
-pub const BODY_NOT_RECEIVED: [&str; 2] = ["incomplete-body", "body-timeout"];
+/// What a problem's `type` is made of: this, then its kind.
+const PROBLEM_TYPE_BASE: &str = "https://shop.example/problems/";
+
+/// Problem kind (with 503) of a request its receiver did not handle because the body arrived
+/// shorter than its `content-length`. The hosts' front servers refuse a client's short body
+/// themselves, so a component that sees one had part of it lost inside the host (wasmCloud
+/// 1.9.2's wRPC over NATS can lose a message under load).
+pub const INCOMPLETE_BODY: &str = "incomplete-body";
+
+/// Problem kind (with 408) of a request its receiver did not handle because the body
+/// stopped arriving.
+pub const BODY_TIMEOUT: &str = "body-timeout";
 
 /// An HTTP response.
 #[derive(Debug, Clone, PartialEq)]
@@ -183,7 +189,7 @@ impl Response {
 
     fn problem_with(status: u16, kind: &str, title: &str, detail: &str, errors: Value) -> Response {
         let mut body = serde_json::json!({
-            "type": format!("https://shop.example/problems/{kind}"),
+            "type": format!("{PROBLEM_TYPE_BASE}{kind}"),
             "title": title,
             "status": status,
             "detail": detail,
@@ -258,19 +264,18 @@ impl Response {
         serde_json::from_slice(&self.body).ok()
     }
 
-    /// True when this answer says its receiver never got the request's whole body
-    /// ([`BODY_NOT_RECEIVED`]): nothing was handled, so sending the request again is safe.
+    /// True when this answer says its receiver never got the request's whole body (503
+    /// [`INCOMPLETE_BODY`], 408 [`BODY_TIMEOUT`]): nothing was handled, so sending the
+    /// request again is safe.
     pub fn body_not_received(&self) -> bool {
-        if !matches!(self.status, 408 | 503) {
-            return false;
-        }
-        let kind = self.json_body().and_then(|body| {
-            body["type"]
-                .as_str()
-                .and_then(|t| t.strip_prefix("https://shop.example/problems/"))
-                .map(str::to_owned)
-        });
-        kind.is_some_and(|kind| BODY_NOT_RECEIVED.contains(&kind.as_str()))
+        let expected = match self.status {
+            503 => INCOMPLETE_BODY,
+            408 => BODY_TIMEOUT,
+            _ => return false,
+        };
+        self.json_body().is_some_and(|body| {
+            body["type"].as_str() == Some(format!("{PROBLEM_TYPE_BASE}{expected}").as_str())
+        })
     }
 }
 

@@ -8,7 +8,7 @@ use crate::bindings::wasi::keyvalue::atomics::{self, CasError};
 use crate::bindings::wasi::keyvalue::store::{self, Error, KeyResponse};
 use crate::state::InstanceState;
 use anyhow::{Context, Result, bail};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::OnceCell;
 use wasmtime::component::Resource;
@@ -41,17 +41,13 @@ impl KeyValueBackend {
         Ok(KeyValueBackend::Sqlite(Mutex::new(connection)))
     }
 
-    /// The `default` store as a Spin runtime configuration file sets it, or the embedded
-    /// SQLite default when the file does not mention it.
-    pub(crate) fn from_runtime_config(path: Option<&PathBuf>, data_dir: &Path) -> Result<Self> {
-        let Some(path) = path else {
-            return Self::sqlite(data_dir);
-        };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read runtime config {}", path.display()))?;
-        let table: toml::Table = toml::from_str(&text)
-            .with_context(|| format!("runtime config {} is not TOML", path.display()))?;
-        let Some(store) = table
+    /// The `default` store as a parsed Spin runtime configuration file sets it, or the
+    /// embedded SQLite default when the file does not mention it (or there is none).
+    pub(crate) fn from_runtime_config(
+        runtime_config: &toml::Table,
+        data_dir: &Path,
+    ) -> Result<Self> {
+        let Some(store) = runtime_config
             .get("key_value_store")
             .and_then(|stores| stores.get(DEFAULT_STORE))
         else {

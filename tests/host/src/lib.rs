@@ -145,13 +145,13 @@ impl TestHost {
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
 
         let faults = Arc::new(Faults::default());
+        let runtime_config = read_runtime_config(config.runtime_config.as_deref())?;
         let sqlite_databases = SqliteDatabases::from_runtime_config(
-            config.runtime_config.as_deref(),
+            &runtime_config,
             &data_dir,
             config.working_dir.as_deref().unwrap_or(&data_dir),
         )?;
-        let key_value =
-            KeyValueBackend::from_runtime_config(config.runtime_config.as_ref(), &data_dir)?;
+        let key_value = KeyValueBackend::from_runtime_config(&runtime_config, &data_dir)?;
         let runtime_faults = faults.clone();
         let runtime = tokio::task::spawn_blocking(move || {
             Runtime::new(app, runtime_faults, sqlite_databases, key_value)
@@ -290,11 +290,7 @@ impl TestHost {
     /// arrays of bytes, NULL as null. Meant for reads in assertions; blocks the calling
     /// thread while SQLite works.
     pub fn sqlite_query(&self, label: &str, sql: &str) -> Result<Vec<Vec<serde_json::Value>>> {
-        match self.runtime.sqlite_databases().location(label) {
-            Some(Some(path)) => query_sqlite_file(path, sql),
-            Some(None) => bail!("SQLite database {label:?} is in memory: nothing to read"),
-            None => bail!("no SQLite database {label:?}"),
-        }
+        query_sqlite_file(self.runtime.sqlite_databases().file(label)?, sql)
     }
 
     /// Stops accepting connections, lets open ones finish (up to 5 s), and stops the
@@ -327,16 +323,22 @@ pub fn spin_sqlite_file(
     label: &str,
 ) -> Result<PathBuf> {
     let state_dir = working_dir.join(".spin");
-    match SqliteDatabases::from_runtime_config(Some(runtime_config), &state_dir, working_dir)?
-        .location(label)
-    {
-        Some(Some(path)) => Ok(path.clone()),
-        Some(None) => bail!("SQLite database {label:?} is in memory"),
-        None => bail!(
-            "no SQLite database {label:?} in {}",
-            runtime_config.display()
-        ),
-    }
+    let runtime_config = read_runtime_config(Some(runtime_config))?;
+    Ok(
+        SqliteDatabases::from_runtime_config(&runtime_config, &state_dir, working_dir)?
+            .file(label)?
+            .to_path_buf(),
+    )
+}
+
+/// The parsed Spin runtime configuration file at `path`; an empty table without one.
+pub(crate) fn read_runtime_config(path: Option<&std::path::Path>) -> Result<toml::Table> {
+    let Some(path) = path else {
+        return Ok(toml::Table::new());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read runtime config {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("runtime config {} is not TOML", path.display()))
 }
 
 /// Runs `sql` on the SQLite file at `path` (a Spin app's database) and returns its rows as

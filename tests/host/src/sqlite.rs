@@ -37,10 +37,10 @@ const DEFAULT_DATABASE_FILE: &str = "sqlite_db.db";
 pub(crate) struct SqliteDatabases(BTreeMap<String, Option<PathBuf>>);
 
 impl SqliteDatabases {
-    /// The labels `runtime_config` defines, plus `default` in `state_dir`; relative paths
-    /// resolve against `working_dir`. Parent directories of the files are created.
+    /// The labels `runtime_config` (a parsed runtime configuration file, empty without one)
+    /// defines, plus `default` in `state_dir`; relative paths resolve against `working_dir`. Parent directories of the files are created.
     pub(crate) fn from_runtime_config(
-        runtime_config: Option<&Path>,
+        runtime_config: &toml::Table,
         state_dir: &Path,
         working_dir: &Path,
     ) -> Result<Self> {
@@ -49,20 +49,11 @@ impl SqliteDatabases {
             DEFAULT_DATABASE.to_owned(),
             Some(state_dir.join(DEFAULT_DATABASE_FILE)),
         );
-        let entries = match runtime_config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read runtime config {}", path.display()))?;
-                let table: toml::Table = toml::from_str(&text)
-                    .with_context(|| format!("runtime config {} is not TOML", path.display()))?;
-                table
-                    .get("sqlite_database")
-                    .and_then(toml::Value::as_table)
-                    .cloned()
-                    .unwrap_or_default()
-            }
-            None => toml::Table::new(),
-        };
+        let entries = runtime_config
+            .get("sqlite_database")
+            .and_then(toml::Value::as_table)
+            .cloned()
+            .unwrap_or_default();
         for (label, entry) in entries {
             let kind = entry
                 .get("type")
@@ -111,6 +102,16 @@ impl SqliteDatabases {
     /// The file behind `label`; `Ok(None)` for an in-memory database.
     pub(crate) fn location(&self, label: &str) -> Option<&Option<PathBuf>> {
         self.0.get(label)
+    }
+
+    /// The file behind `label`, for reading it from outside the app; an error for an
+    /// undefined label or an in-memory database.
+    pub(crate) fn file(&self, label: &str) -> Result<&Path> {
+        match self.0.get(label) {
+            Some(Some(path)) => Ok(path),
+            Some(None) => bail!("SQLite database {label:?} is in memory: nothing to read"),
+            None => bail!("no SQLite database {label:?}"),
+        }
     }
 }
 
@@ -428,10 +429,16 @@ impl sqlite::Host for InstanceState {}
 mod tests {
     use super::*;
 
+    fn read(path: &Path) -> toml::Table {
+        crate::read_runtime_config(Some(path)).unwrap()
+    }
+
     #[test]
     fn without_a_runtime_config_only_default_exists_and_other_labels_fail_as_on_spin() {
         let dir = tempfile::tempdir().unwrap();
-        let databases = SqliteDatabases::from_runtime_config(None, dir.path(), dir.path()).unwrap();
+        let databases =
+            SqliteDatabases::from_runtime_config(&toml::Table::new(), dir.path(), dir.path())
+                .unwrap();
         assert_eq!(
             databases.location("default"),
             Some(&Some(dir.path().join("sqlite_db.db")))
@@ -464,7 +471,8 @@ mod tests {
              [sqlite_database.scratch]\ntype = \"spin\"\n",
         )
         .unwrap();
-        let databases = SqliteDatabases::from_runtime_config(Some(&config), &state, &work).unwrap();
+        let databases =
+            SqliteDatabases::from_runtime_config(&read(&config), &state, &work).unwrap();
         assert_eq!(
             databases.location("orders"),
             Some(&Some(work.join("data/orders.db")))
@@ -484,7 +492,7 @@ mod tests {
             .unwrap();
 
         std::fs::write(&config, "[sqlite_database.orders]\ntype = \"postgres\"\n").unwrap();
-        let refused = SqliteDatabases::from_runtime_config(Some(&config), &state, &work)
+        let refused = SqliteDatabases::from_runtime_config(&read(&config), &state, &work)
             .unwrap_err()
             .to_string();
         assert!(
