@@ -3,7 +3,8 @@
 #
 # Starts nats-server (2.10 or newer, with JetStream) on 127.0.0.1:$LATTICE_PORT (default
 # 4333, beside a NATS on 4222), a wasmCloud host (--allow-file-load) and wadm on it; makes a
-# fresh database on the PostgreSQL at $POSTGRES_HOST:$POSTGRES_PORT; renders
+# fresh database, with the services' roles and schemas, on the PostgreSQL at
+# $POSTGRES_HOST:$POSTGRES_PORT (as $POSTGRES_USER, default postgres); renders
 # target/wadm.local.yaml for them (make wadm-local, providers from $PROVIDERS_DIR) and runs
 # `wash app deploy`. Then the black-box pipeline scenarios (real_lattice::*) and a 32-client,
 # 30 s load run go through the gateway on :8000. Everything it started is stopped at the
@@ -68,8 +69,10 @@ sleep 3
 say "lattice up on 127.0.0.1:$PORT (logs in $STATE)"
 
 psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -qc "CREATE DATABASE $DATABASE" postgres
+psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -q -v ON_ERROR_STOP=1 -d "$DATABASE" \
+  -f infra/postgres/service-schemas.sql
 NATS_URL=nats://127.0.0.1:$PORT POSTGRES_HOST=$PG_HOST POSTGRES_PORT=$PG_PORT \
-  POSTGRES_USER=$PG_USER POSTGRES_DATABASE=$DATABASE PROVIDERS_DIR=$PROVIDERS_DIR make wadm-local
+  POSTGRES_DATABASE=$DATABASE PROVIDERS_DIR=$PROVIDERS_DIR make wadm-local
 wash app deploy target/wadm.local.yaml
 deployed=
 for _ in $(seq 120); do

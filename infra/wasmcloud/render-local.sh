@@ -11,8 +11,9 @@
 #   <repo>/infra/wasmcloud/providers).
 # - Optional overrides from the environment:
 #     NATS_URL            every messaging `cluster_uris`     (default nats://127.0.0.1:4222)
-#     POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DATABASE
-#                         every `<service>-postgres` link config (default 127.0.0.1:5432, postgres, "", shop)
+#     POSTGRES_HOST, POSTGRES_PORT, POSTGRES_PASSWORD, POSTGRES_DATABASE
+#                         every `<service>-postgres` link config (default 127.0.0.1:5432, "", shop);
+#                         each link keeps its own POSTGRES_USERNAME, the service's role
 #     GATEWAY_ADDRESS     the gateway's http-server address (default 0.0.0.0:8000)
 #
 # Fails (exit 1, nothing written) when an expected image, config key or override target is
@@ -39,7 +40,7 @@ mkdir -p "$root/target"
 export RENDER_WASM_DIR="$wasm_dir" RENDER_PROVIDERS_DIR="$providers_dir"
 export RENDER_NATS_URL="${NATS_URL:-}" RENDER_GATEWAY_ADDRESS="${GATEWAY_ADDRESS:-}"
 export RENDER_PG_HOST="${POSTGRES_HOST:-}" RENDER_PG_PORT="${POSTGRES_PORT:-}"
-export RENDER_PG_USER="${POSTGRES_USER:-}" RENDER_PG_DATABASE="${POSTGRES_DATABASE:-}"
+export RENDER_PG_DATABASE="${POSTGRES_DATABASE:-}"
 export RENDER_PG_PASSWORD="${POSTGRES_PASSWORD:-}"
 if [ "${POSTGRES_PASSWORD+set}" = set ]; then
   export RENDER_PG_PASSWORD_SET=1
@@ -80,7 +81,6 @@ BEGIN {
 
   pg["POSTGRES_HOST"] = ENVIRON["RENDER_PG_HOST"]
   pg["POSTGRES_PORT"] = ENVIRON["RENDER_PG_PORT"]
-  pg["POSTGRES_USERNAME"] = ENVIRON["RENDER_PG_USER"]
   pg["POSTGRES_DATABASE"] = ENVIRON["RENDER_PG_DATABASE"]
   for (k in pg) if (pg[k] != "") pg_wanted[k] = 1
   if (ENVIRON["RENDER_PG_PASSWORD_SET"] != "") {
@@ -147,6 +147,7 @@ END {
   for (p in want_provider) if (!(p in seen_provider)) fail("no image line for provider " p)
   for (k in pg_wanted) if (!(k in done_pg)) fail("no " k " in the <service>-postgres configs")
   for (k in pg) if (!(k in seen_pg) && k != "POSTGRES_PASSWORD") fail("no " k " in the <service>-postgres configs")
+  if (!("POSTGRES_USERNAME" in seen_pg)) fail("no POSTGRES_USERNAME in the <service>-postgres configs")
   if (clusters == 0) fail("no cluster_uris found")
   if (!gateway_seen) fail("no address in the gateway-http config")
 }

@@ -216,6 +216,9 @@ pub fn migrate(db: &Db, scope: &str, migrations: &[Migration]) -> Result<(), DbE
     let applied = match applied_version(db, scope) {
         Ok(v) => v,
         Err(_) => {
+            if db.dialect() == Dialect::Postgres {
+                check_own_schema(db)?;
+            }
             db.transaction(|tx| {
                 tx.execute(
                     "CREATE TABLE IF NOT EXISTS schema_migrations (scope TEXT NOT NULL, version BIGINT NOT NULL, name TEXT NOT NULL, applied_at BIGINT NOT NULL, PRIMARY KEY (scope, version))",
@@ -272,6 +275,32 @@ pub fn schema_is_current(db: &Db, sets: &[(&str, &[Migration])]) -> bool {
                 && row.i64("version").is_ok_and(|v| v >= latest)
         })
     })
+}
+
+/// On Postgres a service keeps its tables in a schema named after the role it connects as
+/// (`infra/postgres/service-schemas.sql`): refuses to create any table elsewhere, e.g. in
+/// `public` beside another service's.
+fn check_own_schema(db: &Db) -> Result<(), DbError> {
+    let row = db.query_opt(
+        "SELECT current_user::TEXT AS role, COALESCE(current_schema()::TEXT, '') AS schema",
+        &[],
+    )?;
+    let (role, schema) = match row {
+        Some(row) => (row.text("role")?, row.text("schema")?),
+        None => return Err(DbError("postgres: no current role".into())),
+    };
+    if role == schema {
+        return Ok(());
+    }
+    Err(DbError(format!(
+        "postgres: role {role} has no schema of its own (tables would go to {:?}); \
+         run infra/postgres/service-schemas.sql on this database and connect as the service's role",
+        if schema.is_empty() {
+            "nowhere"
+        } else {
+            &schema
+        }
+    )))
 }
 
 fn applied_version(db: &Db, scope: &str) -> Result<i64, DbError> {

@@ -282,3 +282,18 @@ fn concurrent_read_modify_writes_lose_no_update() {
         "most increments commit within the retries ({committed})"
     );
 }
+
+#[test]
+fn migrations_refuse_a_role_without_a_schema_of_its_own() {
+    let Some(client) = connect() else { return };
+    let sql = OptimisticSql::new(Session(RefCell::new(client)));
+    let db = Db::new(&sql);
+    // The administrator's role has no schema named after it here: its tables would go to
+    // `public`, where every service's would meet.
+    let refused = service_kit::db::migrate(&db, "refused", &[]).unwrap_err();
+    assert!(
+        refused.0.contains("has no schema of its own"),
+        "{}",
+        refused.0
+    );
+}

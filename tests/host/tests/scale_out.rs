@@ -1,5 +1,5 @@
 //! Spin scaled out: two instances of the app (two hosts, as two `spin up` processes would
-//! be) on one Postgres database. Orders placed through both gateways are each processed
+//! be) on one Postgres database, each service on its own role and schema. Orders placed through both gateways are each processed
 //! exactly once in effect, whichever instance delivers or receives their events.
 
 mod support;
@@ -9,21 +9,14 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::{App, Flavour, drop_database, start_with};
 
-/// A fresh database on the tests' PostgreSQL and the `host:port` to allow; `None` (test
-/// skipped loudly) only outside CI when there is no server.
-async fn fresh_database() -> Option<(String, String)> {
+/// A fresh database on the tests' PostgreSQL, with the services' roles and schemas; `None`
+/// (test skipped loudly) only outside CI when there is no server.
+async fn fresh_database() -> Option<String> {
     let Some(server) = support::services::locate(support::services::Service::Postgres).await else {
         support::skip_or_fail("no PostgreSQL (DATABASE_URL)");
         return None;
     };
-    let url = support::fresh_database(&server, "shop_test").await;
-    let (prefix, _) = url.rsplit_once('/').expect("the URL ends with /database");
-    let after_scheme = prefix.split_once("://").map_or(prefix, |(_, rest)| rest);
-    let host = after_scheme
-        .rsplit_once('@')
-        .map_or(after_scheme, |(_, host)| host)
-        .to_owned();
-    Some((url, host))
+    Some(support::fresh_database(&server, "shop_test").await)
 }
 
 fn nanos() -> u128 {
@@ -33,13 +26,14 @@ fn nanos() -> u128 {
         .as_nanos()
 }
 
-async fn instance(url: &str, host: &str) -> App {
-    let address = format!("{url}?sslmode=disable");
-    start_with(
-        Flavour::Spin,
-        &[("database_url", &address), ("database_host", host)],
-    )
-    .await
+/// The app on the test host with every service on its own role and schema of `url`.
+async fn instance(url: &str) -> App {
+    let variables = support::spin_postgres_variables(url);
+    let variables: Vec<(&str, &str)> = variables
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    start_with(Flavour::Spin, &variables).await
 }
 
 /// Places 20 orders through `app`, alternating item and value orders over `customers`.
@@ -67,10 +61,10 @@ async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_postgres_process_every_order_once() {
-    let Some((url, host)) = fresh_database().await else {
+    let Some(url) = fresh_database().await else {
         return;
     };
-    let (a, b) = (instance(&url, &host).await, instance(&url, &host).await);
+    let (a, b) = (instance(&url).await, instance(&url).await);
     a.product("BOLT", 250, 1_000).await;
     let customers: Vec<String> = (0..4).map(|i| format!("buyer{i}@example.com")).collect();
     for customer in &customers {
@@ -92,7 +86,7 @@ async fn two_instances_on_one_postgres_process_every_order_once() {
     tokio::spawn(connection);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let pending = scalar(&client, "SELECT (SELECT COUNT(*) FROM orders_outbox) + (SELECT COUNT(*) FROM balance_checker_outbox) + (SELECT COUNT(*) FROM stock_checker_outbox)").await;
+        let pending = scalar(&client, "SELECT (SELECT COUNT(*) FROM shop_orders.orders_outbox) + (SELECT COUNT(*) FROM shop_balance_checker.balance_checker_outbox) + (SELECT COUNT(*) FROM shop_stock_checker.stock_checker_outbox)").await;
         if pending == 0 {
             break;
         }
@@ -118,7 +112,7 @@ async fn two_instances_on_one_postgres_process_every_order_once() {
     assert_eq!(
         scalar(
             &client,
-            "SELECT COUNT(*) FROM credit_holds WHERE state = 'committed'"
+            "SELECT COUNT(*) FROM shop_balance_checker.credit_holds WHERE state = 'committed'"
         )
         .await,
         40
@@ -126,7 +120,7 @@ async fn two_instances_on_one_postgres_process_every_order_once() {
     assert_eq!(
         scalar(
             &client,
-            "SELECT COUNT(*) FROM stock_holds WHERE state = 'committed'"
+            "SELECT COUNT(*) FROM shop_stock_checker.stock_holds WHERE state = 'committed'"
         )
         .await,
         40
@@ -134,24 +128,73 @@ async fn two_instances_on_one_postgres_process_every_order_once() {
     assert_eq!(
         scalar(
             &client,
-            "SELECT COUNT(*) FROM orders WHERE status = 'confirmed'"
+            "SELECT COUNT(*) FROM shop_orders.orders WHERE status = 'confirmed'"
         )
         .await,
         40
     );
     // Every event was applied once: 40 placements and 40 confirmations per checker.
     assert_eq!(
-        scalar(&client, "SELECT COUNT(*) FROM balance_checker_inbox").await,
+        scalar(
+            &client,
+            "SELECT COUNT(*) FROM shop_balance_checker.balance_checker_inbox"
+        )
+        .await,
         80
     );
     assert_eq!(
-        scalar(&client, "SELECT COUNT(*) FROM stock_checker_inbox").await,
+        scalar(
+            &client,
+            "SELECT COUNT(*) FROM shop_stock_checker.stock_checker_inbox"
+        )
+        .await,
         80
     );
     assert_eq!(
-        scalar(&client, "SELECT COUNT(*) FROM orders_dead_letters").await,
+        scalar(
+            &client,
+            "SELECT COUNT(*) FROM shop_orders.orders_dead_letters"
+        )
+        .await,
         0
     );
+
+    // Each service's tables are in its own schema, none in `public`, and no service's role
+    // may read another's.
+    assert_eq!(
+        scalar(
+            &client,
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+        .await,
+        0
+    );
+    for service in support::DATABASE_SERVICES {
+        let role = support::service_role(service);
+        let tables = scalar(
+            &client,
+            &format!(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '{role}'"
+            ),
+        )
+        .await;
+        assert!(tables >= 4, "{role} holds {tables} tables");
+    }
+    let (vouchers, connection) = support::service_database(&url, "vouchers")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let denied = vouchers
+        .query("SELECT COUNT(*) FROM shop_orders.orders", &[])
+        .await
+        .expect_err("the vouchers role reads the orders schema");
+    assert_eq!(
+        denied.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "{denied:?}"
+    );
+    drop(vouchers);
 
     // Leave nothing behind (a failing run keeps its database for inspection).
     drop(client);
@@ -162,7 +205,7 @@ async fn two_instances_on_one_postgres_process_every_order_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_redis_share_each_callers_request_budget() {
-    let Some((url, host)) = fresh_database().await else {
+    let Some(url) = fresh_database().await else {
         return;
     };
     let Some(redis) = support::services::locate(support::services::Service::Redis).await else {
@@ -170,7 +213,6 @@ async fn two_instances_on_one_redis_share_each_callers_request_budget() {
         drop_database(&url).await;
         return;
     };
-    let address = format!("{url}?sslmode=disable");
     // infra/spin/runtime-config.redis.toml, on this Redis.
     let dir = tempfile::tempdir().unwrap();
     let runtime_config = dir.path().join("runtime-config.toml");
@@ -185,14 +227,10 @@ async fn two_instances_on_one_redis_share_each_callers_request_budget() {
     let mut hosts = Vec::new();
     for _ in 0..2 {
         let mut config = test_host::TestHostConfig::new(support::manifest());
-        config.variables = [
-            ("database_url", address.as_str()),
-            ("database_host", host.as_str()),
-            ("rate_limit_per_minute", "4"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        config.variables = support::spin_postgres_variables(&url).into_iter().collect();
+        config
+            .variables
+            .insert("rate_limit_per_minute".into(), "4".into());
         config.runtime_config = Some(runtime_config.clone());
         hosts.push(
             test_host::TestHost::start(config)

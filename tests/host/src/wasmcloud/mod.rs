@@ -62,9 +62,10 @@ pub struct LatticeConfig {
     /// Where OCI-referenced components are looked up as `<name>.wasm` (`-` becomes `_`);
     /// `None`: [`WASMCLOUD_WASM_DIR`] under the manifest's folder.
     pub wasm_dir: Option<PathBuf>,
-    /// A `postgres://` URL that replaces the connection settings (`POSTGRES_HOST`, `PORT`,
-    /// `USERNAME`, `PASSWORD`, `DATABASE`) of every `wasmcloud:postgres` link; `None` uses
-    /// the links' settings.
+    /// A `postgres://` URL whose server and database (`POSTGRES_HOST`, `PORT`, `DATABASE`,
+    /// and `PASSWORD` when it has one) replace those of every `wasmcloud:postgres` link;
+    /// each link keeps its `POSTGRES_USERNAME`, the service's own role. `None` uses the
+    /// links' settings.
     pub database_url: Option<String>,
     /// The NATS server for messaging-nats; `None`: the first `cluster_uris` of the
     /// manifest's handler links, else `nats://127.0.0.1:4222`.
@@ -133,7 +134,8 @@ pub struct Lattice {
     faults: Arc<Faults>,
     addresses: BTreeMap<String, SocketAddr>,
     entry: String,
-    database: Option<tokio_postgres::Config>,
+    /// Each Postgres-linked component's connection settings, by component name.
+    databases: BTreeMap<String, tokio_postgres::Config>,
     buckets: Vec<String>,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
@@ -252,7 +254,7 @@ impl Lattice {
             .map(tokio_postgres::Config::from_str)
             .transpose()
             .context("database_url is not a postgres:// URL")?;
-        let mut database = database_override.clone();
+        let mut databases = BTreeMap::new();
         let mut plans = Vec::new();
         let mut used_buckets = Vec::new();
         for component in spec.components {
@@ -267,12 +269,13 @@ impl Lattice {
             }
             let postgres = match &component.postgres {
                 Some(link) => {
+                    let linked = postgres::link_config(link)
+                        .with_context(|| format!("component {:?}", component.name))?;
                     let target = match &database_override {
-                        Some(target) => target.clone(),
-                        None => postgres::link_config(link)
-                            .with_context(|| format!("component {:?}", component.name))?,
+                        Some(server) => postgres::on_server(&linked, server),
+                        None => linked,
                     };
-                    database.get_or_insert_with(|| target.clone());
+                    databases.insert(component.name.clone(), target.clone());
                     let size = link.get("POSTGRES_POOL_SIZE").and_then(|s| s.parse().ok());
                     Some(postgres::pool(target, size)?)
                 }
@@ -335,7 +338,7 @@ impl Lattice {
             faults,
             addresses,
             entry: config.entry.clone(),
-            database,
+            databases,
             buckets: used_buckets,
             shutdown,
             servers: Vec::new(),
@@ -474,14 +477,13 @@ impl Lattice {
         Ok(reply.payload.to_vec())
     }
 
-    /// Runs `sql` on a new connection to the lattice's database (the `database_url`
-    /// override, else the first postgres link's settings) and returns every row as JSON
-    /// values: integers and floats as numbers, text types as strings, `NUMERIC` as a
-    /// string, JSON as JSON, `BYTEA` as arrays of bytes, NULL as null. Meant for reads
-    /// in assertions.
-    pub async fn sql_query(&self, sql: &str) -> Result<Vec<Vec<Value>>> {
-        let Some(database) = &self.database else {
-            bail!("no component of the lattice is linked to Postgres");
+    /// Runs `sql` on a new connection to `component`'s database, as its link connects (its
+    /// own role, so its own schema), and returns every row as JSON values: integers and
+    /// floats as numbers, text types as strings, `NUMERIC` as a string, JSON as JSON,
+    /// `BYTEA` as arrays of bytes, NULL as null. Meant for reads in assertions.
+    pub async fn sql_query(&self, component: &str, sql: &str) -> Result<Vec<Vec<Value>>> {
+        let Some(database) = self.databases.get(component) else {
+            bail!("component {component:?} is not linked to Postgres");
         };
         query_postgres(database, sql).await
     }

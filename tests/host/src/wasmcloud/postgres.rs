@@ -63,6 +63,22 @@ pub(crate) fn link_config(properties: &BTreeMap<String, String>) -> Result<tokio
     Ok(config)
 }
 
+/// `link`'s role (and password, unless `server` has one) on the server and database that
+/// `server` names.
+pub(crate) fn on_server(
+    link: &tokio_postgres::Config,
+    server: &tokio_postgres::Config,
+) -> tokio_postgres::Config {
+    let mut target = server.clone();
+    if let Some(user) = link.get_user() {
+        target.user(user);
+    }
+    if let (None, Some(password)) = (server.get_password(), link.get_password()) {
+        target.password(password);
+    }
+    target
+}
+
 /// A pool like the provider's: deadpool-postgres with its default size unless the link
 /// sets `POSTGRES_POOL_SIZE`, "fast" recycling, no TLS.
 pub(crate) fn pool(config: tokio_postgres::Config, size: Option<usize>) -> Result<Pool> {
@@ -440,6 +456,21 @@ mod tests {
         for value in [0.0f32, 3.5, -0.125] {
             assert_eq!(f64_from_tuple(&decode_f32(value)), f64::from(value));
         }
+    }
+
+    #[test]
+    fn a_server_override_keeps_the_links_role() {
+        let link: tokio_postgres::Config = "postgres://shop_orders:secret@10.0.0.1:5432/shop"
+            .parse()
+            .unwrap();
+        let server: tokio_postgres::Config = "postgres://postgres@127.0.0.1:5433/shop_test_1"
+            .parse()
+            .unwrap();
+        let target = on_server(&link, &server);
+        assert_eq!(target.get_user(), Some("shop_orders"));
+        assert_eq!(target.get_password(), Some(&b"secret"[..]));
+        assert_eq!(target.get_ports(), [5433]);
+        assert_eq!(target.get_dbname(), Some("shop_test_1"));
     }
 
     #[test]

@@ -196,7 +196,12 @@ fn unique_suffix() -> String {
     format!("{}_{}", std::process::id(), nanos % 1_000_000_000_000)
 }
 
-/// A fresh database `<prefix>_<unique>` on the server of `server_url`; returns its URL.
+/// The services that own a database (the gateway has none), as `spin.toml` names them.
+pub const DATABASE_SERVICES: [&str; 4] = ["orders", "balance-checker", "stock-checker", "vouchers"];
+
+/// A fresh database `<prefix>_<unique>` on the server of `server_url`, with every service's
+/// role and schema (`infra/postgres/service-schemas.sql`); returns its URL (the server's
+/// administrator's role).
 pub async fn fresh_database(server_url: &str, prefix: &str) -> String {
     let (client, connection) = tokio_postgres::connect(server_url, tokio_postgres::NoTls)
         .await
@@ -210,7 +215,57 @@ pub async fn fresh_database(server_url: &str, prefix: &str) -> String {
     let (server, _) = server_url
         .rsplit_once('/')
         .expect("DATABASE_URL ends with /database");
-    format!("{server}/{name}")
+    let url = format!("{server}/{name}");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the new database");
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            &std::fs::read_to_string(root().join("infra/postgres/service-schemas.sql")).unwrap(),
+        )
+        .await
+        .expect("infra/postgres/service-schemas.sql runs");
+    url
+}
+
+/// The Postgres role (and schema) of `service`: `shop_<service>`, dashes as underscores.
+pub fn service_role(service: &str) -> String {
+    format!("shop_{}", service.replace('-', "_"))
+}
+
+/// `database_url` (any role) as `service`'s own role connects to it.
+pub fn service_database(database_url: &str, service: &str) -> tokio_postgres::Config {
+    let mut config: tokio_postgres::Config = database_url.parse().expect("a postgres:// URL");
+    config.user(service_role(service));
+    config
+}
+
+/// The Spin variables that put every service on its own role and schema of the database
+/// `database_url` (`<service>_database_url`, without TLS) and allow its `host:port`.
+pub fn spin_postgres_variables(database_url: &str) -> Vec<(String, String)> {
+    let (scheme_and_user, rest) = database_url
+        .split_once('@')
+        .expect("a URL like postgres://user@host:port/db");
+    let scheme = scheme_and_user
+        .split_once("://")
+        .expect("a postgres:// URL")
+        .0;
+    let host = rest.split('/').next().expect("host:port").to_owned();
+    let mut variables: Vec<(String, String)> = DATABASE_SERVICES
+        .iter()
+        .map(|service| {
+            (
+                format!("{}_database_url", service.replace('-', "_")),
+                format!(
+                    "{scheme}://{}@{rest}?sslmode=disable",
+                    service_role(service)
+                ),
+            )
+        })
+        .collect();
+    variables.push(("database_host".into(), host));
+    variables
 }
 
 /// Drops the database `url` names, closing the sessions still attached to it.
@@ -524,20 +579,23 @@ impl App {
     }
 
     /// Reads rows straight from `service`'s database as JSON values: its own SQLite file on
-    /// Spin, the one Postgres database on wasmCloud and on Spin with `database_url`.
+    /// Spin, its own role's schema on Postgres (wasmCloud, real Spin's Postgres variant).
     pub async fn query(&self, service: &str, sql: &str) -> anyhow::Result<Vec<Vec<Value>>> {
         match self.host() {
             Host::Spin(host) => host.sqlite_query(service, sql),
-            Host::WasmCloud(lattice) => lattice.sql_query(sql).await,
+            Host::WasmCloud(lattice) => lattice.sql_query(service, sql).await,
             Host::RealSpin(spin) => match &spin.database {
                 RealDatabase::Sqlite(working_dir) => test_host::query_sqlite_file(
                     &test_host::spin_sqlite_file(&runtime_config(), working_dir, service)?,
                     sql,
                 ),
-                RealDatabase::Postgres(url) => test_host::query_postgres(&url.parse()?, sql).await,
+                RealDatabase::Postgres(url) => {
+                    test_host::query_postgres(&service_database(url, service), sql).await
+                }
             },
             Host::RealLattice(lattice) => {
-                test_host::query_postgres(&lattice.database_url.parse()?, sql).await
+                test_host::query_postgres(&service_database(&lattice.database_url, service), sql)
+                    .await
             }
         }
     }

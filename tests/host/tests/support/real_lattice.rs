@@ -17,8 +17,8 @@ pub struct RealLattice {
 }
 
 impl RealLattice {
-    /// Attaches to the deployment named by `SHOP_URL` and `SHOP_DATABASE_URL` and empties
-    /// its tables.
+    /// Attaches to the deployment named by `SHOP_URL` and `SHOP_DATABASE_URL` (a role that
+    /// may empty every service's schema) and empties the services' tables.
     pub async fn attach() -> RealLattice {
         let base = std::env::var("SHOP_URL").unwrap_or_else(|_| "http://127.0.0.1:8000".into());
         let database_url = std::env::var("SHOP_DATABASE_URL")
@@ -27,10 +27,17 @@ impl RealLattice {
             .await
             .expect("the deployment's database answers");
         tokio::spawn(connection);
+        let schemas: Vec<String> = super::DATABASE_SERVICES
+            .iter()
+            .map(|service| format!("'{}'", super::service_role(service)))
+            .collect();
         let tables: Vec<String> = client
             .query(
-                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() \
-                 AND tablename <> 'schema_migrations'",
+                &format!(
+                    "SELECT schemaname || '.' || tablename FROM pg_tables \
+                     WHERE schemaname IN ({}) AND tablename <> 'schema_migrations'",
+                    schemas.join(", ")
+                ),
                 &[],
             )
             .await

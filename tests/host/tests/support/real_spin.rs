@@ -23,7 +23,8 @@ pub enum RealSpinDatabase {
     /// One instance on Spin's embedded SQLite, a database per service
     /// (`infra/spin/runtime-config.toml`).
     Sqlite,
-    /// Two instances on one PostgreSQL database (`database_url`).
+    /// Two instances on one PostgreSQL database, each service on its own role and schema
+    /// (`<service>_database_url`).
     Postgres,
 }
 
@@ -72,13 +73,7 @@ impl RealSpin {
             RealSpinDatabase::Postgres => {
                 let server = database_server.expect("a Postgres server for the Postgres variant");
                 let url = super::fresh_database(server, "shop_real_spin").await;
-                variables.insert("database_url".into(), format!("{url}?sslmode=disable"));
-                let host = url
-                    .split('@')
-                    .nth(1)
-                    .and_then(|rest| rest.split('/').next())
-                    .expect("a URL like postgres://user@host:port/db");
-                variables.insert("database_host".into(), host.to_owned());
+                variables.extend(super::spin_postgres_variables(&url));
                 (2, Some(url))
             }
         };
