@@ -9,8 +9,8 @@
 -- then point each service at it as its own role: on Spin the variables
 -- orders_database_url=postgres://shop_orders@HOST:5432/shop?sslmode=disable (and
 -- balance_checker_, stock_checker_, vouchers_database_url), on wasmCloud each
--- <service>-postgres link's POSTGRES_USERNAME (wadm.yaml). Outside local runs give every
--- role a password: ALTER ROLE shop_orders PASSWORD '...';
+-- <service>-postgres link's POSTGRES_USERNAME (wadm.yaml). Outside local runs set a
+-- password on every role (ALTER ROLE shop_orders PASSWORD '...').
 DO $$
 DECLARE
   service TEXT;

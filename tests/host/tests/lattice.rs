@@ -93,27 +93,35 @@ async fn replicas_share_the_load_and_a_stopped_checker_loses_no_order() {
     // Stopping the replicas cancelled handlers that were delivering their own outbox; the
     // rows they had written are sent by a pump once the 5 s first-send lease runs out, rows
     // a pump had claimed once the 30 s claim lease does.
-    app.wait_until_none(
-        "orders",
-        "SELECT (SELECT COUNT(*) FROM orders_outbox) \
-              + (SELECT COUNT(*) FROM balance_checker_outbox) \
-              + (SELECT COUNT(*) FROM stock_checker_outbox) \
-              + (SELECT COUNT(*) FROM vouchers_outbox)",
-        Duration::from_secs(60),
-        "messages never delivered",
-    )
-    .await;
-
-    // Fan-out: every order reached both checkers.
-    assert_eq!(
-        app.count(
-            "orders",
-            "SELECT COUNT(*) FROM orders o \
-             WHERE EXISTS (SELECT 1 FROM credit_holds c WHERE c.order_id = o.id) \
-               AND EXISTS (SELECT 1 FROM stock_holds s WHERE s.order_id = o.id)"
+    for service in support::DATABASE_SERVICES {
+        app.wait_until_none(
+            service,
+            &format!("SELECT COUNT(*) FROM {}_outbox", service.replace('-', "_")),
+            Duration::from_secs(60),
+            &format!("{service} messages never delivered"),
         )
-        .await,
-        ORDERS as i64
+        .await;
+    }
+
+    // Fan-out: every order reached both checkers (each read from its own database).
+    let ids_in = |service: &'static str, sql: &'static str| {
+        let app = &app;
+        async move {
+            let rows = app.query(service, sql).await.expect(sql);
+            rows.into_iter()
+                .map(|row| row[0].as_str().expect("a text id").to_owned())
+                .collect::<std::collections::BTreeSet<String>>()
+        }
+    };
+    let orders = ids_in("orders", "SELECT id FROM orders").await;
+    assert_eq!(orders.len(), ORDERS);
+    assert_eq!(
+        ids_in("balance-checker", "SELECT order_id FROM credit_holds").await,
+        orders
+    );
+    assert_eq!(
+        ids_in("stock-checker", "SELECT order_id FROM stock_holds").await,
+        orders
     );
     // Load sharing: both replicas of each checker handled messages.
     for checker in ["balance-checker", "stock-checker"] {
@@ -135,30 +143,50 @@ async fn replicas_share_the_load_and_a_stopped_checker_loses_no_order() {
             })
         );
     }
-    for (sql, expected) in [
+    for (service, sql, expected) in [
         (
+            "orders",
             "SELECT COUNT(*) FROM orders WHERE status = 'confirmed'",
             ORDERS,
         ),
         (
+            "balance-checker",
             "SELECT COUNT(*) FROM credit_holds WHERE state = 'committed'",
             ORDERS,
         ),
         (
+            "stock-checker",
             "SELECT COUNT(*) FROM stock_holds WHERE state = 'committed'",
             ORDERS,
         ),
         // One placement and one confirmation per order and checker.
-        ("SELECT COUNT(*) FROM balance_checker_inbox", 2 * ORDERS),
-        ("SELECT COUNT(*) FROM stock_checker_inbox", 2 * ORDERS),
         (
-            "SELECT (SELECT COUNT(*) FROM orders_dead_letters) \
-                  + (SELECT COUNT(*) FROM balance_checker_dead_letters) \
-                  + (SELECT COUNT(*) FROM stock_checker_dead_letters)",
+            "balance-checker",
+            "SELECT COUNT(*) FROM balance_checker_inbox",
+            2 * ORDERS,
+        ),
+        (
+            "stock-checker",
+            "SELECT COUNT(*) FROM stock_checker_inbox",
+            2 * ORDERS,
+        ),
+        ("orders", "SELECT COUNT(*) FROM orders_dead_letters", 0),
+        (
+            "balance-checker",
+            "SELECT COUNT(*) FROM balance_checker_dead_letters",
+            0,
+        ),
+        (
+            "stock-checker",
+            "SELECT COUNT(*) FROM stock_checker_dead_letters",
             0,
         ),
     ] {
-        assert_eq!(app.count("orders", sql).await, expected as i64, "{sql}");
+        assert_eq!(
+            app.count(service, sql).await,
+            expected as i64,
+            "{service}: {sql}"
+        );
     }
     let app = Arc::into_inner(app).expect("no placement task holds the app");
     app.shutdown().await;

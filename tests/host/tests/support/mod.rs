@@ -793,16 +793,24 @@ impl App {
         }
     }
 
-    /// A COUNT(*) read straight from `service`'s database (0 when the table does not
-    /// exist yet).
+    /// A COUNT(*) read straight from `service`'s database: 0 while the service has not
+    /// migrated its database yet (no `schema_migrations`); any other failure, e.g. a table
+    /// of another service's, fails the test.
     pub async fn count(&self, service: &str, sql: &str) -> i64 {
         match self.query(service, sql).await {
             Ok(rows) => rows
                 .first()
                 .and_then(|r| r.first())
                 .and_then(Value::as_i64)
-                .unwrap_or(0),
-            Err(_) => 0,
+                .unwrap_or_else(|| panic!("{service}: {sql} gave no count: {rows:?}")),
+            Err(e) => {
+                let migrated = self
+                    .query(service, "SELECT COUNT(*) FROM schema_migrations")
+                    .await
+                    .is_ok();
+                assert!(!migrated, "{service}: {sql}: {e:#}");
+                0
+            }
         }
     }
 
