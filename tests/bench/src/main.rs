@@ -276,6 +276,7 @@ fn main() -> Result<()> {
     clients.block_on(targets::wait_until_settled(&shop, Duration::from_secs(60)))?;
     let before = targets::count(
         &shop,
+        "orders",
         "SELECT COUNT(*) FROM orders WHERE status = 'confirmed'",
     )?;
     shop.sqlite_usage();
@@ -293,6 +294,7 @@ fn main() -> Result<()> {
         loop {
             let confirmed = targets::count(
                 &shop,
+                "orders",
                 "SELECT COUNT(*) FROM orders WHERE status = 'confirmed'",
             )? - before;
             if confirmed >= placing.ok as i64 {
@@ -300,6 +302,7 @@ fn main() -> Result<()> {
             }
             let rejected = targets::count(
                 &shop,
+                "orders",
                 "SELECT COUNT(*) FROM orders WHERE status = 'rejected'",
             )?;
             if rejected > 0 {

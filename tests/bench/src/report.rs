@@ -577,7 +577,7 @@ impl Report {
 }
 
 /// The test host's record of the end-to-end run's SQLite work: what one order costs the
-/// database, and how long transactions hold its one write lock.
+/// databases, and how long transactions hold their database's write lock.
 fn render_sqlite_profile(out: &mut String, e2e: &EndToEnd) {
     let usage = &e2e.sqlite;
     let orders = e2e.placed.max(1) as f64;
@@ -604,7 +604,7 @@ fn render_sqlite_profile(out: &mut String, e2e: &EndToEnd) {
     let _ = writeln!(
         out,
         "Recorded by the test host for every `spin:sqlite` call of the run above \
-         (`TestHost::sqlite_usage`): a transaction holds SQLite's one write lock from its `BEGIN \
+         (`TestHost::sqlite_usage`), over every service's database: a transaction holds its database's write lock from its `BEGIN \
          IMMEDIATE` returning until its `COMMIT` returns.\n"
     );
     let _ = writeln!(out, "| | |\n| --- | ---: |");

@@ -206,27 +206,33 @@ pub fn order_workloads(connections: usize) -> Result<Vec<Workload>> {
         .collect()
 }
 
-/// A `SELECT COUNT(*)`-like query's single number, read straight from the orders service's
+/// A `SELECT COUNT(*)`-like query's single number, read straight from `service`'s own
 /// SQLite file.
-pub fn count(host: &TestHost, sql: &str) -> Result<i64> {
-    host.sqlite_query("orders", sql)?
+pub fn count(host: &TestHost, service: &str, sql: &str) -> Result<i64> {
+    host.sqlite_query(service, sql)?
         .first()
         .and_then(|row| row.first())
         .and_then(serde_json::Value::as_i64)
-        .with_context(|| format!("{sql} gave no number"))
+        .with_context(|| format!("{service}: {sql} gave no number"))
 }
 
-/// Waits until no order is `placed` any more and every outbox is empty (up to `limit`);
-/// returns how long that took.
+/// Waits until no order is `placed` any more and every service's outbox is empty (up to
+/// `limit`); returns how long that took.
 pub async fn wait_until_settled(host: &TestHost, limit: Duration) -> Result<Duration> {
     let started = std::time::Instant::now();
     loop {
-        let pending = count(host, "SELECT COUNT(*) FROM orders WHERE status = 'placed'")?
-            + count(
-                host,
-                "SELECT (SELECT COUNT(*) FROM orders_outbox) + (SELECT COUNT(*) FROM balance_checker_outbox) \
-                 + (SELECT COUNT(*) FROM stock_checker_outbox) + (SELECT COUNT(*) FROM vouchers_outbox)",
-            )?;
+        let mut pending = count(
+            host,
+            "orders",
+            "SELECT COUNT(*) FROM orders WHERE status = 'placed'",
+        )?;
+        for service in ["orders", "balance-checker", "stock-checker", "vouchers"] {
+            if count(host, service, "SELECT COUNT(*) FROM schema_migrations").is_err() {
+                continue; // not called yet, so not migrated: nothing to send
+            }
+            let outbox = format!("{}_outbox", service.replace('-', "_"));
+            pending += count(host, service, &format!("SELECT COUNT(*) FROM {outbox}"))?;
+        }
         if pending == 0 {
             return Ok(started.elapsed());
         }
