@@ -8,8 +8,9 @@ use service_kit::{Env, HttpClient, PortError, Service};
 use crate::bindings::wasi::clocks::monotonic_clock;
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
-    Fields, FutureIncomingResponse, IncomingBody, IncomingRequest, IncomingResponse, Method,
-    OutgoingBody, OutgoingRequest, OutgoingResponse, RequestOptions, ResponseOutparam, Scheme,
+    ErrorCode, Fields, FutureIncomingResponse, IncomingBody, IncomingRequest, IncomingResponse,
+    Method, OutgoingBody, OutgoingRequest, OutgoingResponse, RequestOptions, ResponseOutparam,
+    Scheme,
 };
 use crate::bindings::wasi::io::poll::{Pollable, poll};
 use crate::bindings::wasi::io::streams::{InputStream, OutputStream, StreamError};
@@ -305,14 +306,17 @@ impl HttpClient for WasiHttpClient {
 
     /// As [`HttpClient::open`], but the whole answer, head and body, must have arrived by
     /// the call's deadline ([`call_deadline`]): a buffered answer is a small document.
-    /// A request whose receiver answers that its body never arrived whole
-    /// ([`Response::body_not_received`]) is sent once more.
+    /// A request whose body never arrived whole is sent once more: its receiver answered so
+    /// ([`Response::body_not_received`]), or the host could not send the body
+    /// ([`BODY_ABORTED`]).
     fn send(&self, request: OutboundRequest) -> Result<Response, PortError> {
-        let answer = read_whole(Box::new(start_call(request.clone(), true)?))?;
-        if !answer.body_not_received() {
-            return Ok(answer);
+        let first =
+            start_call(request.clone(), true).and_then(|stream| read_whole(Box::new(stream)));
+        match first {
+            Ok(answer) if !answer.body_not_received() => Ok(answer),
+            Err(e) if !e.0.starts_with(BODY_ABORTED) => Err(e),
+            Ok(_) | Err(_) => read_whole(Box::new(start_call(request, true)?)),
         }
-        read_whole(Box::new(start_call(request, true)?))
     }
 }
 
@@ -399,7 +403,7 @@ fn start_call(request: OutboundRequest, whole: bool) -> Result<WasiResponseStrea
     let future = outgoing_handler::handle(outgoing, Some(request_options(head_budget)))
         .map_err(|e| PortError(format!("{e:?}")))?;
     write_body(body, &request.body).map_err(PortError)?;
-    let incoming = wait_for_head(&future, head_deadline)?;
+    let incoming = wait_for_head(&future, head_deadline, !request.body.is_empty())?;
     let status = incoming.status();
     let headers = header_list(&incoming.headers());
     let body = incoming
@@ -420,14 +424,27 @@ fn start_call(request: OutboundRequest, whole: bool) -> Result<WasiResponseStrea
 }
 
 /// The answer's head, or an error when it has not come by `deadline`.
+/// How a call fails when the host could not send the request's body: wasmCloud 1.9.2's
+/// http-client provider, when its wRPC transport loses the body on the way
+/// (`infra/wasmcloud/README.md`), aborts the request (hyper's `BodyWriteAborted`) and
+/// answers `HTTP-protocol-error`. The receiver then got an incomplete body, which it
+/// refuses unread (`incomplete-body`), so the request may be sent again.
+const BODY_ABORTED: &str = "request body not sent";
+
+/// Waits for the answer's head until `deadline`. A protocol error of a request that
+/// carried a body is [`BODY_ABORTED`].
 fn wait_for_head(
     future: &FutureIncomingResponse,
     deadline: u64,
+    has_body: bool,
 ) -> Result<IncomingResponse, PortError> {
     wait_until(&future.subscribe(), deadline)
         .map_err(|_| PortError("no answer within the time-out".into()))?;
     match future.get() {
         Some(Ok(Ok(response))) => Ok(response),
+        Some(Ok(Err(ErrorCode::HttpProtocolError))) if has_body => Err(PortError(format!(
+            "{BODY_ABORTED} (ErrorCode::HttpProtocolError)"
+        ))),
         Some(Ok(Err(code))) => Err(PortError(format!("{code:?}"))),
         Some(Err(())) | None => Err(PortError("response already taken".into())),
     }

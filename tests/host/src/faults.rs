@@ -38,6 +38,7 @@ pub struct Faults {
     figures: Mutex<ChaosFigures>,
     body_losses: Mutex<HashMap<String, VecDeque<BodyLoss>>>,
     lost_calls: Mutex<HashMap<String, u32>>,
+    aborted_call_bodies: Mutex<HashMap<String, u32>>,
     cut_answers: Mutex<HashMap<String, u32>>,
     hung_messages: Mutex<HashMap<String, u32>>,
 }
@@ -400,6 +401,15 @@ impl Faults {
             .or_default() += times;
     }
 
+    /// On the lattice, the next `times` outgoing HTTP calls of `component` that carry a
+    /// body lose it on the way to the http-client provider, which aborts them: the caller
+    /// gets `HTTP-protocol-error`, the receiver nothing.
+    pub fn abort_call_bodies(&self, component: &str, times: u32) {
+        *lock(&self.aborted_call_bodies)
+            .entry(component.to_owned())
+            .or_default() += times;
+    }
+
     /// On the lattice, the next `times` answers of `component` lose their body on the way
     /// out (the head, `content-length` included, arrives): the component did its work, its
     /// caller never learns the outcome.
@@ -436,6 +446,11 @@ impl Faults {
     /// Whether the outgoing call `component` makes now is lost.
     pub(crate) fn take_lost_call(&self, component: &str) -> bool {
         take_one(&self.lost_calls, component)
+    }
+
+    /// Whether the outgoing call with a body that `component` makes now is aborted.
+    pub(crate) fn take_aborted_call_body(&self, component: &str) -> bool {
+        take_one(&self.aborted_call_bodies, component)
     }
 }
 

@@ -16,7 +16,9 @@ use wasmtime_wasi_http::{
 };
 
 /// Outgoing HTTP as the http-client provider does it: plain requests over the network,
-/// except a call [`crate::Faults::lose_calls`] loses, which is never answered.
+/// except a call [`crate::Faults::lose_calls`] loses, which is never answered, and one
+/// whose body [`crate::Faults::abort_call_bodies`] loses, which fails with
+/// `HTTP-protocol-error` (hyper's `BodyWriteAborted` in the provider).
 struct HttpClient {
     runtime: Arc<LatticeRuntime>,
     caller: Arc<LatticeComponent>,
@@ -36,6 +38,22 @@ impl WasiHttpHooks for HttpClient {
             return Box::new(async move {
                 let _ = request.into_body().collect().await;
                 std::future::pending().await
+            });
+        }
+        let has_body = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v != "0");
+        if has_body
+            && self
+                .runtime
+                .faults
+                .take_aborted_call_body(&self.caller.spec.name)
+        {
+            return Box::new(async move {
+                let _ = request.into_body().collect().await;
+                Err(wasmtime_wasi_http::Error::HttpProtocolError)
             });
         }
         send_over_network(request, options)
