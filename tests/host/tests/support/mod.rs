@@ -794,22 +794,31 @@ impl App {
     }
 
     /// A COUNT(*) read straight from `service`'s database: 0 while the service has not
-    /// migrated its database yet (no `schema_migrations`); any other failure, e.g. a table
-    /// of another service's, fails the test.
+    /// migrated its database yet (no `schema_migrations`). A service may be applying its
+    /// migrations right now, so a failing read is tried again for up to 2 s; one that
+    /// still fails, e.g. on a table of another service's, fails the test.
     pub async fn count(&self, service: &str, sql: &str) -> i64 {
-        match self.query(service, sql).await {
-            Ok(rows) => rows
-                .first()
-                .and_then(|r| r.first())
-                .and_then(Value::as_i64)
-                .unwrap_or_else(|| panic!("{service}: {sql} gave no count: {rows:?}")),
-            Err(e) => {
-                let migrated = self
-                    .query(service, "SELECT COUNT(*) FROM schema_migrations")
-                    .await
-                    .is_ok();
-                assert!(!migrated, "{service}: {sql}: {e:#}");
-                0
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match self.query(service, sql).await {
+                Ok(rows) => {
+                    return rows
+                        .first()
+                        .and_then(|r| r.first())
+                        .and_then(Value::as_i64)
+                        .unwrap_or_else(|| panic!("{service}: {sql} gave no count: {rows:?}"));
+                }
+                Err(e) => {
+                    let migrating = self
+                        .query(service, "SELECT COUNT(*) FROM schema_migrations")
+                        .await
+                        .is_ok();
+                    if !migrating {
+                        return 0;
+                    }
+                    assert!(Instant::now() < deadline, "{service}: {sql}: {e:#}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
         }
     }
