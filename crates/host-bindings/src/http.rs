@@ -423,7 +423,6 @@ fn start_call(request: OutboundRequest, whole: bool) -> Result<WasiResponseStrea
     })
 }
 
-/// The answer's head, or an error when it has not come by `deadline`.
 /// How a call fails when the host could not send the request's body: wasmCloud 1.9.2's
 /// http-client provider, when its wRPC transport loses the body on the way
 /// (`infra/wasmcloud/README.md`), aborts the request (hyper's `BodyWriteAborted`) and
@@ -431,8 +430,8 @@ fn start_call(request: OutboundRequest, whole: bool) -> Result<WasiResponseStrea
 /// refuses unread (`incomplete-body`), so the request may be sent again.
 const BODY_ABORTED: &str = "request body not sent";
 
-/// Waits for the answer's head until `deadline`. A protocol error of a request that
-/// carried a body is [`BODY_ABORTED`].
+/// The answer's head, or an error when it has not come by `deadline`. A protocol error of
+/// a request that carried a body is [`BODY_ABORTED`].
 fn wait_for_head(
     future: &FutureIncomingResponse,
     deadline: u64,

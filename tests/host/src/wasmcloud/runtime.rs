@@ -317,11 +317,9 @@ impl LatticeRuntime {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let name = &component.spec.name;
-        let has_body = req
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .is_some_and(|length| length != "0");
-        let loss = has_body.then(|| self.faults.take_body_loss(name)).flatten();
+        let loss = super::wrpc_loss::declares_body(req.headers())
+            .then(|| self.faults.take_body_loss(name))
+            .flatten();
         let req = req.map(|body| ArrivingBody::new(body, loss));
         let Some(replica) = Self::pick_replica(component) else {
             eprintln!("[test-host] {name}: no running replica for {}", req.uri());

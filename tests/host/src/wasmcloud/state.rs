@@ -40,12 +40,7 @@ impl WasiHttpHooks for HttpClient {
                 std::future::pending().await
             });
         }
-        let has_body = request
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v != "0");
-        if has_body
+        if super::wrpc_loss::declares_body(request.headers())
             && self
                 .runtime
                 .faults

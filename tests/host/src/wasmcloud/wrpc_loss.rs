@@ -18,6 +18,14 @@ use hyper::body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+/// Whether a request declares a body (a non-zero `content-length`): only such requests
+/// can lose one.
+pub(crate) fn declares_body(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .is_some_and(|length| length != "0")
+}
+
 /// How a request body is lost on its way into a component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyLoss {

@@ -760,12 +760,10 @@ impl App {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let mut pending = 0;
-            for prefix in ["orders", "balance_checker", "stock_checker", "vouchers"] {
+            for service in DATABASE_SERVICES {
+                let outbox = format!("{}_outbox", service.replace('-', "_"));
                 pending += self
-                    .count(
-                        &prefix.replace('_', "-"),
-                        &format!("SELECT COUNT(*) FROM {prefix}_outbox"),
-                    )
+                    .count(service, &format!("SELECT COUNT(*) FROM {outbox}"))
                     .await;
             }
             if pending == 0 {
