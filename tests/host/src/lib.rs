@@ -315,6 +315,12 @@ impl Drop for TestHost {
     }
 }
 
+/// The name of `service`'s messaging table `table` (`outbox`, `inbox`, `dead_letters`):
+/// `<service>_<table>` with dashes as underscores, as `service_kit::messaging` names them.
+pub fn messaging_table(service: &str, table: &str) -> String {
+    format!("{}_{table}", service.replace('-', "_"))
+}
+
 /// The file Spin 4.0.2 keeps SQLite label `label` in, for `spin up` run in `working_dir`
 /// with `runtime_config` (a relative `path` there is taken from the working directory).
 pub fn spin_sqlite_file(

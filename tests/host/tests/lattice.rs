@@ -96,7 +96,10 @@ async fn replicas_share_the_load_and_a_stopped_checker_loses_no_order() {
     for service in support::DATABASE_SERVICES {
         app.wait_until_none(
             service,
-            &format!("SELECT COUNT(*) FROM {}_outbox", service.replace('-', "_")),
+            &format!(
+                "SELECT COUNT(*) FROM {}",
+                test_host::messaging_table(service, "outbox")
+            ),
             Duration::from_secs(60),
             &format!("{service} messages never delivered"),
         )

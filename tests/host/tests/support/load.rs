@@ -15,8 +15,10 @@ use super::{App, token};
 /// `body-timeout` when the host lost part of the request's body, as wasmCloud 1.9.2 does
 /// under load: counted apart; or, for at most 1% of them, a host's plain 500 when it trapped
 /// the instance) and every probe within 10 s; every
-/// accepted order must then leave `placed` within 90 s, and one more order must confirm.
-/// Prints the figures.
+/// accepted order must then leave `placed` within 90 s, confirmed (every customer is funded
+/// and the product stocked: at most 1% may end `checks_timed_out`, none otherwise rejected),
+/// and one more order must confirm. Prints the figures, with the orders whose checks were
+/// re-sent and every service's dead letters.
 pub async fn run(app: &Arc<App>, clients: usize, duration: Duration, answer_within: Duration) {
     app.product("LOAD-1", 100, 1_000_000_000).await;
     for client in 0..clients {
@@ -118,6 +120,7 @@ pub async fn run(app: &Arc<App>, clients: usize, duration: Duration, answer_with
         "load: every order settled {:?} after the load",
         started.elapsed()
     );
+    report_outcomes(app, accepted).await;
     let started = Instant::now();
     let placed = app
         .place(
@@ -127,4 +130,66 @@ pub async fn run(app: &Arc<App>, clients: usize, duration: Duration, answer_with
     app.wait_status(placed["id"].as_str().expect("an order id"), "confirmed")
         .await;
     eprintln!("load: one more order confirmed in {:?}", started.elapsed());
+}
+
+/// Prints how the load's orders ended, how many needed their checks re-sent and the dead
+/// letters of every service; fails when an order was rejected for a reason other than
+/// `checks_timed_out`, or more than 1% of the `accepted` orders were.
+async fn report_outcomes(app: &App, accepted: usize) {
+    let outcomes = app
+        .query(
+            "orders",
+            "SELECT status, COALESCE(reason, ''), COUNT(*) FROM orders \
+             WHERE customer LIKE 'load%' GROUP BY status, reason ORDER BY status, reason",
+        )
+        .await
+        .expect("the orders' outcomes");
+    let mut confirmed = 0;
+    let mut timed_out = 0;
+    let mut described = Vec::new();
+    for row in &outcomes {
+        let (status, reason) = (row[0].as_str().unwrap_or(""), row[1].as_str().unwrap_or(""));
+        let count = row[2].as_i64().expect("a count");
+        match (status, reason) {
+            ("confirmed", _) => confirmed += count,
+            ("rejected", "checks_timed_out") => timed_out += count,
+            _ => panic!("{count} load orders ended {status} ({reason}): {outcomes:?}"),
+        }
+        described.push(format!(
+            "{count} {status}{}",
+            if reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({reason})")
+            }
+        ));
+    }
+    let resent = app
+        .count(
+            "orders",
+            "SELECT COUNT(*) FROM orders WHERE customer LIKE 'load%' AND check_resends > 0",
+        )
+        .await;
+    let mut dead = Vec::new();
+    for service in super::DATABASE_SERVICES {
+        let table = test_host::messaging_table(service, "dead_letters");
+        let count = app
+            .count(service, &format!("SELECT COUNT(*) FROM {table}"))
+            .await;
+        dead.push(format!("{service} {count}"));
+    }
+    eprintln!(
+        "load: {}; {resent} needed their checks re-sent; dead letters: {}",
+        described.join(", "),
+        dead.join(", ")
+    );
+    assert!(
+        confirmed + timed_out >= accepted as i64,
+        "{accepted} orders accepted, {} found",
+        confirmed + timed_out
+    );
+    assert!(
+        timed_out * 100 <= accepted as i64,
+        "{timed_out} of {accepted} funded, stocked orders ended checks_timed_out: more than 1%"
+    );
 }

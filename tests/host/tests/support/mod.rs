@@ -761,7 +761,7 @@ impl App {
         loop {
             let mut pending = 0;
             for service in DATABASE_SERVICES {
-                let outbox = format!("{}_outbox", service.replace('-', "_"));
+                let outbox = test_host::messaging_table(service, "outbox");
                 pending += self
                     .count(service, &format!("SELECT COUNT(*) FROM {outbox}"))
                     .await;
