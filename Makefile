@@ -131,3 +131,11 @@ wadm-local: build-wasmcloud
 bench: build
 	cargo build --target wasm32-wasip2 --release -p bench-hello
 	cargo bench -p shop-bench
+
+## `make bench`, and the same order accept and end-to-end runs on a real `spin up` it starts
+## (tests/bench/real-spin.sh; SHOP_URL=http://IP:PORT measures any running app instead).
+## Needs Spin 4.x on PATH: not part of CI.
+.PHONY: bench-real-spin
+bench-real-spin: build
+	cargo build --target wasm32-wasip2 --release -p bench-hello
+	tests/bench/real-spin.sh

@@ -19,9 +19,10 @@ mod targets;
 
 use anyhow::{Context, Result, bail};
 use load::{LoadResult, Stop, Workload};
-use report::{EndToEnd, Instantiation, Report};
+use report::{EndToEnd, Instantiation, Report, RunningAppFigures};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use targets::{Fixture, RunningApp, Shop};
 use tokio::runtime::Runtime;
 
 /// Connection counts of the accept and hello-world runs.
@@ -59,6 +60,8 @@ pub struct Options {
     pub instantiations: usize,
     /// Where the report goes.
     pub output: PathBuf,
+    /// An app already running to measure as well (`SHOP_URL`).
+    pub shop_url: Option<String>,
 }
 
 const USAGE: &str =
@@ -66,7 +69,14 @@ const USAGE: &str =
   --quick     2 s per run, 500 end-to-end orders, report to target/BENCHMARKS.quick.md
   --seconds   measured seconds per throughput run (default 10; 2 s warm-up before each)
   --orders    orders of the end-to-end run (default 5000)
-  --output    where the report goes (default BENCHMARKS.md at the repository root)";
+  --output    where the report goes (default BENCHMARKS.md at the repository root)
+environment:
+  SHOP_URL          also measure order accept and end to end on the app running there
+                    (http://IP:PORT, started with rate_limit_per_minute=0 on embedded SQLite,
+                    e.g. a real `spin up`; the bench ticks it every second)
+  SHOP_SPIN_DIR     the directory that app runs in (its SQLite files are read; default: the
+                    repository root)
+  SHOP_DESCRIPTION  what that app is, for the report (e.g. `spin 4.0.2, SQLite`)";
 
 impl Options {
     fn parse(root: &Path) -> Result<Options> {
@@ -78,6 +88,7 @@ impl Options {
             raw_commits: 5_000,
             instantiations: 2_000,
             output: root.join("BENCHMARKS.md"),
+            shop_url: std::env::var("SHOP_URL").ok().filter(|url| !url.is_empty()),
         };
         let mut output = None;
         let mut args = std::env::args().skip(1);
@@ -228,31 +239,18 @@ fn main() -> Result<()> {
     servers.block_on(hello.shutdown());
 
     // Order accept on the shop, letting the pipeline settle between runs.
-    let shop = servers.block_on(targets::start_shop(
+    let shop = Shop::TestHost(servers.block_on(targets::start_shop(
         manifest.clone(),
         runtime_config.clone(),
         scratch.path().join("shop-accept"),
-    ))?;
-    let shop_addr = shop.base_url().trim_start_matches("http://").parse()?;
-    clients.block_on(targets::stock_the_shop(
-        &shop,
-        *CONNECTIONS.iter().max().unwrap_or(&1),
-    ))?;
-    for connections in CONNECTIONS {
-        let result = clients.block_on(load::run(
-            shop_addr,
-            targets::order_workloads(connections)?,
-            timed,
-        ))?;
-        print_run("order accept", &result);
-        report.order_accept.push(result);
-        let settled =
-            clients.block_on(targets::wait_until_settled(&shop, Duration::from_secs(600)))?;
-        eprintln!("[bench] the pipeline settled {settled:?} after the run");
-    }
+    ))?);
+    report.order_accept = clients.block_on(order_accept(&shop, timed))?;
+    let Shop::TestHost(host) = &shop else {
+        unreachable!("started on the test host")
+    };
     for component in ["gateway", "orders"] {
         let times =
-            servers.block_on(shop.time_instantiations(component, options.instantiations))?;
+            servers.block_on(host.time_instantiations(component, options.instantiations))?;
         report
             .instantiations
             .push(Instantiation::new(component, times));
@@ -260,83 +258,33 @@ fn main() -> Result<()> {
     servers.block_on(shop.shutdown());
 
     // End to end on a fresh database.
-    let shop = servers.block_on(targets::start_shop(
+    let shop = Shop::TestHost(servers.block_on(targets::start_shop(
         manifest,
-        runtime_config,
+        runtime_config.clone(),
         scratch.path().join("shop-end-to-end"),
-    ))?;
-    let shop_addr = shop.base_url().trim_start_matches("http://").parse()?;
-    clients.block_on(targets::stock_the_shop(&shop, END_TO_END_CONNECTIONS))?;
-    // Warm every component and table once, then wait until those orders are confirmed.
-    clients.block_on(load::run(
-        shop_addr,
-        targets::order_workloads(END_TO_END_CONNECTIONS)?,
-        Stop::Count(1),
-    ))?;
-    clients.block_on(targets::wait_until_settled(&shop, Duration::from_secs(60)))?;
-    let before = targets::count(
-        &shop,
-        "orders",
-        "SELECT COUNT(*) FROM orders WHERE status = 'confirmed'",
-    )?;
-    shop.sqlite_usage();
-    let per_connection = options.end_to_end_orders.div_ceil(END_TO_END_CONNECTIONS);
-    let orders = per_connection * END_TO_END_CONNECTIONS;
-    let started = Instant::now();
-    let placing = clients.block_on(load::run(
-        shop_addr,
-        targets::order_workloads(END_TO_END_CONNECTIONS)?,
-        Stop::Count(per_connection),
-    ))?;
-    let placed_after = started.elapsed();
-    print_run("e2e placing", &placing);
-    let all_confirmed = clients.block_on(async {
-        loop {
-            let confirmed = targets::count(
-                &shop,
-                "orders",
-                "SELECT COUNT(*) FROM orders WHERE status = 'confirmed'",
-            )? - before;
-            if confirmed >= placing.ok as i64 {
-                return anyhow::Ok(started.elapsed());
-            }
-            let rejected = targets::count(
-                &shop,
-                "orders",
-                "SELECT COUNT(*) FROM orders WHERE status = 'rejected'",
-            )?;
-            if rejected > 0 {
-                bail!("{rejected} benchmark orders were rejected");
-            }
-            if started.elapsed() > Duration::from_secs(900) {
-                bail!(
-                    "only {confirmed} of {} orders confirmed after 15 minutes",
-                    placing.ok
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })?;
-    let sqlite = shop.sqlite_usage();
-    let confirmation_ms: Vec<i64> = shop
-        .sqlite_query(
-            "orders",
-            "SELECT c.at - p.at FROM order_history p JOIN order_history c \
-             ON c.order_id = p.order_id AND c.status = 'confirmed' WHERE p.status = 'placed' ORDER BY 1",
-        )?
-        .iter()
-        .filter_map(|row| row.first().and_then(serde_json::Value::as_i64))
-        .collect();
-    report.end_to_end = Some(EndToEnd {
-        orders,
-        placed: placing.ok,
-        connections: END_TO_END_CONNECTIONS,
-        placed_after,
-        confirmed_after: all_confirmed,
-        confirmation_ms,
-        sqlite,
-    });
+    ))?);
+    report.end_to_end = Some(clients.block_on(end_to_end(&shop, options.end_to_end_orders))?);
     servers.block_on(shop.shutdown());
+
+    // The same two on an app the bench did not start.
+    if let Some(url) = &options.shop_url {
+        let working_dir = match std::env::var_os("SHOP_SPIN_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => root.clone(),
+        };
+        let shop = clients.block_on(async {
+            RunningApp::new(url, working_dir, runtime_config).map(Shop::Running)
+        })?;
+        let accept = clients.block_on(order_accept(&shop, timed))?;
+        let end_to_end = clients.block_on(end_to_end(&shop, options.end_to_end_orders))?;
+        report.running_app = Some(RunningAppFigures {
+            url: url.clone(),
+            description: std::env::var("SHOP_DESCRIPTION").unwrap_or_default(),
+            accept,
+            end_to_end,
+        });
+        drop(shop);
+    }
 
     report.finish();
     let text = report.render();
@@ -348,4 +296,101 @@ fn main() -> Result<()> {
     println!("{text}");
     eprintln!("[bench] wrote {}", options.output.display());
     Ok(())
+}
+
+/// Order accept (`POST /api/v1/orders`) on `shop` at each of [`CONNECTIONS`], the pipeline
+/// settling between runs.
+async fn order_accept(shop: &Shop, timed: Stop) -> Result<Vec<LoadResult>> {
+    let fixture = Fixture::new();
+    fixture
+        .stock(shop, *CONNECTIONS.iter().max().unwrap_or(&1))
+        .await?;
+    let mut results = Vec::new();
+    for connections in CONNECTIONS {
+        let result = load::run(shop.addr()?, fixture.order_workloads(connections)?, timed).await?;
+        print_run("order accept", &result);
+        results.push(result);
+        let settled = targets::wait_until_settled(shop, Duration::from_secs(600)).await?;
+        eprintln!("[bench] the pipeline settled {settled:?} after the run");
+    }
+    Ok(results)
+}
+
+/// `orders` orders placed on `shop` over [`END_TO_END_CONNECTIONS`] connections, timed until
+/// every accepted one is `confirmed`; with the test host's record of its SQLite work.
+async fn end_to_end(shop: &Shop, orders: usize) -> Result<EndToEnd> {
+    let fixture = Fixture::new();
+    let run = fixture.orders_of_run();
+    fixture.stock(shop, END_TO_END_CONNECTIONS).await?;
+    // Warm every component and table once, then wait until those orders are confirmed.
+    load::run(
+        shop.addr()?,
+        fixture.order_workloads(END_TO_END_CONNECTIONS)?,
+        Stop::Count(1),
+    )
+    .await?;
+    targets::wait_until_settled(shop, Duration::from_secs(60)).await?;
+    let confirmed_sql = format!("SELECT COUNT(*) FROM orders WHERE status = 'confirmed' AND {run}");
+    let before = targets::count(shop, "orders", &confirmed_sql)?;
+    if let Shop::TestHost(host) = shop {
+        host.sqlite_usage();
+    }
+    let per_connection = orders.div_ceil(END_TO_END_CONNECTIONS);
+    let orders = per_connection * END_TO_END_CONNECTIONS;
+    let started = Instant::now();
+    let placing = load::run(
+        shop.addr()?,
+        fixture.order_workloads(END_TO_END_CONNECTIONS)?,
+        Stop::Count(per_connection),
+    )
+    .await?;
+    let placed_after = started.elapsed();
+    print_run("e2e placing", &placing);
+    let confirmed_after = loop {
+        let confirmed = targets::count(shop, "orders", &confirmed_sql)? - before;
+        if confirmed >= placing.ok as i64 {
+            break started.elapsed();
+        }
+        let rejected = targets::count(
+            shop,
+            "orders",
+            &format!("SELECT COUNT(*) FROM orders WHERE status = 'rejected' AND {run}"),
+        )?;
+        if rejected > 0 {
+            bail!("{rejected} benchmark orders were rejected");
+        }
+        if started.elapsed() > Duration::from_secs(900) {
+            bail!(
+                "only {confirmed} of {} orders confirmed after 15 minutes",
+                placing.ok
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let sqlite = match shop {
+        Shop::TestHost(host) => Some(host.sqlite_usage()),
+        Shop::Running(_) => None,
+    };
+    let confirmation_ms: Vec<i64> = shop
+        .query(
+            "orders",
+            &format!(
+                "SELECT c.at - p.at FROM order_history p JOIN order_history c \
+                 ON c.order_id = p.order_id AND c.status = 'confirmed' \
+                 WHERE p.status = 'placed' AND p.order_id IN (SELECT id FROM orders WHERE {run}) \
+                 ORDER BY 1"
+            ),
+        )?
+        .iter()
+        .filter_map(|row| row.first().and_then(serde_json::Value::as_i64))
+        .collect();
+    Ok(EndToEnd {
+        orders,
+        placed: placing.ok,
+        connections: END_TO_END_CONNECTIONS,
+        placed_after,
+        confirmed_after,
+        confirmation_ms,
+        sqlite,
+    })
 }

@@ -71,8 +71,9 @@ pub struct EndToEnd {
     pub confirmed_after: Duration,
     /// Per order, milliseconds from `placed` to `confirmed` (order history), sorted.
     pub confirmation_ms: Vec<i64>,
-    /// What the components did with SQLite during the run (the test host's record).
-    pub sqlite: test_host::SqliteUsageFigures,
+    /// What the components did with SQLite during the run (the test host's record; none
+    /// for an app the bench did not start).
+    pub sqlite: Option<test_host::SqliteUsageFigures>,
 }
 
 impl EndToEnd {
@@ -87,6 +88,18 @@ impl EndToEnd {
             .copied()
             .unwrap_or_default()
     }
+}
+
+/// Order accept and end to end on an app the bench did not start (`SHOP_URL`).
+pub struct RunningAppFigures {
+    /// Where it runs.
+    pub url: String,
+    /// What it is (`SHOP_DESCRIPTION`), possibly empty.
+    pub description: String,
+    /// `POST /api/v1/orders`, one result per connection count.
+    pub accept: Vec<LoadResult>,
+    /// Its end-to-end run.
+    pub end_to_end: EndToEnd,
 }
 
 /// Everything one bench run found.
@@ -112,6 +125,8 @@ pub struct Report {
     pub raw_sqlite: Option<(usize, Duration)>,
     /// Instantiation times per component.
     pub instantiations: Vec<Instantiation>,
+    /// The same on a running app, when `SHOP_URL` named one.
+    pub running_app: Option<RunningAppFigures>,
 }
 
 /// A command's trimmed standard output, or `unknown`.
@@ -205,6 +220,7 @@ impl Report {
             end_to_end: None,
             raw_sqlite: None,
             instantiations: Vec::new(),
+            running_app: None,
         }
     }
 
@@ -282,6 +298,7 @@ impl Report {
         self.render_accept(&mut out);
         self.render_chain(&mut out);
         self.render_end_to_end(&mut out);
+        self.render_running_app(&mut out);
         self.render_instantiation(&mut out);
         Self::render_expected_limits(&mut out);
         let _ = writeln!(out, "## Re-run\n");
@@ -289,6 +306,7 @@ impl Report {
             out,
             "```sh\nmake bench            # builds the components and the hello component, runs everything, rewrites BENCHMARKS.md\n\
              cargo bench -p shop-bench -- --quick    # a short run, report in target/BENCHMARKS.quick.md\n\
+             make bench-real-spin  # the same, and order accept and end to end on a real `spin up` (SHOP_URL)\n\
              cargo bench -p shop-bench -- --help\n```"
         );
         out
@@ -481,9 +499,6 @@ impl Report {
         let Some(e2e) = &self.end_to_end else {
             return;
         };
-        let raw_rate = self
-            .raw_sqlite
-            .map(|(commits, time)| commits as f64 / time.as_secs_f64());
         let _ = writeln!(
             out,
             "On a fresh database, {} connections place {} orders (one item each) as fast as they are \
@@ -495,6 +510,23 @@ impl Report {
              checkers to deduct.\n",
             e2e.connections, e2e.orders
         );
+        self.render_end_to_end_table(out, e2e);
+        let _ = writeln!(
+            out,
+            "\nThe raw loop is one rusqlite connection committing single-row inserts into a fresh file \
+             in the temporary directory the test host also uses, with the shop's settings (WAL, \
+             `synchronous=NORMAL`).\n"
+        );
+        if let Some(usage) = &e2e.sqlite {
+            render_sqlite_profile(out, e2e, usage);
+        }
+    }
+
+    /// The end-to-end figures of `e2e` as a table, against the raw SQLite loop.
+    fn render_end_to_end_table(&self, out: &mut String, e2e: &EndToEnd) {
+        let raw_rate = self
+            .raw_sqlite
+            .map(|(commits, time)| commits as f64 / time.as_secs_f64());
         let _ = writeln!(out, "| | |\n| --- | ---: |");
         let _ = writeln!(
             out,
@@ -533,13 +565,48 @@ impl Report {
                 e2e.throughput() / raw_rate * 100.0
             );
         }
+    }
+
+    /// Order accept and end to end on the app at `SHOP_URL`, beside the test host's figures.
+    fn render_running_app(&self, out: &mut String) {
+        let Some(app) = &self.running_app else {
+            return;
+        };
+        let what = if app.description.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", app.description)
+        };
+        let _ = writeln!(out, "## The same on a running app: {}{what}\n", app.url);
         let _ = writeln!(
             out,
-            "\nThe raw loop is one rusqlite connection committing single-row inserts into a fresh file \
-             in the temporary directory the test host also uses, with the shop's settings (WAL, \
-             `synchronous=NORMAL`).\n"
+            "`SHOP_URL` named an app the bench did not start (`make bench-real-spin` starts a real \
+             `spin up` of `spin.toml` on embedded SQLite, `rate_limit_per_minute=0`). The bench \
+             loads it with the same requests as the test host above and ticks it every second, \
+             as `infra/spin/ticker.sh` does; it reads the orders from the app's SQLite files.\n"
         );
-        render_sqlite_profile(out, e2e);
+        let _ = writeln!(
+            out,
+            "| connections | order accept req/s (p50 / p99 ms) | test host req/s (p50 / p99 ms) |\n| ---: | ---: | ---: |"
+        );
+        for connections in crate::CONNECTIONS {
+            let cell = |results: &[LoadResult]| {
+                Self::at(results, connections).map_or_else(|| "—".to_owned(), rate_cell)
+            };
+            let _ = writeln!(
+                out,
+                "| {connections} | {} | {} |",
+                cell(&app.accept),
+                cell(&self.order_accept)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nEnd to end, {} connections:\n",
+            app.end_to_end.connections
+        );
+        self.render_end_to_end_table(out, &app.end_to_end);
+        let _ = writeln!(out);
     }
 
     /// What limits the shop's figures, from the profile above and the figures.
@@ -578,8 +645,7 @@ impl Report {
 
 /// The test host's record of the end-to-end run's SQLite work: what one order costs the
 /// databases, and how long transactions hold their database's write lock.
-fn render_sqlite_profile(out: &mut String, e2e: &EndToEnd) {
-    let usage = &e2e.sqlite;
+fn render_sqlite_profile(out: &mut String, e2e: &EndToEnd, usage: &test_host::SqliteUsageFigures) {
     let orders = e2e.placed.max(1) as f64;
     let mut held: Vec<Duration> = usage.transactions.iter().map(|t| t.held).collect();
     held.sort();

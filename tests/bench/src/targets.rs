@@ -1,5 +1,6 @@
 //! What the benchmark loads: a native hyper hello-world, the hello-world component and the
-//! shop on the Spin test host, and the shop's setup (a product, funded customers, tokens).
+//! shop on the Spin test host or an app already running (`SHOP_URL`), and the shop's setup
+//! (a product, funded customers, tokens), named apart for each run.
 
 use crate::load::Workload;
 use anyhow::{Context, Result, bail};
@@ -17,13 +18,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use test_host::{TestHost, TestHostConfig};
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 /// The secret spin.toml's `auth_secret` defaults to (the bench runs on the defaults).
 const AUTH_SECRET: &[u8] = b"dev-auth-secret-change-me";
-/// The product every benchmark order buys.
-pub const SKU: &str = "BENCH-1";
-/// Its price.
+/// The price of the product every benchmark order buys.
 const PRICE_CENTS: i64 = 100;
+/// How often the bench ticks an app it did not start, as `infra/spin/ticker.sh` does.
+const RUNNING_APP_TICK: Duration = Duration::from_secs(1);
 
 /// Starts a native hyper HTTP/1.1 server on `127.0.0.1:0` answering every request with
 /// 200 `hello` (keep-alive, no Nagle: as the test host's listener), on the current runtime.
@@ -108,9 +110,194 @@ fn token(email: &str, role: Role) -> String {
     )
 }
 
-/// The customer placing orders on connection `index`.
-fn customer(index: usize) -> String {
-    format!("bench{index}@example.com")
+/// The shop a run loads.
+pub enum Shop {
+    /// The test host, started by [`start_shop`].
+    TestHost(TestHost),
+    /// An app the bench did not start, e.g. a real `spin up` (`SHOP_URL`).
+    Running(RunningApp),
+}
+
+/// An app already running at `base_url` on embedded SQLite, its files where
+/// `infra/spin/runtime-config.toml` puts them under `working_dir` (where `spin up` runs).
+/// The bench ticks it every second while it is loaded, as `infra/spin/ticker.sh` would.
+pub struct RunningApp {
+    base_url: String,
+    working_dir: PathBuf,
+    runtime_config: PathBuf,
+    ticker: JoinHandle<()>,
+}
+
+impl RunningApp {
+    /// The app at `base_url` (`http://IP:PORT`), run in `working_dir` with `runtime_config`;
+    /// starts ticking it (on the current runtime).
+    pub fn new(base_url: &str, working_dir: PathBuf, runtime_config: PathBuf) -> Result<Self> {
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        let addr: SocketAddr = base_url
+            .trim_start_matches("http://")
+            .parse()
+            .with_context(|| format!("SHOP_URL {base_url:?} is not http://IP:PORT"))?;
+        let tick = Workload {
+            method: Method::POST,
+            path: "/api/v1/admin/tick".to_owned(),
+            headers: vec![(
+                http::header::AUTHORIZATION,
+                HeaderValue::try_from(format!("Bearer {}", token("bench@shop.test", Role::Admin)))?,
+            )],
+            body: Bytes::new(),
+            expect: StatusCode::OK,
+        };
+        let ticker = tokio::spawn(async move {
+            loop {
+                let _ =
+                    crate::load::run(addr, vec![tick.clone()], crate::load::Stop::Count(1)).await;
+                tokio::time::sleep(RUNNING_APP_TICK).await;
+            }
+        });
+        Ok(Self {
+            base_url,
+            working_dir,
+            runtime_config,
+            ticker,
+        })
+    }
+}
+
+impl Drop for RunningApp {
+    fn drop(&mut self) {
+        self.ticker.abort();
+    }
+}
+
+impl Shop {
+    /// The app's base URL, `http://IP:PORT`.
+    pub fn base_url(&self) -> String {
+        match self {
+            Shop::TestHost(host) => host.base_url(),
+            Shop::Running(app) => app.base_url.clone(),
+        }
+    }
+
+    /// The address the load generator connects to.
+    pub fn addr(&self) -> Result<SocketAddr> {
+        let base = self.base_url();
+        base.trim_start_matches("http://")
+            .parse()
+            .with_context(|| format!("{base} is not http://IP:PORT"))
+    }
+
+    /// Rows of `sql` on `service`'s own SQLite database.
+    pub fn query(&self, service: &str, sql: &str) -> Result<Vec<Vec<serde_json::Value>>> {
+        match self {
+            Shop::TestHost(host) => host.sqlite_query(service, sql),
+            Shop::Running(app) => test_host::query_sqlite_file(
+                &test_host::spin_sqlite_file(&app.runtime_config, &app.working_dir, service)?,
+                sql,
+            ),
+        }
+    }
+
+    /// Stops the test host; an app the bench did not start keeps running.
+    pub async fn shutdown(self) {
+        if let Shop::TestHost(host) = self {
+            host.shutdown().await;
+        }
+    }
+}
+
+/// The product and customers of one bench run, named apart from those of earlier runs on
+/// the same app (a running app keeps them).
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    tag: String,
+}
+
+impl Fixture {
+    /// Names for a run started now.
+    pub fn new() -> Self {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        Self {
+            tag: format!("{:x}", now.as_millis()),
+        }
+    }
+
+    /// The product every order of the run buys.
+    pub fn sku(&self) -> String {
+        format!("BENCH-{}", self.tag.to_uppercase())
+    }
+
+    /// The customer placing orders on connection `index`.
+    fn customer(&self, index: usize) -> String {
+        format!("bench-{}-{index}@example.com", self.tag)
+    }
+
+    /// A SQL condition on `orders.customer` that holds for the run's orders alone.
+    pub fn orders_of_run(&self) -> String {
+        format!("customer LIKE 'bench-{}-%'", self.tag)
+    }
+
+    /// Creates the product with the largest stock and credits `customers` customers with
+    /// the largest credit, so no benchmark order is rejected.
+    pub async fn stock(&self, shop: &Shop, customers: usize) -> Result<()> {
+        let base = shop.base_url();
+        let staff = token("staff@shop.test", Role::Staff);
+        call(
+            &base,
+            Method::PUT,
+            &format!("/api/v1/products/{}", self.sku()),
+            &staff,
+            json!({"name": "Bench widget", "price_cents": PRICE_CENTS, "stock": shop_domain::validation::MAX_STOCK}),
+            StatusCode::CREATED,
+        )
+        .await
+        .context("creating the product")?;
+        for index in 0..customers {
+            call(
+                &base,
+                Method::POST,
+                &format!("/api/v1/accounts/{}/credit", self.customer(index)),
+                &staff,
+                json!({"amount_cents": shop_domain::validation::MAX_CREDIT_CENTS}),
+                StatusCode::OK,
+            )
+            .await
+            .with_context(|| format!("crediting {}", self.customer(index)))?;
+        }
+        Ok(())
+    }
+
+    /// One workload per connection: customer `i` places an order for one unit of the
+    /// run's product (`POST /api/v1/orders`, 202 Accepted).
+    pub fn order_workloads(&self, connections: usize) -> Result<Vec<Workload>> {
+        (0..connections)
+            .map(|index| {
+                let email = self.customer(index);
+                let body =
+                    json!({"customer": email, "items": [{"sku": self.sku(), "quantity": 1}]});
+                Ok(Workload {
+                    method: Method::POST,
+                    path: "/api/v1/orders".to_owned(),
+                    headers: vec![
+                        (
+                            http::header::AUTHORIZATION,
+                            HeaderValue::try_from(format!(
+                                "Bearer {}",
+                                token(&email, Role::Customer)
+                            ))?,
+                        ),
+                        (
+                            http::header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        ),
+                    ],
+                    body: Bytes::from(body.to_string()),
+                    expect: StatusCode::ACCEPTED,
+                })
+            })
+            .collect()
+    }
 }
 
 /// Sends one request through a short-lived client and fails unless it gets `expect`.
@@ -149,67 +336,10 @@ async fn call(
     Ok(())
 }
 
-/// Creates the product with the largest stock and credits `customers` customers with
-/// the largest credit, so no benchmark order is rejected.
-pub async fn stock_the_shop(host: &TestHost, customers: usize) -> Result<()> {
-    let base = host.base_url();
-    let staff = token("staff@shop.test", Role::Staff);
-    call(
-        &base,
-        Method::PUT,
-        &format!("/api/v1/products/{SKU}"),
-        &staff,
-        json!({"name": "Bench widget", "price_cents": PRICE_CENTS, "stock": shop_domain::validation::MAX_STOCK}),
-        StatusCode::CREATED,
-    )
-    .await
-    .context("creating the product")?;
-    for index in 0..customers {
-        call(
-            &base,
-            Method::POST,
-            &format!("/api/v1/accounts/{}/credit", customer(index)),
-            &staff,
-            json!({"amount_cents": shop_domain::validation::MAX_CREDIT_CENTS}),
-            StatusCode::OK,
-        )
-        .await
-        .with_context(|| format!("crediting {}", customer(index)))?;
-    }
-    Ok(())
-}
-
-/// One workload per connection: customer `i` places an order for one unit of [`SKU`]
-/// (`POST /api/v1/orders`, 202 Accepted).
-pub fn order_workloads(connections: usize) -> Result<Vec<Workload>> {
-    (0..connections)
-        .map(|index| {
-            let email = customer(index);
-            let body = json!({"customer": email, "items": [{"sku": SKU, "quantity": 1}]});
-            Ok(Workload {
-                method: Method::POST,
-                path: "/api/v1/orders".to_owned(),
-                headers: vec![
-                    (
-                        http::header::AUTHORIZATION,
-                        HeaderValue::try_from(format!("Bearer {}", token(&email, Role::Customer)))?,
-                    ),
-                    (
-                        http::header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/json"),
-                    ),
-                ],
-                body: Bytes::from(body.to_string()),
-                expect: StatusCode::ACCEPTED,
-            })
-        })
-        .collect()
-}
-
 /// A `SELECT COUNT(*)`-like query's single number, read straight from `service`'s own
 /// SQLite file.
-pub fn count(host: &TestHost, service: &str, sql: &str) -> Result<i64> {
-    host.sqlite_query(service, sql)?
+pub fn count(shop: &Shop, service: &str, sql: &str) -> Result<i64> {
+    shop.query(service, sql)?
         .first()
         .and_then(|row| row.first())
         .and_then(serde_json::Value::as_i64)
@@ -218,7 +348,7 @@ pub fn count(host: &TestHost, service: &str, sql: &str) -> Result<i64> {
 
 /// Waits until no order is `placed` any more and every service's outbox is empty (up to
 /// `limit`); returns how long that took.
-pub async fn wait_until_settled(host: &TestHost, limit: Duration) -> Result<Duration> {
+pub async fn wait_until_settled(host: &Shop, limit: Duration) -> Result<Duration> {
     let started = std::time::Instant::now();
     loop {
         let mut pending = count(
@@ -230,7 +360,7 @@ pub async fn wait_until_settled(host: &TestHost, limit: Duration) -> Result<Dura
             if count(host, service, "SELECT COUNT(*) FROM schema_migrations").is_err() {
                 continue; // not called yet, so not migrated: nothing to send
             }
-            let outbox = format!("{}_outbox", service.replace('-', "_"));
+            let outbox = test_host::messaging_table(service, "outbox");
             pending += count(host, service, &format!("SELECT COUNT(*) FROM {outbox}"))?;
         }
         if pending == 0 {
