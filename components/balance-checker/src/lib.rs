@@ -111,54 +111,24 @@ fn credit(request: &Request, env: &Env, email: &str) -> Response {
     outcome.unwrap_or_else(|e| unavailable(&e))
 }
 
-/// Holds the order's total if the free credit suffices; answers orders either way.
+/// Holds the order's total if the free credit suffices; answers orders either way. An order
+/// checked before (orders asks again when no answer came) gets the same answer again.
 fn check(
     tx: &Db,
     order_id: &str,
     event: &Envelope,
     messaging: &Messaging,
 ) -> Result<(), HandlerError> {
-    if queries::hold(tx, order_id)?.is_some() {
-        // Seen before (or released before it arrived): nothing to hold.
-        return Ok(());
-    }
-    let customer = data_text(event, "customer")?;
-    let total = event.data["total_cents"]
-        .as_i64()
-        .filter(|t| *t >= 0)
-        .ok_or_else(|| {
-            HandlerError::Permanent("order.placed without a valid total_cents".into())
-        })?;
-    let now = now_ms();
-    let mut account = queries::account(tx, customer)?;
-    let (state, event_type, data) = if account.balance_cents >= total {
-        account.balance_cents -= total;
-        account.held_cents += total;
-        queries::save_account(tx, customer, &account, now)?;
-        (
-            "held",
-            event_types::BALANCE_HELD,
-            json!({"order_id": order_id, "amount_cents": total}),
-        )
-    } else {
-        let reason = RejectReason::InsufficientBalance.to_string();
-        (
-            "rejected",
-            event_types::BALANCE_REJECTED,
-            json!({"order_id": order_id, "reason": reason}),
-        )
-    };
-    let amount_cents = if state == "held" { total } else { 0 };
-    queries::save_hold(
-        tx,
-        order_id,
-        &Hold {
-            customer: customer.to_owned(),
-            amount_cents,
-            state: state.into(),
+    let answer = match queries::hold(tx, order_id)? {
+        Some(hold) => match hold.state.as_str() {
+            "held" | "committed" => held(order_id, hold.amount_cents),
+            "rejected" => rejected(order_id),
+            // Released before it was checked: the order has ended, nothing to answer.
+            _ => return Ok(()),
         },
-        now,
-    )?;
+        None => hold_credit(tx, order_id, event)?,
+    };
+    let (event_type, data) = answer;
     messaging.publish(
         tx,
         event_type,
@@ -168,6 +138,59 @@ fn check(
         &["orders"],
     )?;
     Ok(())
+}
+
+/// An answer to orders: the event type and its data.
+type Answer = (&'static str, serde_json::Value);
+
+fn held(order_id: &str, amount_cents: i64) -> Answer {
+    (
+        event_types::BALANCE_HELD,
+        json!({"order_id": order_id, "amount_cents": amount_cents}),
+    )
+}
+
+fn rejected(order_id: &str) -> Answer {
+    let reason = RejectReason::InsufficientBalance.to_string();
+    (
+        event_types::BALANCE_REJECTED,
+        json!({"order_id": order_id, "reason": reason}),
+    )
+}
+
+/// Decides a first check: holds the total when the free credit suffices, and records the
+/// hold (or the rejection) so that the check is answered the same way when asked again.
+fn hold_credit(tx: &Db, order_id: &str, event: &Envelope) -> Result<Answer, HandlerError> {
+    let customer = data_text(event, "customer")?;
+    let total = event.data["total_cents"]
+        .as_i64()
+        .filter(|t| *t >= 0)
+        .ok_or_else(|| {
+            HandlerError::Permanent("order.placed without a valid total_cents".into())
+        })?;
+    let now = now_ms();
+    let mut account = queries::account(tx, customer)?;
+    let sufficient = account.balance_cents >= total;
+    if sufficient {
+        account.balance_cents -= total;
+        account.held_cents += total;
+        queries::save_account(tx, customer, &account, now)?;
+    }
+    queries::save_hold(
+        tx,
+        order_id,
+        &Hold {
+            customer: customer.to_owned(),
+            amount_cents: if sufficient { total } else { 0 },
+            state: if sufficient { "held" } else { "rejected" }.into(),
+        },
+        now,
+    )?;
+    Ok(if sufficient {
+        held(order_id, total)
+    } else {
+        rejected(order_id)
+    })
 }
 
 /// The order is confirmed: held credit becomes spent.

@@ -1,6 +1,7 @@
 //! The order saga: the checkers' answers confirm or reject a placed order, confirmation
 //! commits the holds, rejection releases them, and checks that do not answer in time
-//! are re-sent a bounded number of times and then time the order out.
+//! are asked again (a new `order.placed`, which a checker that already decided answers
+//! once more) a bounded number of times and then time the order out.
 
 use serde_json::json;
 use service_kit::Env;
@@ -133,7 +134,7 @@ fn reject(
     Ok(())
 }
 
-/// Re-sends `order.placed` to checkers that have not answered by the deadline, up to
+/// Asks the checkers that have not answered by the deadline again, up to
 /// `check_resends` times, then rejects the order with `checks_timed_out`.
 pub fn time_out_checks(env: &Env, messaging: &Messaging) -> Result<(), DbError> {
     let db = Db::new(env.sql);
@@ -161,7 +162,16 @@ pub fn time_out_checks(env: &Env, messaging: &Messaging) -> Result<(), DbError> 
                 .map(|(_, checker)| checker)
                 .collect();
                 let resends = order.check_resends + 1;
-                messaging.resend(tx, &placed, &silent, &format!(":resend{resends}"))?;
+                // A new event asks again: a checker that already decided answers once more,
+                // so a lost answer is recovered as well as a lost question.
+                messaging.publish(
+                    tx,
+                    event_types::ORDER_PLACED,
+                    &order.id,
+                    &order.correlation_id,
+                    placed.data,
+                    &silent,
+                )?;
                 queries::set_resent(tx, &order.id, resends, now + timeout)?;
                 log::write(
                     Level::Warn,

@@ -17,7 +17,7 @@ use shop_domain::envelope::{Envelope, event_types};
 use shop_domain::order::RejectReason;
 use shop_domain::validation::{ValidationError, parse_limit, parse_product, parse_sku};
 
-use db::queries::{self, HeldLine};
+use db::queries::{self, HeldLine, StockHold};
 
 /// The stock-checker worker.
 #[derive(Default)]
@@ -164,49 +164,28 @@ fn prices(request: &Request, env: &Env) -> Response {
     Response::json(200, &json!({"prices": prices}))
 }
 
-/// Reserves every line or none; answers orders either way.
+/// Reserves every line or none; answers orders either way. An order checked before
+/// (orders asks again when no answer came) gets the same answer again.
 fn reserve(
     tx: &Db,
     order_id: &str,
     event: &Envelope,
     messaging: &Messaging,
 ) -> Result<(), HandlerError> {
-    if queries::hold(tx, order_id)?.is_some() {
-        return Ok(());
-    }
-    let lines: Vec<HeldLine> = serde_json::from_value(event.data["items"].clone())
-        .map_err(|e| HandlerError::Permanent(format!("order.placed with invalid items: {e}")))?;
-    let now = now_ms();
-    let mut short = None;
-    for line in &lines {
-        let free = queries::find(tx, &line.sku)?.map_or(0, |p| p.stock);
-        if line.quantity <= 0 || free < line.quantity {
-            short = Some(line.sku.clone());
-            break;
-        }
-    }
-    let (state, event_type, data) = match short {
-        None => {
-            for line in &lines {
-                queries::adjust(tx, &line.sku, -line.quantity, line.quantity, 0, now)?;
-            }
-            (
-                "held",
-                event_types::STOCK_HELD,
-                json!({"order_id": order_id}),
-            )
-        }
-        Some(sku) => {
-            let reason = RejectReason::OutOfStock { sku }.to_string();
-            (
-                "rejected",
-                event_types::STOCK_REJECTED,
-                json!({"order_id": order_id, "reason": reason}),
-            )
-        }
+    let answer = match queries::hold(tx, order_id)? {
+        Some(hold) => match hold.state.as_str() {
+            "held" | "committed" => held(order_id),
+            "rejected" => rejected(
+                order_id,
+                // Rejections recorded before reasons were kept name no sku.
+                hold.reason.unwrap_or_else(|| "out_of_stock".to_owned()),
+            ),
+            // Released before it was checked: the order has ended, nothing to answer.
+            _ => return Ok(()),
+        },
+        None => reserve_lines(tx, order_id, event)?,
     };
-    let held: &[HeldLine] = if state == "held" { &lines } else { &[] };
-    queries::save_hold(tx, order_id, held, state, now)?;
+    let (event_type, data) = answer;
     messaging.publish(
         tx,
         event_type,
@@ -218,39 +197,109 @@ fn reserve(
     Ok(())
 }
 
+/// An answer to orders: the event type and its data.
+type Answer = (&'static str, Value);
+
+fn held(order_id: &str) -> Answer {
+    (event_types::STOCK_HELD, json!({"order_id": order_id}))
+}
+
+fn rejected(order_id: &str, reason: String) -> Answer {
+    (
+        event_types::STOCK_REJECTED,
+        json!({"order_id": order_id, "reason": reason}),
+    )
+}
+
+/// Decides a first check: reserves every line when all are in stock, and records the hold
+/// (or the rejection and its reason) so that the check is answered the same way when asked
+/// again.
+fn reserve_lines(tx: &Db, order_id: &str, event: &Envelope) -> Result<Answer, HandlerError> {
+    let lines: Vec<HeldLine> = serde_json::from_value(event.data["items"].clone())
+        .map_err(|e| HandlerError::Permanent(format!("order.placed with invalid items: {e}")))?;
+    let now = now_ms();
+    let mut short = None;
+    for line in &lines {
+        let free = queries::find(tx, &line.sku)?.map_or(0, |p| p.stock);
+        if line.quantity <= 0 || free < line.quantity {
+            short = Some(line.sku.clone());
+            break;
+        }
+    }
+    let (hold, answer) = match short {
+        None => {
+            for line in &lines {
+                queries::adjust(tx, &line.sku, -line.quantity, line.quantity, 0, now)?;
+            }
+            let hold = StockHold {
+                lines,
+                state: "held".into(),
+                reason: None,
+            };
+            (hold, held(order_id))
+        }
+        Some(sku) => {
+            let reason = RejectReason::OutOfStock { sku }.to_string();
+            let hold = StockHold {
+                lines: Vec::new(),
+                state: "rejected".into(),
+                reason: Some(reason.clone()),
+            };
+            (hold, rejected(order_id, reason))
+        }
+    };
+    queries::save_hold(tx, order_id, &hold, now)?;
+    Ok(answer)
+}
+
 /// The order is confirmed: reserved units are sold.
 fn commit(tx: &Db, order_id: &str) -> Result<(), HandlerError> {
-    let Some((lines, state)) = queries::hold(tx, order_id)? else {
+    let Some(mut hold) = queries::hold(tx, order_id)? else {
         return Err(HandlerError::Permanent(format!(
             "order.confirmed for {order_id} without a hold"
         )));
     };
-    if state != "held" {
+    if hold.state != "held" {
         return Ok(());
     }
     let now = now_ms();
-    for line in &lines {
+    for line in &hold.lines {
         queries::adjust(tx, &line.sku, 0, -line.quantity, line.quantity, now)?;
     }
-    queries::save_hold(tx, order_id, &lines, "committed", now)?;
+    hold.state = "committed".into();
+    queries::save_hold(tx, order_id, &hold, now)?;
     Ok(())
 }
 
 /// The order is rejected or cancelled: reserved or sold units become free again.
 fn release(tx: &Db, order_id: &str) -> Result<(), HandlerError> {
     let now = now_ms();
-    let Some((lines, state)) = queries::hold(tx, order_id)? else {
+    let Some(mut hold) = queries::hold(tx, order_id)? else {
         // The release overtook order.placed: remember it so the late placement reserves nothing.
-        queries::save_hold(tx, order_id, &[], "released", now)?;
+        let hold = StockHold {
+            lines: Vec::new(),
+            state: "released".into(),
+            reason: None,
+        };
+        queries::save_hold(tx, order_id, &hold, now)?;
         return Ok(());
     };
-    for line in &lines {
-        match state.as_str() {
-            "held" => queries::adjust(tx, &line.sku, line.quantity, -line.quantity, 0, now)?,
-            "committed" => queries::adjust(tx, &line.sku, line.quantity, 0, -line.quantity, now)?,
-            _ => return Ok(()),
-        }
+    let (free, reserved, sold) = match hold.state.as_str() {
+        "held" => (1, -1, 0),
+        "committed" => (1, 0, -1),
+        _ => return Ok(()),
+    };
+    for line in &hold.lines {
+        queries::adjust(
+            tx,
+            &line.sku,
+            free * line.quantity,
+            reserved * line.quantity,
+            sold * line.quantity,
+            now,
+        )?;
     }
-    queries::save_hold(tx, order_id, &lines, "released", now)?;
+    hold.state = "released".into();
+    queries::save_hold(tx, order_id, &hold, now)?;
     Ok(())
 }

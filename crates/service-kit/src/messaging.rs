@@ -204,27 +204,20 @@ impl<'a> Messaging<'a> {
             data,
         )
         .signed(&self.secret());
-        self.resend(tx, &envelope, destinations, "")?;
+        self.store(tx, &envelope, destinations)?;
         Ok(envelope)
     }
 
-    /// Stores `envelope` for `destinations`; called again it re-sends the same event id,
-    /// which receivers that already applied it ignore. `tag` keeps the outbox rows distinct.
+    /// Stores `envelope` in the outbox, one row per destination.
     ///
     /// The rows are written already claimed for their first attempt, which
     /// [`Messaging::send_written`] makes after the response; only when that does not
     /// happen (the instance died) does a pump send them, once [`FIRST_SEND_LEASE_MS`] has passed.
-    pub fn resend(
-        &self,
-        tx: &Db,
-        envelope: &Envelope,
-        destinations: &[&str],
-        tag: &str,
-    ) -> Result<(), DbError> {
+    fn store(&self, tx: &Db, envelope: &Envelope, destinations: &[&str]) -> Result<(), DbError> {
         let text = serde_json::to_string(envelope).map_err(|e| DbError(e.to_string()))?;
         let now = now_ms();
         for destination in destinations {
-            let id = format!("{}:{destination}{tag}", envelope.id);
+            let id = format!("{}:{destination}", envelope.id);
             tx.execute(
                 &format!(
                     "INSERT INTO {}_outbox (id, event_id, event_type, destination, envelope, attempts, next_attempt_at, created_at) \

@@ -233,10 +233,13 @@ fn events_exist_exactly_when_their_transaction_commits_and_are_applied_once() {
             assert_eq!(*receiver.applied.borrow(), vec![envelope.id.clone()]);
 
             // The same event again is recognised and not applied twice.
-            messaging
-                .resend(db, &envelope, &["receiver"], ":again")
-                .unwrap();
-            assert_eq!(messaging.send_written().unwrap().delivered, 1);
+            let again = receiver.deliver(
+                "receiver",
+                serde_json::to_vec(&envelope).unwrap(),
+                &envelope.correlation_id,
+                "again",
+            );
+            assert_eq!(again, Ok(Delivery::Accepted));
             assert_eq!(receiver.applied.borrow().len(), 1);
             assert_eq!(count(receiver_sql, "receiver_inbox"), 1);
         },

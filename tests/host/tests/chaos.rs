@@ -4,7 +4,9 @@
 //! databases must show: no order stuck in `placed`, money conserved per customer, stock
 //! never negative and conserved per sku, one voucher per eligible delivered order and
 //! none otherwise, and dead letters that all have a reason and all succeed when retried
-//! once the faults are gone.
+//! once the faults are gone. Faults delay orders, they do not reject them: a quarter of the
+//! orders come from customers with ample credit and buy only products with ample stock, and
+//! every one of them must end confirmed (or later: shipped, delivered, cancelled).
 //!
 //! Size and seed: `CHAOS_ORDERS` (default 200), `CHAOS_CLIENTS` (default 8), `CHAOS_SEED`
 //! (default: from the clock, printed so that a run can be repeated). The full run:
@@ -26,16 +28,26 @@ use test_host::{ChaosSettings, Outage, SplitMix64};
 const SKUS: u64 = 24;
 /// Customers placing orders.
 const CUSTOMERS: u64 = 48;
+/// The first this many products have stock for every order (the sure orders buy only them).
+const AMPLE_SKUS: u64 = 4;
+/// The first this many customers have credit for every order they place: they place the
+/// sure orders, which faults may delay but must not reject.
+const FUNDED_CUSTOMERS: u64 = 8;
+/// Every this many orders, one is a sure order.
+const SURE_EVERY: u64 = 4;
+/// The most a line costs: 3 units at the highest price.
+const MAX_LINE_CENTS: i64 = 3 * 6000;
 /// A delivered order at or above this total gets a voucher (the manifest's default).
 const VOUCHER_THRESHOLD_CENTS: i64 = 10_000;
 /// The voucher's value (the manifest's default).
 const VOUCHER_VALUE_CENTS: i64 = 500;
-/// How long placed orders wait for their checks before they are re-sent or time out.
+/// How long placed orders wait for their checks before they are asked again or time out.
 const CHECK_TIMEOUT_MS: &str = "1500";
 /// The longest hold-back of delayed and duplicated messages.
 const MAX_DELAY: Duration = Duration::from_millis(300);
-/// How long the one outage lasts.
-const OUTAGE: Duration = Duration::from_millis(1500);
+/// How long the one outage lasts: longer than one check time-out, shorter than all its
+/// re-sends together.
+const OUTAGE: Duration = Duration::from_millis(3000);
 /// How long the app may take to settle, at least (a trapped pump's claimed rows wait out a
 /// 30 s claim lease), plus [`SETTLE_PER_ORDER`] for each order placed.
 const SETTLE_BASE: Duration = Duration::from_secs(120);
@@ -116,15 +128,24 @@ async fn with_retries(retries: &AtomicU64, mut send: impl AsyncFnMut() -> Answer
 async fn set_up(app: &App, rng: &mut SplitMix64, plan: &Plan) -> Setup {
     let mut stock = BTreeMap::new();
     for n in 0..SKUS {
-        let units = rng.between(0, plan.orders / 4 + 4) as i64;
+        let units = if n < AMPLE_SKUS {
+            (plan.orders * 3) as i64
+        } else {
+            rng.between(0, plan.orders / 4 + 4) as i64
+        };
         let price = rng.between(300, 6000) as i64;
         app.product(&sku(n), price, units).await;
         stock.insert(sku(n), units);
     }
     let mut credited = BTreeMap::new();
     let average_demand = plan.orders / CUSTOMERS * 12_000 + 12_000;
+    let sure_orders = (plan.orders / SURE_EVERY + 1) as i64;
     for n in 0..CUSTOMERS {
-        let amount = rng.between(0, average_demand) as i64;
+        let amount = if n < FUNDED_CUSTOMERS {
+            sure_orders * 3 * MAX_LINE_CENTS
+        } else {
+            rng.between(0, average_demand) as i64
+        };
         if amount > 0 {
             app.credit(&customer(n), amount).await;
         }
@@ -136,10 +157,16 @@ async fn set_up(app: &App, rng: &mut SplitMix64, plan: &Plan) -> Setup {
 fn order_requests(rng: &mut SplitMix64, plan: &Plan) -> Vec<OrderRequest> {
     (0..plan.orders)
         .map(|i| {
-            let customer = customer(rng.between(0, CUSTOMERS - 1));
+            let sure = i % SURE_EVERY == 0;
+            let (customers, products) = if sure {
+                (0..FUNDED_CUSTOMERS, 0..AMPLE_SKUS)
+            } else {
+                (FUNDED_CUSTOMERS..CUSTOMERS, AMPLE_SKUS..SKUS)
+            };
+            let customer = customer(rng.between(customers.start, customers.end - 1));
             let mut skus: Vec<u64> = Vec::new();
             for _ in 0..rng.between(1, 3) {
-                let n = rng.between(0, SKUS - 1);
+                let n = rng.between(products.start, products.end - 1);
                 if !skus.contains(&n) {
                     skus.push(n);
                 }
@@ -276,6 +303,39 @@ async fn pending(app: &App) -> (i64, i64) {
         )
         .await;
     (outbox, placed)
+}
+
+/// The sure orders (placed by the funded customers) that ended rejected, with their reasons.
+async fn rejected_sure_orders(app: &App) -> Vec<(String, String)> {
+    let funded: Vec<String> = (0..FUNDED_CUSTOMERS).map(customer).collect();
+    app.query(
+        "orders",
+        "SELECT id, customer, reason FROM orders WHERE status = 'rejected' ORDER BY id",
+    )
+    .await
+    .expect("orders readable")
+    .iter()
+    .filter(|row| funded.iter().any(|c| c == text(&row[1])))
+    .map(|row| (text(&row[0]).to_owned(), row[2].to_string()))
+    .collect()
+}
+
+/// How many orders were rejected for each reason (an out-of-stock reason without its sku).
+async fn rejection_reasons(app: &App) -> BTreeMap<String, usize> {
+    let mut reasons = BTreeMap::new();
+    for row in app
+        .query(
+            "orders",
+            "SELECT reason FROM orders WHERE status = 'rejected'",
+        )
+        .await
+        .expect("orders readable")
+    {
+        let reason = row[0].as_str().unwrap_or("none");
+        let code = reason.split(':').next().unwrap_or(reason).to_owned();
+        *reasons.entry(code).or_default() += 1;
+    }
+    reasons
 }
 
 /// Waits until no message is pending and no order is placed, twice in a row across the
@@ -493,7 +553,12 @@ async fn chaos_keeps_every_invariant() {
         &[
             ("rate_limit_per_minute", "0"),
             ("check_timeout_ms", CHECK_TIMEOUT_MS),
-            ("check_resends", "2"),
+            ("check_resends", "3"),
+            // Deliveries are retried for at least 3.25 s (the production default: 3.75 s),
+            // so the outage delays messages instead of making dead letters of them.
+            ("retry_base_delay_ms", "100"),
+            ("retry_max_delay_ms", "1000"),
+            ("retry_max_attempts", "10"),
         ],
     )
     .await;
@@ -518,6 +583,12 @@ async fn chaos_keeps_every_invariant() {
     let ids = place_all(&app, &requests, &plan, &client_retries, outage).await;
     assert_eq!(ids.len() as u64, plan.orders, "seed {}", plan.seed);
     settle(&app, &plan).await;
+    let rejected_sure = rejected_sure_orders(&app).await;
+    assert!(
+        rejected_sure.is_empty(),
+        "seed {}: orders with ample credit and stock were rejected: {rejected_sure:?}",
+        plan.seed
+    );
     act_on_confirmed(&app, &mut rng, &plan, &client_retries).await;
     let acted = Instant::now();
     let quiescence = settle(&app, &plan).await;
@@ -527,6 +598,17 @@ async fn chaos_keeps_every_invariant() {
     // The faults go; every dead letter has a reason and is delivered when retried.
     app.faults().clear();
     let dead_letters = app.dead_letters().await;
+    let mut dead_letter_reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for letter in &dead_letters {
+        let reason = letter["reason"].as_str().unwrap_or_default();
+        let short: String = reason.chars().take(80).collect();
+        *dead_letter_reasons
+            .entry(format!(
+                "{}: {short}",
+                letter["service"].as_str().unwrap_or("?")
+            ))
+            .or_default() += 1;
+    }
     for letter in &dead_letters {
         assert!(
             letter["reason"].as_str().is_some_and(|r| !r.is_empty()),
@@ -589,6 +671,10 @@ async fn chaos_keeps_every_invariant() {
         "  dead letters      {} (all retried to success)",
         dead_letters.len()
     );
+    for (reason, count) in &dead_letter_reasons {
+        println!("    {count:>5} {reason}");
+    }
+    println!("  rejections        {:?}", rejection_reasons(&app).await);
     println!(
         "  time to quiescence {:.1?} after the last staff action",
         quiescence

@@ -4,9 +4,12 @@ use service_kit::db::Migration;
 
 /// Every migration of the stock-checker service, in order.
 pub fn all() -> Vec<Migration> {
-    vec![Migration::new(
-        1,
-        "init",
-        include_str!("../../migrations/0001_init.sql"),
-    )]
+    vec![
+        Migration::new(1, "init", include_str!("../../migrations/0001_init.sql")),
+        Migration::new(
+            2,
+            "hold_reason",
+            include_str!("../../migrations/0002_hold_reason.sql"),
+        ),
+    ]
 }

@@ -91,32 +91,44 @@ pub fn adjust(
     )
 }
 
-/// The hold of `order_id`: its lines and state.
-pub fn hold(db: &Db, order_id: &str) -> Result<Option<(Vec<HeldLine>, String)>, DbError> {
+/// The stock held for one order.
+pub struct StockHold {
+    /// The lines held ("held", "committed"); none for other states.
+    pub lines: Vec<HeldLine>,
+    /// "held", "committed", "released" or "rejected".
+    pub state: String,
+    /// Why the check was rejected (`out_of_stock: <sku>`), for "rejected".
+    pub reason: Option<String>,
+}
+
+/// The hold of `order_id`.
+pub fn hold(db: &Db, order_id: &str) -> Result<Option<StockHold>, DbError> {
     db.query_opt(
-        "SELECT items, state FROM stock_holds WHERE order_id = $1",
+        "SELECT items, state, reason FROM stock_holds WHERE order_id = $1",
         &[order_id.into()],
     )?
     .map(|row| {
-        let lines =
-            serde_json::from_str(&row.text("items")?).map_err(|e| DbError(e.to_string()))?;
-        Ok((lines, row.text("state")?))
+        Ok(StockHold {
+            lines: serde_json::from_str(&row.text("items")?).map_err(|e| DbError(e.to_string()))?,
+            state: row.text("state")?,
+            reason: row.opt_text("reason")?,
+        })
     })
     .transpose()
 }
 
-/// Writes the hold of `order_id`.
-pub fn save_hold(
-    tx: &Db,
-    order_id: &str,
-    lines: &[HeldLine],
-    state: &str,
-    now: i64,
-) -> Result<(), DbError> {
-    let items = serde_json::to_string(lines).map_err(|e| DbError(e.to_string()))?;
+/// Writes the hold of `order_id` (its lines and reason only when it is new).
+pub fn save_hold(tx: &Db, order_id: &str, hold: &StockHold, now: i64) -> Result<(), DbError> {
+    let items = serde_json::to_string(&hold.lines).map_err(|e| DbError(e.to_string()))?;
     tx.execute(
-        "INSERT INTO stock_holds (order_id, items, state, updated_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (order_id) DO UPDATE SET state = $3, updated_at = $4",
-        &[order_id.into(), items.into(), state.into(), now.into()],
+        "INSERT INTO stock_holds (order_id, items, state, reason, updated_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (order_id) DO UPDATE SET state = $3, updated_at = $5",
+        &[
+            order_id.into(),
+            items.into(),
+            hold.state.as_str().into(),
+            hold.reason.clone().into(),
+            now.into(),
+        ],
     )
 }
