@@ -5,7 +5,9 @@
 
 mod support;
 
-use serde_json::json;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
 use shop_domain::auth::{Claims, Role, mint_token};
 use shop_domain::envelope::Envelope;
 use support::{EVENT_SECRET, Flavour, admin, scenarios, staff, start, start_with, token};
@@ -29,6 +31,7 @@ scenarios!(
         a_poison_message_becomes_a_dead_letter_and_admin_retry_delivers_it,
         a_forged_signature_is_never_applied,
         checks_that_never_answer_time_the_order_out,
+        lost_answers_are_recovered_by_asking_the_checkers_again,
     ],
 );
 
@@ -529,6 +532,45 @@ async fn checks_that_never_answer_time_the_order_out(flavour: Flavour) {
     assert_eq!(
         app.account(&lee).await,
         json!({"customer": lee, "balance_cents": 10_000, "held_cents": 0})
+    );
+}
+
+async fn lost_answers_are_recovered_by_asking_the_checkers_again(flavour: Flavour) {
+    let app = start_with(
+        flavour,
+        &[("check_timeout_ms", "1500"), ("check_resends", "2")],
+    )
+    .await;
+    let noa = customer("noa");
+    app.credit(&noa, 10_000).await;
+    // Orders fails every event until both checkers' answers have become dead letters.
+    app.faults().fail_event_handler("orders", None);
+    let order = app
+        .place(&json!({"customer": noa, "value_cents": 2_500}))
+        .await;
+    let lost_answers = |dead: &[Value]| {
+        let mut lost: Vec<String> = dead
+            .iter()
+            .filter_map(|letter| letter["event_type"].as_str().map(str::to_owned))
+            .filter(|event_type| event_type.ends_with(".held"))
+            .collect();
+        lost.sort_unstable();
+        lost.dedup();
+        lost
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lost_answers(&app.dead_letters().await) != ["balance.held", "stock.held"] {
+        assert!(Instant::now() < deadline, "{:#?}", app.dead_letters().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.faults().clear();
+    let id = order["id"].as_str().unwrap();
+    app.wait_status(id, "confirmed").await;
+    app.wait_quiet().await;
+    assert_eq!(
+        app.account(&noa).await,
+        json!({"customer": noa, "balance_cents": 7_500, "held_cents": 0}),
+        "held once, spent once"
     );
 }
 
