@@ -10,7 +10,7 @@ use service_kit::Env;
 use service_kit::db::{Db, DbError, Migration};
 use service_kit::http::{Request, Response, method_not_allowed, percent_decode};
 use service_kit::ids::now_ms;
-use service_kit::messaging::{HandlerError, Messaging, data_text};
+use service_kit::messaging::{HandlerError, Messaging, Reply, data_text};
 use service_kit::worker::{Worker, WorkerService, unavailable};
 use shop_domain::envelope::{Envelope, event_types};
 use shop_domain::order::RejectReason;
@@ -128,39 +128,28 @@ fn check(
         },
         None => hold_credit(tx, order_id, event)?,
     };
-    let (event_type, data) = answer;
-    messaging.publish(
-        tx,
-        event_type,
-        order_id,
-        &event.correlation_id,
-        data,
-        &["orders"],
-    )?;
+    messaging.reply(tx, event, order_id, answer, "orders")?;
     Ok(())
 }
 
-/// An answer to orders: the event type and its data.
-type Answer = (&'static str, serde_json::Value);
-
-fn held(order_id: &str, amount_cents: i64) -> Answer {
-    (
-        event_types::BALANCE_HELD,
-        json!({"order_id": order_id, "amount_cents": amount_cents}),
-    )
+fn held(order_id: &str, amount_cents: i64) -> Reply {
+    Reply {
+        event_type: event_types::BALANCE_HELD,
+        data: json!({"order_id": order_id, "amount_cents": amount_cents}),
+    }
 }
 
-fn rejected(order_id: &str) -> Answer {
+fn rejected(order_id: &str) -> Reply {
     let reason = RejectReason::InsufficientBalance.to_string();
-    (
-        event_types::BALANCE_REJECTED,
-        json!({"order_id": order_id, "reason": reason}),
-    )
+    Reply {
+        event_type: event_types::BALANCE_REJECTED,
+        data: json!({"order_id": order_id, "reason": reason}),
+    }
 }
 
 /// Decides a first check: holds the total when the free credit suffices, and records the
 /// hold (or the rejection) so that the check is answered the same way when asked again.
-fn hold_credit(tx: &Db, order_id: &str, event: &Envelope) -> Result<Answer, HandlerError> {
+fn hold_credit(tx: &Db, order_id: &str, event: &Envelope) -> Result<Reply, HandlerError> {
     let customer = data_text(event, "customer")?;
     let total = event.data["total_cents"]
         .as_i64()

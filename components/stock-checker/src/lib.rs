@@ -10,7 +10,7 @@ use service_kit::Env;
 use service_kit::db::{Db, DbError, Migration};
 use service_kit::http::{Request, Response, method_not_allowed, percent_decode};
 use service_kit::ids::now_ms;
-use service_kit::messaging::{HandlerError, Messaging, data_text};
+use service_kit::messaging::{HandlerError, Messaging, Reply, data_text};
 use service_kit::worker::{Worker, WorkerService, unavailable};
 use shop_domain::cursor::{decode_cursor, encode_cursor};
 use shop_domain::envelope::{Envelope, event_types};
@@ -185,36 +185,28 @@ fn reserve(
         },
         None => reserve_lines(tx, order_id, event)?,
     };
-    let (event_type, data) = answer;
-    messaging.publish(
-        tx,
-        event_type,
-        order_id,
-        &event.correlation_id,
-        data,
-        &["orders"],
-    )?;
+    messaging.reply(tx, event, order_id, answer, "orders")?;
     Ok(())
 }
 
-/// An answer to orders: the event type and its data.
-type Answer = (&'static str, Value);
-
-fn held(order_id: &str) -> Answer {
-    (event_types::STOCK_HELD, json!({"order_id": order_id}))
+fn held(order_id: &str) -> Reply {
+    Reply {
+        event_type: event_types::STOCK_HELD,
+        data: json!({"order_id": order_id}),
+    }
 }
 
-fn rejected(order_id: &str, reason: String) -> Answer {
-    (
-        event_types::STOCK_REJECTED,
-        json!({"order_id": order_id, "reason": reason}),
-    )
+fn rejected(order_id: &str, reason: String) -> Reply {
+    Reply {
+        event_type: event_types::STOCK_REJECTED,
+        data: json!({"order_id": order_id, "reason": reason}),
+    }
 }
 
 /// Decides a first check: reserves every line when all are in stock, and records the hold
 /// (or the rejection and its reason) so that the check is answered the same way when asked
 /// again.
-fn reserve_lines(tx: &Db, order_id: &str, event: &Envelope) -> Result<Answer, HandlerError> {
+fn reserve_lines(tx: &Db, order_id: &str, event: &Envelope) -> Result<Reply, HandlerError> {
     let lines: Vec<HeldLine> = serde_json::from_value(event.data["items"].clone())
         .map_err(|e| HandlerError::Permanent(format!("order.placed with invalid items: {e}")))?;
     let now = now_ms();

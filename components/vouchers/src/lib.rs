@@ -12,7 +12,7 @@ use serde_json::json;
 use service_kit::db::{Db, DbError, Migration};
 use service_kit::http::{Request, Response, method_not_allowed};
 use service_kit::ids::now_ms;
-use service_kit::messaging::{HandlerError, Messaging};
+use service_kit::messaging::{HandlerError, Messaging, Reply};
 use service_kit::worker::{Worker, WorkerService, unavailable};
 use service_kit::{Env, settings};
 use shop_domain::envelope::{Envelope, event_types};
@@ -92,21 +92,17 @@ impl Worker for Vouchers {
             "INSERT INTO vouchers (code, order_id, customer, value_cents, issued_at) VALUES ($1, $2, $3, $4, $5)",
             &[code.as_str().into(), order_id.into(), customer.into(), value.cents().into(), now.into()],
         )?;
-        let data = json!({
-            "order_id": order_id,
-            "customer": customer,
-            "code": code,
-            "value_cents": value.cents(),
-            "issued_at": rfc3339_from_millis(now),
-        });
-        messaging.publish(
-            tx,
-            event_types::VOUCHER_ISSUED,
-            order_id,
-            &event.correlation_id,
-            data,
-            &["orders"],
-        )?;
+        let issued = Reply {
+            event_type: event_types::VOUCHER_ISSUED,
+            data: json!({
+                "order_id": order_id,
+                "customer": customer,
+                "code": code,
+                "value_cents": value.cents(),
+                "issued_at": rfc3339_from_millis(now),
+            }),
+        };
+        messaging.reply(tx, event, order_id, issued, "orders")?;
         Ok(())
     }
 }

@@ -137,6 +137,14 @@ pub struct DeadLetter {
     pub message: Value,
 }
 
+/// An event a handler answers another with: its type and data ([`Messaging::reply`]).
+pub struct Reply {
+    /// The answer's event type.
+    pub event_type: &'static str,
+    /// The answer's data.
+    pub data: Value,
+}
+
 /// One service's messaging over its own database tables.
 pub struct Messaging<'a> {
     db: Db<'a>,
@@ -206,6 +214,26 @@ impl<'a> Messaging<'a> {
         .signed(&self.secret());
         self.store(tx, &envelope, destinations)?;
         Ok(envelope)
+    }
+
+    /// Publishes `reply` about `subject` to `destination` as the answer to event `cause`
+    /// (same correlation id), inside the caller's transaction `tx`.
+    pub fn reply(
+        &self,
+        tx: &Db,
+        cause: &Envelope,
+        subject: &str,
+        reply: Reply,
+        destination: &str,
+    ) -> Result<Envelope, DbError> {
+        self.publish(
+            tx,
+            reply.event_type,
+            subject,
+            &cause.correlation_id,
+            reply.data,
+            &[destination],
+        )
     }
 
     /// Stores `envelope` in the outbox, one row per destination.
