@@ -135,7 +135,9 @@ fn reject(
 }
 
 /// Asks the checkers that have not answered by the deadline again, up to
-/// `check_resends` times, then rejects the order with `checks_timed_out`.
+/// `check_resends` times, then rejects the order with `checks_timed_out`. While the last
+/// question is still being retried by the outbox (the checker or the transport is away),
+/// the deadline moves on instead: only a checker silent after it was asked counts.
 pub fn time_out_checks(env: &Env, messaging: &Messaging) -> Result<(), DbError> {
     let db = Db::new(env.sql);
     let timeout = settings::number(env.config, "check_timeout_ms", 30_000i64);
@@ -150,21 +152,29 @@ pub fn time_out_checks(env: &Env, messaging: &Messaging) -> Result<(), DbError> 
             if order.status != OrderStatus::Placed || order.checks_deadline > now {
                 return Ok(());
             }
-            if order.check_resends < max_resends {
-                let placed: Envelope = serde_json::from_str(&order.placed_event)
-                    .map_err(|e| DbError(e.to_string()))?;
-                let silent: Vec<&str> = [
-                    (order.balance_check.as_ref(), CHECKERS[0]),
-                    (order.stock_check.as_ref(), CHECKERS[1]),
-                ]
-                .into_iter()
-                .filter(|(answer, _)| answer.is_none())
-                .map(|(_, checker)| checker)
-                .collect();
+            let placed: Envelope =
+                serde_json::from_str(&order.placed_event).map_err(|e| DbError(e.to_string()))?;
+            let silent: Vec<&str> = [
+                (order.balance_check.as_ref(), CHECKERS[0]),
+                (order.stock_check.as_ref(), CHECKERS[1]),
+            ]
+            .into_iter()
+            .filter(|(answer, _)| answer.is_none())
+            .map(|(_, checker)| checker)
+            .collect();
+            let mut on_its_way = false;
+            for checker in &silent {
+                on_its_way |= messaging.is_retrying(tx, &placed.id, checker)?;
+            }
+            if on_its_way {
+                // The last question has not reached a checker yet (its delivery failed and
+                // is retried): the checker has not been silent, so the clock starts again.
+                queries::set_deadline(tx, &order.id, now + timeout)?;
+            } else if order.check_resends < max_resends {
                 let resends = order.check_resends + 1;
                 // A new event asks again: a checker that already decided answers once more,
                 // so a lost answer is recovered as well as a lost question.
-                messaging.publish(
+                let asked = messaging.publish(
                     tx,
                     event_types::ORDER_PLACED,
                     &order.id,
@@ -172,7 +182,7 @@ pub fn time_out_checks(env: &Env, messaging: &Messaging) -> Result<(), DbError> 
                     placed.data,
                     &silent,
                 )?;
-                queries::set_resent(tx, &order.id, resends, now + timeout)?;
+                queries::set_asked_again(tx, &order.id, &asked, resends, now + timeout)?;
                 log::write(
                     Level::Warn,
                     "orders",

@@ -446,6 +446,19 @@ impl<'a> Messaging<'a> {
         Ok(true)
     }
 
+    /// Whether the outbox is still retrying event `event_id` for `destination`: an attempt
+    /// failed and the row waits for the next one (it is gone once delivered or dead).
+    pub fn is_retrying(&self, db: &Db, event_id: &str, destination: &str) -> Result<bool, DbError> {
+        let row = db.query_opt(
+            &format!(
+                "SELECT id FROM {}_outbox WHERE id = $1 AND last_error IS NOT NULL",
+                self.prefix
+            ),
+            &[format!("{event_id}:{destination}").into()],
+        )?;
+        Ok(row.is_some())
+    }
+
     /// Removes delivered rows from the outbox, in one statement.
     fn delete(&self, ids: &[String]) -> Result<(), DbError> {
         if ids.is_empty() {

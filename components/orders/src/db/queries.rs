@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde_json::Value;
 use service_kit::SqlValue;
 use service_kit::db::{Db, DbError, Row};
+use shop_domain::envelope::Envelope;
 use shop_domain::order::OrderStatus;
 use shop_domain::time::rfc3339_from_millis;
 
@@ -48,7 +49,8 @@ pub struct OrderRecord {
     pub checks_deadline: i64,
     /// Re-sends of `order.placed` so far.
     pub check_resends: i64,
-    /// The signed `order.placed` envelope (for re-sends).
+    /// The last signed `order.placed` envelope sent for it: when placed, or when the checks
+    /// were asked again.
     pub placed_event: String,
     /// The voucher issued for it, as JSON text.
     pub voucher: Option<String>,
@@ -316,11 +318,26 @@ pub fn set_check(tx: &Db, id: &str, check: Check, answer: &str) -> Result<(), Db
     )
 }
 
-/// Records a re-send of the checks and the new deadline.
-pub fn set_resent(tx: &Db, id: &str, resends: i64, deadline: i64) -> Result<(), DbError> {
+/// Records that the checks were asked again with event `asked`, and the new deadline.
+pub fn set_asked_again(
+    tx: &Db,
+    id: &str,
+    asked: &Envelope,
+    resends: i64,
+    deadline: i64,
+) -> Result<(), DbError> {
+    let asked = serde_json::to_string(asked).map_err(|e| DbError(e.to_string()))?;
     tx.execute(
-        "UPDATE orders SET check_resends = $1, checks_deadline = $2 WHERE id = $3",
-        &[resends.into(), deadline.into(), id.into()],
+        "UPDATE orders SET placed_event = $1, check_resends = $2, checks_deadline = $3 WHERE id = $4",
+        &[asked.into(), resends.into(), deadline.into(), id.into()],
+    )
+}
+
+/// Moves the checks' deadline of order `id`.
+pub fn set_deadline(tx: &Db, id: &str, deadline: i64) -> Result<(), DbError> {
+    tx.execute(
+        "UPDATE orders SET checks_deadline = $1 WHERE id = $2",
+        &[deadline.into(), id.into()],
     )
 }
 
