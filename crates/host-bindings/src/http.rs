@@ -308,23 +308,17 @@ impl HttpClient for WasiHttpClient {
     /// the call's deadline ([`call_deadline`]): a buffered answer is a small document.
     /// A request whose body never arrived whole is sent once more: its receiver answered so
     /// ([`Response::body_not_received`]), or the host could not send the body
-    /// ([`BODY_ABORTED`]). So is a `GET` whose answer was cut short ([`ANSWER_CUT`]): a read
-    /// changes nothing, so asking twice is safe (wasmCloud 1.9.2's transport cuts answers
-    /// right after a deploy).
+    /// ([`BODY_ABORTED`]).
     fn send(&self, request: OutboundRequest) -> Result<Response, PortError> {
         let first =
             start_call(request.clone(), true).and_then(|stream| read_whole(Box::new(stream)));
-        let cut_read = |e: &PortError| request.method == "GET" && e.0.starts_with(ANSWER_CUT);
         match first {
             Ok(answer) if !answer.body_not_received() => Ok(answer),
-            Err(e) if !e.0.starts_with(BODY_ABORTED) && !cut_read(&e) => Err(e),
+            Err(e) if !e.0.starts_with(BODY_ABORTED) => Err(e),
             Ok(_) | Err(_) => read_whole(Box::new(start_call(request, true)?)),
         }
     }
 }
-
-/// How the error of an answer whose body ended before its `content-length` begins.
-const ANSWER_CUT: &str = "answer cut short";
 
 /// The longest wait for an answer's head, enforced by this component itself (a host whose
 /// transport lost the call, as wasmCloud 1.9.2's wRPC over NATS can under load, never
@@ -497,7 +491,7 @@ impl ResponseStream for WasiResponseStream {
                 }
                 match length_mismatch(&self.headers, self.received) {
                     Some(problem) if !matches!(self.status, 204 | 304) => {
-                        Err(PortError(format!("{ANSWER_CUT}: {problem}")))
+                        Err(PortError(format!("answer cut short: {problem}")))
                     }
                     _ => Ok(None),
                 }

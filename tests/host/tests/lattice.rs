@@ -329,12 +329,6 @@ async fn bodies_and_calls_the_transport_loses_are_sent_again_or_answered_503() {
         )
         .await;
     assert_eq!(placed, 3, "one order for each request answered 202");
-
-    // A read whose answer is cut is asked again: the customer gets their orders.
-    faults.cut_answers("orders", 1);
-    let answer = app.get("/api/v1/orders?limit=5", &token).await;
-    assert_eq!(answer.status, 200, "{answer:?}");
-    assert_eq!(answer.body["items"].as_array().map(Vec::len), Some(3));
     app.shutdown().await;
 }
 
