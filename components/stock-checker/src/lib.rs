@@ -178,7 +178,11 @@ fn reserve(
             "rejected" => rejected(
                 order_id,
                 // Rejections recorded before reasons were kept name no sku.
-                hold.reason.unwrap_or_else(|| "out_of_stock".to_owned()),
+                hold.reason.unwrap_or_else(|| {
+                    RejectReason::OutOfStock { sku: String::new() }
+                        .code()
+                        .to_owned()
+                }),
             ),
             // Released before it was checked: the order has ended, nothing to answer.
             _ => return Ok(()),

@@ -69,6 +69,11 @@ impl OutboxMessage {
     }
 }
 
+/// The outbox row of event `event_id` for `destination`.
+fn outbox_id(event_id: &str, destination: &str) -> String {
+    format!("{event_id}:{destination}")
+}
+
 /// `$1, $2, ..., $n`.
 fn placeholders(n: usize) -> String {
     (1..=n)
@@ -245,7 +250,7 @@ impl<'a> Messaging<'a> {
         let text = serde_json::to_string(envelope).map_err(|e| DbError(e.to_string()))?;
         let now = now_ms();
         for destination in destinations {
-            let id = format!("{}:{destination}", envelope.id);
+            let id = outbox_id(&envelope.id, destination);
             tx.execute(
                 &format!(
                     "INSERT INTO {}_outbox (id, event_id, event_type, destination, envelope, attempts, next_attempt_at, created_at) \
@@ -454,7 +459,7 @@ impl<'a> Messaging<'a> {
                 "SELECT id FROM {}_outbox WHERE id = $1 AND last_error IS NOT NULL",
                 self.prefix
             ),
-            &[format!("{event_id}:{destination}").into()],
+            &[outbox_id(event_id, destination).into()],
         )?;
         Ok(row.is_some())
     }
