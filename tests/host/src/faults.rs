@@ -384,8 +384,10 @@ impl Faults {
         true
     }
 
-    /// On the lattice, the next requests with a body served to `component` lose it as
-    /// `losses` lists, one each, in order (see [`BodyLoss`]).
+    /// On the lattice, the next requests served to `component` lose their body as `losses`
+    /// lists, one each, in order (see [`BodyLoss`]): a cut applies to the next request
+    /// that declares a body, a stall to the next request of any kind (the transport can
+    /// lose the end of an empty body too).
     pub fn lose_request_bodies(&self, component: &str, losses: &[BodyLoss]) {
         lock(&self.body_losses)
             .entry(component.to_owned())
@@ -438,9 +440,15 @@ impl Faults {
         take_one(&self.cut_answers, component)
     }
 
-    /// How the request arriving now at `component` loses its body, if it does.
-    pub(crate) fn take_body_loss(&self, component: &str) -> Option<BodyLoss> {
-        lock(&self.body_losses).get_mut(component)?.pop_front()
+    /// How the request arriving now at `component` (declaring a body or not, `has_body`)
+    /// loses its body, if it does.
+    pub(crate) fn take_body_loss(&self, component: &str, has_body: bool) -> Option<BodyLoss> {
+        let mut losses = lock(&self.body_losses);
+        let queue = losses.get_mut(component)?;
+        match queue.front()? {
+            BodyLoss::Cut if !has_body => None,
+            _ => queue.pop_front(),
+        }
     }
 
     /// Whether the outgoing call `component` makes now is lost.

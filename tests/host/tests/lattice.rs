@@ -329,6 +329,25 @@ async fn bodies_and_calls_the_transport_loses_are_sent_again_or_answered_503() {
         )
         .await;
     assert_eq!(placed, 3, "one order for each request answered 202");
+
+    // A read whose answer is cut is asked again (a read changes nothing): the customer
+    // gets their orders, not a 502.
+    faults.cut_answers("orders", 1);
+    let answer = app.get("/api/v1/orders?limit=5", &token).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.body["items"].as_array().map(Vec::len), Some(3));
+
+    // The end of a read's empty body is lost: the gateway does not wait for a body the
+    // request never declared (no 408 after the 5 s body time-out).
+    faults.lose_request_bodies("gateway", &[BodyLoss::Stalled]);
+    let started = std::time::Instant::now();
+    let answer = app.get("/api/v1/orders?limit=5", &token).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     app.shutdown().await;
 }
 

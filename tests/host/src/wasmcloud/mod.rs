@@ -534,7 +534,7 @@ async fn tick(
     let Some(request) = ticker::tick_request(authority) else {
         return Some(format!("cannot build a request for {authority}"));
     };
-    ticker::outcome(runtime.serve_http(component, request).await).await
+    ticker::outcome(runtime.serve_on_replica(component, request).await).await
 }
 
 /// Runs `sql` on the Postgres database `database` (without TLS) and returns its rows as

@@ -8,7 +8,7 @@ use super::keyvalue::LinkedStore;
 use super::manifest::ComponentSpec;
 use super::messaging;
 use super::state::LatticeState;
-use super::wrpc_loss::ArrivingBody;
+use super::wrpc_loss::{ArrivingBody, CutAnswer};
 use crate::faults::Faults;
 use crate::runtime::{handle_on_fresh_instance, text_response};
 use crate::stdio::ComponentOutput;
@@ -303,9 +303,8 @@ impl LatticeRuntime {
             .find(|replica| replica.running.load(Ordering::SeqCst))
     }
 
-    /// Serves an HTTP request on a running replica of `component` (round-robin). Failures
-    /// (no running replica, traps, no response) become 503 or 500 and are logged. A body
-    /// arrives as [`Faults::lose_request_bodies`] says; an answer loses its body when
+    /// Serves an HTTP request that crossed the lattice's transport: its body arrives as
+    /// [`Faults::lose_request_bodies`] says, and its answer loses its body when
     /// [`Faults::cut_answers`] says so.
     pub(crate) async fn serve_http<B>(
         self: &Arc<Self>,
@@ -317,10 +316,35 @@ impl LatticeRuntime {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let name = &component.spec.name;
-        let loss = super::wrpc_loss::declares_body(req.headers())
-            .then(|| self.faults.take_body_loss(name))
-            .flatten();
-        let req = req.map(|body| ArrivingBody::new(body, loss));
+        let has_body = super::wrpc_loss::declares_body(req.headers());
+        let loss = self.faults.take_body_loss(name, has_body);
+        let response = self
+            .serve_on_replica(component, req.map(|body| ArrivingBody::new(body, loss)))
+            .await;
+        if self.faults.take_cut_answer(name) {
+            response.map(|_| {
+                CutAnswer::default()
+                    .map_err(|never| match never {})
+                    .boxed_unsync()
+            })
+        } else {
+            response
+        }
+    }
+
+    /// Serves an HTTP request on a running replica of `component` (round-robin); the
+    /// host's own timer calls this directly, its requests crossing no transport. Failures
+    /// (no running replica, traps, no response) become 503 or 500 and are logged.
+    pub(crate) async fn serve_on_replica<B>(
+        self: &Arc<Self>,
+        component: &Arc<LatticeComponent>,
+        req: Request<B>,
+    ) -> Response<HyperOutgoingBody>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let name = &component.spec.name;
         let Some(replica) = Self::pick_replica(component) else {
             eprintln!("[test-host] {name}: no running replica for {}", req.uri());
             return text_response(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
@@ -331,11 +355,6 @@ impl LatticeRuntime {
         let state = LatticeState::new(self.clone(), component.clone(), false);
         let store = Store::new(&self.engine, state);
         match handle_on_fresh_instance(store, &component.proxy, req, name, permit).await {
-            Ok(response) if self.faults.take_cut_answer(name) => response.map(|_| {
-                http_body_util::Empty::new()
-                    .map_err(|never| match never {})
-                    .boxed_unsync()
-            }),
             Ok(response) => response,
             Err(e) => {
                 eprintln!("[test-host] {name}: {e:#}");

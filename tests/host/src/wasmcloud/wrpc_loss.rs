@@ -79,3 +79,29 @@ impl<B: Body<Data = Bytes> + Unpin> Body for ArrivingBody<B> {
         }
     }
 }
+
+/// An answer body lost on its way out of a component: the head goes out (`content-length`
+/// included: the server does not know the body's length, so it keeps the header), then the
+/// body ends without a byte, so the caller sees the answer cut short.
+#[derive(Default)]
+pub(crate) struct CutAnswer {
+    /// Whether the server has had the chance to send the head (the first poll is pending).
+    head_sent: bool,
+}
+
+impl Body for CutAnswer {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.head_sent {
+            return Poll::Ready(None);
+        }
+        self.head_sent = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
