@@ -266,7 +266,8 @@ fn canonical_request(order: &PlaceOrder) -> String {
     json!({"customer": order.customer, "content": content}).to_string()
 }
 
-/// Prices the order's lines with stock-checker's catalogue: the lines with unit prices, and the total.
+/// Prices the order's lines with stock-checker's catalogue: the lines with unit prices, and
+/// the total.
 fn price(order: &PlaceOrder, env: &Env, correlation_id: &str) -> Result<(Value, Money), Response> {
     let lines = match &order.content {
         OrderContent::Value(value) => return Ok((Value::Array(Vec::new()), *value)),
@@ -282,7 +283,10 @@ fn price(order: &PlaceOrder, env: &Env, correlation_id: &str) -> Result<(Value, 
         ],
         body: json!({"skus": skus}).to_string().into_bytes(),
     };
-    let prices = match env.http.send(request) {
+    // A price list changes nothing: asked once more when the call fails without an answer
+    // (lost, or its answer cut short by the transport).
+    let ask = || env.http.send(request.clone());
+    let prices = match ask().or_else(|_| ask()) {
         Ok(response) if response.is_success() => match response.json_body() {
             Some(prices) if prices["prices"].is_object() => prices,
             _ => {

@@ -392,6 +392,12 @@ fn call_deadline() -> u64 {
 fn start_call(request: OutboundRequest, whole: bool) -> Result<WasiResponseStream, PortError> {
     let head_deadline = call_deadline();
     let head_budget = head_deadline.saturating_sub(monotonic_clock::now());
+    if head_budget == 0 {
+        return Err(PortError(format!(
+            "no time left to call {}: the request being served is due",
+            request.url
+        )));
+    }
     let (scheme, rest) = request
         .url
         .split_once("://")
