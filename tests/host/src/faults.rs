@@ -430,6 +430,14 @@ impl Faults {
             .or_default() += times;
     }
 
+    /// How many of the messages [`Faults::hang_messages`] asked for have not arrived yet.
+    pub fn hung_messages_left(&self, component: &str) -> u32 {
+        lock(&self.hung_messages)
+            .get(component)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Whether the message `component`'s handler receives now hangs.
     pub(crate) fn take_hung_message(&self, component: &str) -> bool {
         take_one(&self.hung_messages, component)

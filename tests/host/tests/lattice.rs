@@ -7,7 +7,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use shop_domain::auth::Role;
@@ -307,7 +307,7 @@ async fn bodies_and_calls_the_transport_loses_are_sent_again_or_answered_503() {
     // Orders' call to the stock-checker is lost: 503 once its time-out is up (the gateway's
     // 10 s budget less a second), before the gateway's own runs out.
     faults.lose_calls("orders", 1);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let answer = tokio::time::timeout(
         Duration::from_secs(20),
         app.post("/api/v1/orders", &token, &order),
@@ -346,7 +346,7 @@ async fn bodies_and_calls_the_transport_loses_are_sent_again_or_answered_503() {
     // The end of a read's empty body is lost: the gateway does not wait for a body the
     // request never declared (no 408 after the 5 s body time-out).
     faults.lose_request_bodies("gateway", &[BodyLoss::Stalled]);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let answer = app.get("/api/v1/orders?limit=5", &token).await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert!(
@@ -377,7 +377,16 @@ async fn instances_hung_in_every_slot_are_dropped_after_the_max_execution_time()
     let slots = 16; // wadm.yaml: stock-checker instances
     app.lattice().faults().hang_messages("stock-checker", slots);
     let hung = place_all(&app, 0..slots as usize).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Their `order.placed` events go out after the answers: the next order comes once every
+    // slot hangs, so that it is not one of the hung ones.
+    let every_slot_hung = Instant::now() + Duration::from_secs(30);
+    while app.lattice().faults().hung_messages_left("stock-checker") > 0 {
+        assert!(
+            Instant::now() < every_slot_hung,
+            "the placed orders' events never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let next = place_all(&app, 0..1).await;
     app.wait_status(&next[0], "confirmed").await;
     app.wait_until_none(
