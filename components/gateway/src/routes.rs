@@ -39,7 +39,12 @@ fn unreachable(service: &str, error: &str) -> Response {
 fn relay(service: &str, answer: Result<Response, service_kit::PortError>) -> Answer {
     match answer {
         Ok(response) => {
-            let keep = ["content-type", "location", "idempotent-replayed"];
+            let keep = [
+                "content-type",
+                "location",
+                "idempotent-replayed",
+                "retry-after",
+            ];
             let headers = response
                 .headers
                 .into_iter()

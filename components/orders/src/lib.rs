@@ -204,7 +204,8 @@ fn place(
     let now = now_ms();
     let id = new_id("ord");
     let timeout = settings::number(env.config, "check_timeout_ms", 30_000i64);
-    let stored = db.transaction(|tx| {
+    let lock_wait = settings::number(env.config, "client_lock_wait_ms", 250u32);
+    let stored = db.client_transaction(lock_wait, |tx| {
         if let Some(key) = key {
             if let Some(answer) = replay(tx, key, &canonical)? {
                 return Ok(answer);

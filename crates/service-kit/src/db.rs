@@ -17,6 +17,21 @@ impl fmt::Display for DbError {
 
 impl std::error::Error for DbError {}
 
+impl DbError {
+    /// Whether the database's write lock was not had in time (SQLite's `database is
+    /// locked`): the work was not done, and the same work later may succeed.
+    pub fn is_busy(&self) -> bool {
+        self.0.contains(SQLITE_BUSY)
+    }
+}
+
+/// How SQLite reports a write lock not had within the connection's busy timeout.
+const SQLITE_BUSY: &str = "database is locked";
+
+/// How long a SQLite connection waits for the write lock unless told otherwise: rusqlite's
+/// default busy timeout, which Spin 4.0.2 and the test host keep.
+const DEFAULT_LOCK_WAIT_MS: u32 = 5_000;
+
 impl From<crate::ports::PortError> for DbError {
     fn from(e: crate::ports::PortError) -> Self {
         DbError(e.0)
@@ -118,6 +133,31 @@ impl<'a> Db<'a> {
         self.sql.dialect()
     }
 
+    /// As [`Db::transaction`], for a client waiting on the answer: on SQLite, the
+    /// transaction waits at most `max_wait_ms` for the write lock and is not tried again
+    /// when it did not get it ([`DbError::is_busy`]; the caller answers 503), so that load
+    /// beyond what the lock can serve is shed rather than queued for seconds. The
+    /// connection's usual wait applies again afterwards. On Postgres, as
+    /// [`Db::transaction`].
+    pub fn client_transaction<T, E: From<DbError> + fmt::Display>(
+        &self,
+        max_wait_ms: u32,
+        work: impl FnMut(&Db<'a>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        if self.dialect() != Dialect::Sqlite {
+            return self.transaction(work);
+        }
+        self.set_lock_wait(max_wait_ms)?;
+        let outcome = self.run_transaction(work, |e| !e.contains(SQLITE_BUSY));
+        self.set_lock_wait(DEFAULT_LOCK_WAIT_MS)?;
+        outcome
+    }
+
+    /// Sets how long this SQLite connection waits for a lock.
+    fn set_lock_wait(&self, ms: u32) -> Result<(), DbError> {
+        self.execute(&format!("PRAGMA busy_timeout = {ms}"), &[])
+    }
+
     /// Runs `work` inside a write transaction: committed when it returns `Ok`, rolled
     /// back when it returns `Err` (and, by the database, when the instance dies). SQLite
     /// serializes writers (`BEGIN IMMEDIATE`); Postgres runs `REPEATABLE READ`, where two
@@ -129,7 +169,17 @@ impl<'a> Db<'a> {
     /// buffered until commit (see [`crate::optimistic`]), and a read after a write fails.
     pub fn transaction<T, E: From<DbError> + fmt::Display>(
         &self,
+        work: impl FnMut(&Db<'a>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.run_transaction(work, |_| true)
+    }
+
+    /// [`Db::transaction`]'s loop: a lost conflict is run again when `try_again` allows it
+    /// for the error's text.
+    fn run_transaction<T, E: From<DbError> + fmt::Display>(
+        &self,
         mut work: impl FnMut(&Db<'a>) -> Result<T, E>,
+        try_again: impl Fn(&str) -> bool,
     ) -> Result<T, E> {
         let begin = match self.dialect() {
             Dialect::Sqlite => "BEGIN IMMEDIATE",
@@ -151,7 +201,8 @@ impl<'a> Db<'a> {
                 Ok(value) => return Ok(value),
                 Err(e) => {
                     let _ = self.execute("ROLLBACK", &[]);
-                    if tries >= TRANSACTION_TRIES || !is_conflict(&e.to_string()) {
+                    let error = e.to_string();
+                    if tries >= TRANSACTION_TRIES || !is_conflict(&error) || !try_again(&error) {
                         return Err(e);
                     }
                     tries += 1;
@@ -180,7 +231,7 @@ fn is_conflict(message: &str) -> bool {
         "deadlock detected",
         "duplicate key value violates unique constraint",
         "already exists",
-        "database is locked",
+        SQLITE_BUSY,
     ]
     .iter()
     .any(|marker| message.contains(marker))

@@ -167,6 +167,15 @@ impl Response {
         Response::problem_with(status, kind, title, detail, Value::Null)
     }
 
+    /// This problem with one more member `name` in its body.
+    pub fn with_problem_member(mut self, name: &str, value: Value) -> Response {
+        if let Ok(mut body) = serde_json::from_slice::<Value>(&self.body) {
+            body[name] = value;
+            self.body = serde_json::to_vec(&body).unwrap_or_default();
+        }
+        self
+    }
+
     /// A 422 problem listing every invalid field.
     pub fn invalid(errors: &[ValidationError]) -> Response {
         let list: Vec<Value> = errors

@@ -150,8 +150,23 @@ impl<W: Worker> Service for WorkerService<W> {
     }
 }
 
-/// 503 for a database failure (the caller may retry).
+/// 503 for a database failure (the caller may retry). A write lock not had in time
+/// ([`DbError::is_busy`]) is load shed: the answer says when to come back, in
+/// `Retry-After` (whole seconds, as HTTP has it) and `retry_after_ms`.
 pub fn unavailable(error: &DbError) -> Response {
+    if error.is_busy() {
+        return Response::problem(
+            503,
+            "overloaded",
+            "Service overloaded",
+            "more writes are waiting than the database can take; nothing was done",
+        )
+        .with_problem_member("retry_after_ms", SHED_RETRY_AFTER_MS.into())
+        .with_header(
+            "retry-after",
+            &SHED_RETRY_AFTER_MS.div_ceil(1000).to_string(),
+        );
+    }
     Response::problem(
         503,
         "unavailable",
@@ -159,3 +174,6 @@ pub fn unavailable(error: &DbError) -> Response {
         &error.to_string(),
     )
 }
+
+/// When a client whose write was shed should try again.
+const SHED_RETRY_AFTER_MS: u64 = 250;

@@ -61,8 +61,10 @@ pub struct LoadResult {
     pub connections: usize,
     /// Recorded answers with the expected status.
     pub ok: u64,
-    /// Recorded answers with another status, or failed requests.
+    /// Recorded answers with another status (503 aside), or failed requests.
     pub errors: u64,
+    /// Latency of every recorded 503 (load shed), sorted.
+    pub shed: Vec<Duration>,
     /// The measured window.
     pub elapsed: Duration,
     /// Latency of every recorded successful request, sorted.
@@ -78,12 +80,17 @@ impl LoadResult {
     /// The `q` quantile (0..=1) of the latencies (nearest rank), zero when nothing was
     /// recorded.
     pub fn percentile(&self, q: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = (q * self.latencies.len() as f64).ceil() as usize;
-        self.latencies[rank.clamp(1, self.latencies.len()) - 1]
+        percentile(&self.latencies, q)
     }
+}
+
+/// The `q` quantile (0..=1) of sorted `latencies` (nearest rank), zero when empty.
+pub fn percentile(latencies: &[Duration], q: f64) -> Duration {
+    if latencies.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (q * latencies.len() as f64).ceil() as usize;
+    latencies[rank.clamp(1, latencies.len()) - 1]
 }
 
 /// What one connection recorded.
@@ -92,6 +99,7 @@ struct ConnectionRecord {
     ok: u64,
     errors: u64,
     latencies: Vec<Duration>,
+    shed: Vec<Duration>,
     first_error: Option<String>,
 }
 
@@ -119,6 +127,7 @@ pub async fn run(addr: SocketAddr, workloads: Vec<Workload>, stop: Stop) -> Resu
         total.ok += record.ok;
         total.errors += record.errors;
         total.latencies.extend(record.latencies);
+        total.shed.extend(record.shed);
         if total.first_error.is_none() {
             total.first_error = record.first_error;
         }
@@ -148,10 +157,12 @@ pub async fn run(addr: SocketAddr, workloads: Vec<Workload>, stop: Stop) -> Resu
         }
     }
     total.latencies.sort_unstable();
+    total.shed.sort_unstable();
     Ok(LoadResult {
         connections,
         ok: total.ok,
         errors: total.errors,
+        shed: total.shed,
         elapsed,
         latencies: total.latencies,
     })
@@ -218,6 +229,11 @@ async fn connection(
                 if recorded {
                     record.ok += 1;
                     record.latencies.push(latency);
+                }
+            }
+            Ok((StatusCode::SERVICE_UNAVAILABLE, _)) => {
+                if recorded {
+                    record.shed.push(latency);
                 }
             }
             Ok((status, body)) => {

@@ -163,12 +163,13 @@ fn wasm(root: &Path, name: &str) -> Result<PathBuf> {
 
 fn print_run(label: &str, result: &LoadResult) {
     eprintln!(
-        "[bench] {label:<16} {:>4} conns: {:>9.0} req/s  p50 {:>8.3} ms  p99 {:>8.3} ms  errors {}",
+        "[bench] {label:<16} {:>4} conns: {:>9.0} req/s  p50 {:>8.3} ms  p99 {:>8.3} ms  errors {}  shed {}",
         result.connections,
         result.throughput(),
         report::millis(result.percentile(0.50)),
         report::millis(result.percentile(0.99)),
-        result.errors
+        result.errors,
+        result.shed.len()
     );
 }
 

@@ -178,7 +178,8 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// A run's cell: `req/s (p50 / p99 ms)`, with its errors when there were any.
+/// A run's cell: `req/s (p50 / p99 ms)`, with its errors and the rate and p99 of the answers
+/// shed with 503 when there were any.
 fn rate_cell(r: &LoadResult) -> String {
     if r.ok == 0 {
         return format!(
@@ -186,11 +187,18 @@ fn rate_cell(r: &LoadResult) -> String {
             r.errors
         );
     }
-    let errors = if r.errors > 0 {
+    let mut errors = if r.errors > 0 {
         format!(", {} errors", r.errors)
     } else {
         String::new()
     };
+    if !r.shed.is_empty() {
+        errors.push_str(&format!(
+            ", {:.0}/s shed with 503 (p99 {:.2} ms)",
+            r.shed.len() as f64 / r.elapsed.as_secs_f64(),
+            millis(crate::load::percentile(&r.shed, 0.99))
+        ));
+    }
     format!(
         "{:.0} ({:.2} / {:.2}{errors})",
         r.throughput(),

@@ -285,12 +285,17 @@ impl TestHost {
         self.runtime.sqlite_usage().take()
     }
 
+    /// The file behind SQLite label `label`.
+    pub fn sqlite_file(&self, label: &str) -> Result<PathBuf> {
+        Ok(self.runtime.sqlite_databases().file(label)?.to_path_buf())
+    }
+
     /// Runs `sql` on a new connection to the file behind SQLite label `label` and returns
     /// every row as JSON values: integers and reals as numbers, text as strings, blobs as
     /// arrays of bytes, NULL as null. Meant for reads in assertions; blocks the calling
     /// thread while SQLite works.
     pub fn sqlite_query(&self, label: &str, sql: &str) -> Result<Vec<Vec<serde_json::Value>>> {
-        query_sqlite_file(self.runtime.sqlite_databases().file(label)?, sql)
+        query_sqlite_file(&self.sqlite_file(label)?, sql)
     }
 
     /// Stops accepting connections, lets open ones finish (up to 5 s), and stops the

@@ -827,3 +827,49 @@ async fn health_compat_route_and_correlation_ids(flavour: Flavour) {
         .await;
     assert!(inbox >= 1);
 }
+
+/// A placement that cannot have orders' SQLite write lock within `client_lock_wait_ms` (here
+/// another connection holds it) is shed at once: 503 `overloaded` with `Retry-After` and
+/// `retry_after_ms`, nothing stored; with the lock free again the same request is placed.
+async fn placements_are_shed_while_orders_write_lock_stays_taken(flavour: Flavour) {
+    let app = start(flavour).await;
+    let buyer = customer("shed");
+    app.product("SHED-1", 100, 10).await;
+    app.credit(&buyer, 10_000).await;
+    let order = json!({"customer": buyer, "items": [{"sku": "SHED-1", "quantity": 1}]});
+
+    let holder = rusqlite::Connection::open(app.sqlite_file("orders")).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = Instant::now();
+    let answer = app
+        .post("/api/v1/orders", &token(&buyer, Role::Customer), &order)
+        .await;
+    let waited = started.elapsed();
+    holder.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert_eq!(
+        answer.body["type"],
+        "https://shop.example/problems/overloaded"
+    );
+    assert_eq!(answer.body["retry_after_ms"], 250);
+    assert_eq!(answer.header("retry-after"), Some("1"));
+    assert!(waited < Duration::from_secs(2), "shed after {waited:?}");
+    let stored = app.count("orders", "SELECT COUNT(*) FROM orders").await;
+    assert_eq!(stored, 0, "a shed placement stores nothing");
+
+    app.place(&order).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_placements_are_shed_while_orders_write_lock_stays_taken() {
+    placements_are_shed_while_orders_write_lock_stays_taken(Flavour::Spin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real Spin 4.x on PATH: make real-spin-test"]
+async fn real_spin_sqlite_placements_are_shed_while_orders_write_lock_stays_taken() {
+    placements_are_shed_while_orders_write_lock_stays_taken(Flavour::RealSpin(
+        support::RealSpinDatabase::Sqlite,
+    ))
+    .await;
+}

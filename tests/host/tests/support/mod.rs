@@ -578,6 +578,21 @@ impl App {
         }
     }
 
+    /// The SQLite file of `service` on a Spin app on embedded SQLite (test host or real).
+    pub fn sqlite_file(&self, service: &str) -> PathBuf {
+        match self.host() {
+            Host::Spin(host) => host.sqlite_file(service),
+            Host::RealSpin(spin) => match &spin.database {
+                RealDatabase::Sqlite(working_dir) => {
+                    test_host::spin_sqlite_file(&runtime_config(), working_dir, service)
+                }
+                RealDatabase::Postgres(_) => panic!("a Spin app on Postgres has no SQLite file"),
+            },
+            _ => panic!("not a Spin app"),
+        }
+        .expect("the service's SQLite file")
+    }
+
     /// Reads rows straight from `service`'s database as JSON values: its own SQLite file on
     /// Spin, its own role's schema on Postgres (wasmCloud, real Spin's Postgres variant).
     pub async fn query(&self, service: &str, sql: &str) -> anyhow::Result<Vec<Vec<Value>>> {
