@@ -11,6 +11,7 @@ use service_kit::db::{Db, DbError, Migration};
 use service_kit::http::{Request, Response, method_not_allowed, percent_decode};
 use service_kit::ids::now_ms;
 use service_kit::messaging::{HandlerError, Messaging, Reply, data_text};
+use service_kit::settings;
 use service_kit::worker::{Worker, WorkerService, unavailable};
 use shop_domain::envelope::{Envelope, event_types};
 use shop_domain::order::RejectReason;
@@ -92,22 +93,23 @@ fn credit(request: &Request, env: &Env, email: &str) -> Response {
         Ok(Err(errors)) => return Response::invalid(&errors),
         Err(problem) => return problem,
     };
-    let outcome = Db::new(env.sql).transaction(|tx| {
-        let mut account = queries::account(tx, &email)?;
-        let (Some(balance), Some(credited)) = (
-            account.balance_cents.checked_add(amount.cents()),
-            account.credited_cents.checked_add(amount.cents()),
-        ) else {
-            return Ok(Response::invalid(&[ValidationError {
-                field: "amount_cents".into(),
-                message: "the balance would overflow".into(),
-            }]));
-        };
-        account.balance_cents = balance;
-        account.credited_cents = credited;
-        queries::save_account(tx, &email, &account, now_ms())?;
-        Ok::<_, DbError>(Response::json(200, &view(&email, &account)))
-    });
+    let outcome =
+        Db::new(env.sql).client_transaction(settings::client_lock_wait_ms(env.config), |tx| {
+            let mut account = queries::account(tx, &email)?;
+            let (Some(balance), Some(credited)) = (
+                account.balance_cents.checked_add(amount.cents()),
+                account.credited_cents.checked_add(amount.cents()),
+            ) else {
+                return Ok(Response::invalid(&[ValidationError {
+                    field: "amount_cents".into(),
+                    message: "the balance would overflow".into(),
+                }]));
+            };
+            account.balance_cents = balance;
+            account.credited_cents = credited;
+            queries::save_account(tx, &email, &account, now_ms())?;
+            Ok::<_, DbError>(Response::json(200, &view(&email, &account)))
+        });
     outcome.unwrap_or_else(|e| unavailable(&e))
 }
 

@@ -204,8 +204,7 @@ fn place(
     let now = now_ms();
     let id = new_id("ord");
     let timeout = settings::number(env.config, "check_timeout_ms", 30_000i64);
-    let lock_wait = settings::number(env.config, "client_lock_wait_ms", 250u32);
-    let stored = db.client_transaction(lock_wait, |tx| {
+    let stored = db.client_transaction(settings::client_lock_wait_ms(env.config), |tx| {
         if let Some(key) = key {
             if let Some(answer) = replay(tx, key, &canonical)? {
                 return Ok(answer);
@@ -444,7 +443,7 @@ fn act(request: &Request, env: &Env, messaging: &Messaging, id: &str, action: &s
     }
     let correlation_id = correlation(request);
     let db = Db::new(env.sql);
-    let outcome = db.transaction(|tx| {
+    let outcome = db.client_transaction(settings::client_lock_wait_ms(env.config), |tx| {
         let Some(order) = queries::load(tx, id)? else {
             return Ok(order_not_found(id));
         };

@@ -11,6 +11,7 @@ use service_kit::db::{Db, DbError, Migration};
 use service_kit::http::{Request, Response, method_not_allowed, percent_decode};
 use service_kit::ids::now_ms;
 use service_kit::messaging::{HandlerError, Messaging, Reply, data_text};
+use service_kit::settings;
 use service_kit::worker::{Worker, WorkerService, unavailable};
 use shop_domain::cursor::{decode_cursor, encode_cursor};
 use shop_domain::envelope::{Envelope, event_types};
@@ -112,29 +113,30 @@ fn save(request: &Request, env: &Env, sku: &str) -> Response {
         Ok(Err(errors)) => return Response::invalid(&errors),
         Err(problem) => return problem,
     };
-    let outcome = Db::new(env.sql).transaction(|tx| {
-        let existing = queries::find(tx, &sku)?;
-        queries::upsert(
-            tx,
-            &sku,
-            &input.name,
-            input.price_cents.cents(),
-            input.stock,
-            now_ms(),
-        )?;
-        // What the upsert wrote, computed rather than read back (reads come first).
-        let product = queries::Product {
-            sku: sku.clone(),
-            name: input.name.clone(),
-            price_cents: input.price_cents.cents(),
-            stock: input.stock,
-            reserved: existing.as_ref().map_or(0, |p| p.reserved),
-        };
-        Ok::<_, DbError>(Response::json(
-            if existing.is_some() { 200 } else { 201 },
-            &product,
-        ))
-    });
+    let outcome =
+        Db::new(env.sql).client_transaction(settings::client_lock_wait_ms(env.config), |tx| {
+            let existing = queries::find(tx, &sku)?;
+            queries::upsert(
+                tx,
+                &sku,
+                &input.name,
+                input.price_cents.cents(),
+                input.stock,
+                now_ms(),
+            )?;
+            // What the upsert wrote, computed rather than read back (reads come first).
+            let product = queries::Product {
+                sku: sku.clone(),
+                name: input.name.clone(),
+                price_cents: input.price_cents.cents(),
+                stock: input.stock,
+                reserved: existing.as_ref().map_or(0, |p| p.reserved),
+            };
+            Ok::<_, DbError>(Response::json(
+                if existing.is_some() { 200 } else { 201 },
+                &product,
+            ))
+        });
     outcome.unwrap_or_else(|e| unavailable(&e))
 }
 

@@ -27,6 +27,13 @@ pub fn number<T: FromStr>(config: &dyn Config, key: &str, default: T) -> T {
     }
 }
 
+/// How long, in milliseconds, a write a client waits on may wait for SQLite's write lock
+/// before it is shed (`client_lock_wait_ms`, default 250; see
+/// [`crate::db::Db::client_transaction`]).
+pub fn client_lock_wait_ms(config: &dyn Config) -> u32 {
+    number(config, "client_lock_wait_ms", 250)
+}
+
 /// The secret that signs and verifies events (`event_secret`).
 pub fn event_secret(config: &dyn Config) -> Vec<u8> {
     text(config, "event_secret", DEV_EVENT_SECRET).into_bytes()
