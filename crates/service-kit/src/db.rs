@@ -21,8 +21,13 @@ impl DbError {
     /// Whether the database's write lock was not had in time (SQLite's `database is
     /// locked`): the work was not done, and the same work later may succeed.
     pub fn is_busy(&self) -> bool {
-        self.0.contains(SQLITE_BUSY)
+        is_busy(&self.0)
     }
+}
+
+/// Whether an error's text is SQLite's report of a write lock not had in time.
+fn is_busy(message: &str) -> bool {
+    message.contains(SQLITE_BUSY)
 }
 
 /// How SQLite reports a write lock not had within the connection's busy timeout.
@@ -148,7 +153,7 @@ impl<'a> Db<'a> {
             return self.transaction(work);
         }
         self.set_lock_wait(max_wait_ms)?;
-        let outcome = self.run_transaction(work, |e| !e.contains(SQLITE_BUSY));
+        let outcome = self.run_transaction(work, false);
         self.set_lock_wait(DEFAULT_LOCK_WAIT_MS)?;
         outcome
     }
@@ -171,15 +176,15 @@ impl<'a> Db<'a> {
         &self,
         work: impl FnMut(&Db<'a>) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.run_transaction(work, |_| true)
+        self.run_transaction(work, true)
     }
 
-    /// [`Db::transaction`]'s loop: a lost conflict is run again when `try_again` allows it
-    /// for the error's text.
+    /// [`Db::transaction`]'s loop: a lost conflict is run again, a lock not had in time
+    /// only when `retry_busy`.
     fn run_transaction<T, E: From<DbError> + fmt::Display>(
         &self,
         mut work: impl FnMut(&Db<'a>) -> Result<T, E>,
-        try_again: impl Fn(&str) -> bool,
+        retry_busy: bool,
     ) -> Result<T, E> {
         let begin = match self.dialect() {
             Dialect::Sqlite => "BEGIN IMMEDIATE",
@@ -202,7 +207,8 @@ impl<'a> Db<'a> {
                 Err(e) => {
                     let _ = self.execute("ROLLBACK", &[]);
                     let error = e.to_string();
-                    if tries >= TRANSACTION_TRIES || !is_conflict(&error) || !try_again(&error) {
+                    let again = is_conflict(&error) && (retry_busy || !is_busy(&error));
+                    if tries >= TRANSACTION_TRIES || !again {
                         return Err(e);
                     }
                     tries += 1;

@@ -164,16 +164,7 @@ impl Response {
 
     /// An RFC 9457 `application/problem+json` response; `kind` becomes the type URI's last part.
     pub fn problem(status: u16, kind: &str, title: &str, detail: &str) -> Response {
-        Response::problem_with(status, kind, title, detail, Value::Null)
-    }
-
-    /// This problem with one more member `name` in its body.
-    pub fn with_problem_member(mut self, name: &str, value: Value) -> Response {
-        if let Ok(mut body) = serde_json::from_slice::<Value>(&self.body) {
-            body[name] = value;
-            self.body = serde_json::to_vec(&body).unwrap_or_default();
-        }
-        self
+        Response::problem_with(status, kind, title, detail, &[])
     }
 
     /// A 422 problem listing every invalid field.
@@ -192,19 +183,26 @@ impl Response {
             "validation",
             "Invalid request",
             &detail,
-            Value::Array(list),
+            &[("errors", Value::Array(list))],
         )
     }
 
-    fn problem_with(status: u16, kind: &str, title: &str, detail: &str, errors: Value) -> Response {
+    /// A problem with `members` beside its `type`, `title`, `status` and `detail`.
+    pub(crate) fn problem_with(
+        status: u16,
+        kind: &str,
+        title: &str,
+        detail: &str,
+        members: &[(&str, Value)],
+    ) -> Response {
         let mut body = serde_json::json!({
             "type": format!("{PROBLEM_TYPE_BASE}{kind}"),
             "title": title,
             "status": status,
             "detail": detail,
         });
-        if !errors.is_null() {
-            body["errors"] = errors;
+        for (name, value) in members {
+            body[*name] = value.clone();
         }
         Response {
             status,

@@ -155,13 +155,13 @@ impl<W: Worker> Service for WorkerService<W> {
 /// `Retry-After` (whole seconds, as HTTP has it) and `retry_after_ms`.
 pub fn unavailable(error: &DbError) -> Response {
     if error.is_busy() {
-        return Response::problem(
+        return Response::problem_with(
             503,
             "overloaded",
             "Service overloaded",
             "more writes are waiting than the database can take; nothing was done",
+            &[("retry_after_ms", SHED_RETRY_AFTER_MS.into())],
         )
-        .with_problem_member("retry_after_ms", SHED_RETRY_AFTER_MS.into())
         .with_header(
             "retry-after",
             &SHED_RETRY_AFTER_MS.div_ceil(1000).to_string(),

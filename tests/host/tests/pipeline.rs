@@ -838,12 +838,14 @@ async fn placements_are_shed_while_orders_write_lock_stays_taken(flavour: Flavou
     app.credit(&buyer, 10_000).await;
     let order = json!({"customer": buyer, "items": [{"sku": "SHED-1", "quantity": 1}]});
 
+    // Orders' database migrated first (any request does it), so that only the placement
+    // waits for the lock below.
+    let token = token(&buyer, Role::Customer);
+    assert_eq!(app.get("/api/v1/orders", &token).await.status, 200);
     let holder = rusqlite::Connection::open(app.sqlite_file("orders")).unwrap();
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
     let started = Instant::now();
-    let answer = app
-        .post("/api/v1/orders", &token(&buyer, Role::Customer), &order)
-        .await;
+    let answer = app.post("/api/v1/orders", &token, &order).await;
     let waited = started.elapsed();
     holder.execute_batch("ROLLBACK").unwrap();
     assert_eq!(answer.status, 503, "{answer:?}");
