@@ -138,6 +138,11 @@ impl<'a> Db<'a> {
         self.sql.dialect()
     }
 
+    /// Whether a transaction may read after it wrote ([`Sql::reads_after_writes`]).
+    pub fn reads_after_writes(&self) -> bool {
+        self.sql.reads_after_writes()
+    }
+
     /// As [`Db::transaction`], for a client waiting on the answer: on SQLite, the
     /// transaction waits at most `max_wait_ms` for the write lock and is not tried again
     /// when it did not get it ([`DbError::is_busy`]; the caller answers 503), so that load

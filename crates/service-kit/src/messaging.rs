@@ -2,14 +2,22 @@
 //! inbox that makes every handler idempotent by event id, and dead letters an admin can
 //! inspect and retry.
 //!
-//! Delivery goes through the host's [`Transport`] (on Spin, a `POST` of the envelope to the
-//! destination's [`EVENTS_PATH`]). It is at-least-once: a message is deleted from the
-//! outbox only after the receiver accepted it, and the receiver applies each event id once.
+//! Events travel in batches. A sender claims every due row of its outbox (up to
+//! [`PUMP_BATCH`]), its own fresh rows and those other instances wrote alike, and hands
+//! each destination one delivery: a JSON array of envelopes (on Spin, a `POST` to the
+//! destination's [`EVENTS_PATH`]). The receiver applies the batch in one transaction, with
+//! the inbox dedupe intact, and answers per envelope ([`DeliveryAnswer`]). Under load the
+//! claims of concurrent instances gather what was written meanwhile, so a batch grows with
+//! the load and the write transactions per event fall.
+//!
+//! Delivery is at-least-once: a row is deleted from the outbox only after the receiver
+//! settled its event, and the receiver applies each event id once.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shop_domain::envelope::Envelope;
 use shop_domain::retry::RetryPolicy;
@@ -20,26 +28,20 @@ use crate::ids::{new_id, now_ms, random_u64};
 use crate::log::{self, Level};
 use crate::ports::{Config, Delivery, Env, Transport};
 
-/// The path every service receives events on.
+/// The path every service receives event batches on.
 pub const EVENTS_PATH: &str = "/internal/events";
-/// The path under which a service receives acknowledgements of its own events, as
-/// `{ACKS_PATH}/<outbox id>` with the body `{"status": ..., "detail": ...}` (hosts whose
-/// transport answers with [`Delivery::Sent`]).
+/// The path under which a service receives the answers to its own deliveries, as
+/// `{ACKS_PATH}/<destination>` with an [`Acknowledgement`] body (hosts whose transport
+/// answers with [`Delivery::Sent`]).
 pub const ACKS_PATH: &str = "/internal/acks";
-/// How long a row a pump claimed is left alone before another pump may retry it: long
-/// enough for a whole batch to be sent one by one.
-const CLAIM_LEASE_MS: i64 = 30_000;
-/// How long a freshly written row waits for its writer's first attempt (made right after
-/// the writer's response) before a pump may send it: the writer died when it is still there.
-const FIRST_SEND_LEASE_MS: i64 = 5_000;
-/// How many due messages one pump delivers at most.
+/// How many due messages one claim takes at most.
 const PUMP_BATCH: i64 = 50;
 
 thread_local! {
-    /// Outbox rows (table prefix, id) this instance wrote, awaiting their first attempt by
-    /// [`Messaging::send_written`]. An instance is one thread; rows of several services
-    /// (in tests) are kept apart by prefix.
-    static WRITTEN: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
+    /// Table prefixes of the services whose outbox this instance wrote to, so that
+    /// [`Messaging::send_written`] looks for due rows only after a request that caused
+    /// events. An instance is one thread; several services (in tests) are kept apart by prefix.
+    static WROTE: RefCell<BTreeSet<String>> = const { RefCell::new(BTreeSet::new()) };
 }
 
 /// What became of a failed attempt.
@@ -53,6 +55,7 @@ enum Failure {
 /// One claimed outbox row.
 struct OutboxMessage {
     id: String,
+    event_id: String,
     destination: String,
     envelope: String,
     attempts: i64,
@@ -62,6 +65,7 @@ impl OutboxMessage {
     fn from_row(row: &Row) -> Result<Self, DbError> {
         Ok(OutboxMessage {
             id: row.text("id")?,
+            event_id: row.text("event_id")?,
             destination: row.text("destination")?,
             envelope: row.text("envelope")?,
             attempts: row.i64("attempts")?,
@@ -69,17 +73,25 @@ impl OutboxMessage {
     }
 }
 
+/// The columns [`OutboxMessage::from_row`] reads.
+const OUTBOX_COLUMNS: &str = "id, event_id, destination, envelope, attempts";
+
 /// The outbox row of event `event_id` for `destination`.
 fn outbox_id(event_id: &str, destination: &str) -> String {
     format!("{event_id}:{destination}")
 }
 
-/// `$1, $2, ..., $n`.
-fn placeholders(n: usize) -> String {
-    (1..=n)
+/// `$from, $from+1, ..., $from+n-1`.
+fn placeholders_from(from: usize, n: usize) -> String {
+    (from..from + n)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `$1, $2, ..., $n`.
+fn placeholders(n: usize) -> String {
+    placeholders_from(1, n)
 }
 
 /// Why a handler could not apply an event.
@@ -106,10 +118,102 @@ impl From<DbError> for HandlerError {
     }
 }
 
+/// What a receiver did with one envelope of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Applied now.
+    Processed,
+    /// Applied before: nothing changed.
+    Duplicate,
+    /// Can never be applied (bad signature, malformed, refused by the handler): kept
+    /// among the receiver's dead letters.
+    DeadLettered,
+    /// Not applied for a reason that may pass: the sender tries again.
+    Failed,
+}
+
+impl Outcome {
+    /// Whether the sender is done with the event.
+    fn settles(self) -> bool {
+        self != Outcome::Failed
+    }
+}
+
+/// The receiver's answer for one envelope of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvelopeResult {
+    /// The event's id, when the envelope could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// What became of it.
+    pub status: Outcome,
+    /// Why it was dead-lettered or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The receiver's answer to one delivery: a result per envelope, in the batch's order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryAnswer {
+    /// One result per envelope.
+    pub results: Vec<EnvelopeResult>,
+}
+
+/// A receiver's answer to a delivery as a broker carries it back to the sender
+/// (`POST {ACKS_PATH}/<destination>`): the status the receiver answered with and its
+/// result per envelope.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Acknowledgement {
+    /// The receiver's status.
+    pub status: u16,
+    /// What the receiver did with each envelope.
+    pub answer: DeliveryAnswer,
+}
+
+impl Acknowledgement {
+    /// The acknowledgement of `batch` answered with `response`: its [`DeliveryAnswer`],
+    /// or, when the receiver did not get as far as one (it was unavailable, say), every
+    /// envelope of the batch failed with the answer's status and text.
+    pub fn of(batch: &[u8], response: &Response) -> Acknowledgement {
+        Acknowledgement {
+            status: response.status,
+            answer: DeliveryAnswer::of(batch, response),
+        }
+    }
+}
+
+impl DeliveryAnswer {
+    /// The answer `response` gives to `batch`: its body, or, when the receiver did not get
+    /// as far as a [`DeliveryAnswer`] (it was unavailable, say), every envelope of the
+    /// batch failed with the response's status and text.
+    pub fn of(batch: &[u8], response: &Response) -> DeliveryAnswer {
+        serde_json::from_slice(&response.body).unwrap_or_else(|_| {
+            let reason = format!(
+                "answered {}: {}",
+                response.status,
+                excerpt(&String::from_utf8_lossy(&response.body))
+            );
+            let envelopes = serde_json::from_slice::<Vec<Value>>(batch).unwrap_or_default();
+            DeliveryAnswer {
+                results: envelopes
+                    .iter()
+                    .filter_map(|envelope| envelope["id"].as_str())
+                    .map(|id| EnvelopeResult {
+                        event_id: Some(id.to_owned()),
+                        status: Outcome::Failed,
+                        reason: Some(reason.clone()),
+                    })
+                    .collect(),
+            }
+        })
+    }
+}
+
 /// What one pump did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PumpReport {
-    /// Messages the receiver accepted.
+    /// Messages the receiver settled (applied, already applied, or dead-lettered).
     pub delivered: u32,
     /// Messages handed to the broker, whose acknowledgement is still to come.
     pub sent: u32,
@@ -241,83 +345,51 @@ impl<'a> Messaging<'a> {
         )
     }
 
-    /// Stores `envelope` in the outbox, one row per destination.
-    ///
-    /// The rows are written already claimed for their first attempt, which
-    /// [`Messaging::send_written`] makes after the response; only when that does not
-    /// happen (the instance died) does a pump send them, once [`FIRST_SEND_LEASE_MS`] has passed.
+    /// Stores `envelope` in the outbox, one row per destination, due at once: the first
+    /// sender to claim it (usually the writer, right after its response) delivers it.
     fn store(&self, tx: &Db, envelope: &Envelope, destinations: &[&str]) -> Result<(), DbError> {
         let text = serde_json::to_string(envelope).map_err(|e| DbError(e.to_string()))?;
         let now = now_ms();
         for destination in destinations {
-            let id = outbox_id(&envelope.id, destination);
             tx.execute(
                 &format!(
                     "INSERT INTO {}_outbox (id, event_id, event_type, destination, envelope, attempts, next_attempt_at, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, 1, $6, $7) ON CONFLICT (id) DO NOTHING",
+                     VALUES ($1, $2, $3, $4, $5, 0, $6, $6) ON CONFLICT (id) DO NOTHING",
                     self.prefix
                 ),
                 &[
-                    id.as_str().into(),
+                    outbox_id(&envelope.id, destination).into(),
                     envelope.id.as_str().into(),
                     envelope.event_type.as_str().into(),
                     (*destination).into(),
                     text.as_str().into(),
-                    (now + FIRST_SEND_LEASE_MS).into(),
                     now.into(),
                 ],
             )?;
-            self.remember_written(id);
         }
+        WROTE.with(|wrote| wrote.borrow_mut().insert(self.prefix.clone()));
         Ok(())
     }
 
-    /// Notes an outbox row this instance wrote, for [`Messaging::send_written`].
-    fn remember_written(&self, id: String) {
-        WRITTEN.with(|written| written.borrow_mut().push((self.prefix.clone(), id)));
-    }
-
-    /// Makes the first delivery attempt of the outbox rows this instance wrote (rows of
-    /// transactions that rolled back no longer exist and are skipped). Each row is sent by
-    /// its writer, so concurrent instances never contend for fresh messages; one statement
-    /// then removes every delivered row.
+    /// After a request that wrote events (even in a transaction that rolled back), sends
+    /// what is due: [`Messaging::pump`]. A request that wrote none leaves the outbox alone.
     pub fn send_written(&self) -> Result<PumpReport, DbError> {
-        let ids: Vec<String> = WRITTEN.with(|written| {
-            let mut written = written.borrow_mut();
-            let (own, others) = written
-                .drain(..)
-                .partition(|(prefix, _)| *prefix == self.prefix);
-            *written = others;
-            own.into_iter().map(|(_, id)| id).collect()
-        });
-        let mut report = PumpReport::default();
-        if ids.is_empty() {
-            return Ok(report);
+        let wrote = WROTE.with(|wrote| wrote.borrow_mut().remove(&self.prefix));
+        if wrote {
+            self.pump()
+        } else {
+            Ok(PumpReport::default())
         }
-        let rows = self.db.query(
-            &format!(
-                "SELECT id, destination, envelope, attempts FROM {}_outbox WHERE id IN ({})",
-                self.prefix,
-                placeholders(ids.len())
-            ),
-            &ids.iter().map(|id| id.as_str().into()).collect::<Vec<_>>(),
-        )?;
-        let mut delivered = Vec::new();
-        for row in rows {
-            let message = OutboxMessage::from_row(&row)?;
-            self.attempt(message, &mut delivered, &mut report)?;
-        }
-        self.delete(&delivered)?;
-        Ok(report)
     }
 
-    /// Delivers the messages that are due: retries after a failed attempt, and rows whose
-    /// writer died before sending them. Never holds a transaction while sending.
+    /// Delivers the messages that are due (fresh ones, retries after a failed attempt,
+    /// rows whose sender died), one batch per destination. Never holds a transaction while
+    /// sending.
     ///
     /// A read comes first, since a claim is a write that waits for SQLite's write lock even
-    /// when nothing is due; then one statement claims up to [`PUMP_BATCH`] due rows, so that
-    /// a pump takes the lock once. A concurrent pump's claim re-checks `next_attempt_at`
-    /// under the row's lock and skips what this one claimed.
+    /// when nothing is due; then one statement claims up to [`PUMP_BATCH`] due rows, for
+    /// [`Transport::answer_wait_ms`]. A concurrent claim re-checks `next_attempt_at` under the row's lock and skips what
+    /// this one took. One statement then removes every settled row.
     pub fn pump(&self) -> Result<PumpReport, DbError> {
         let mut report = PumpReport::default();
         let now = now_ms();
@@ -336,43 +408,117 @@ impl<'a> Messaging<'a> {
                 "UPDATE {p}_outbox SET attempts = attempts + 1, next_attempt_at = $1 \
                  WHERE next_attempt_at <= $2 AND id IN \
                  (SELECT id FROM {p}_outbox WHERE next_attempt_at <= $2 ORDER BY next_attempt_at LIMIT $3) \
-                 RETURNING id, destination, envelope, attempts",
+                 RETURNING {OUTBOX_COLUMNS}",
                 p = self.prefix
             ),
-            &[(now + CLAIM_LEASE_MS).into(), now.into(), PUMP_BATCH.into()],
+            &[
+                (now + self.transport.answer_wait_ms()).into(),
+                now.into(),
+                PUMP_BATCH.into(),
+            ],
         )?;
-        let mut delivered = Vec::new();
-        for row in claimed {
-            self.attempt(OutboxMessage::from_row(&row)?, &mut delivered, &mut report)?;
+        let mut batches: Vec<(String, Vec<OutboxMessage>)> = Vec::new();
+        for row in &claimed {
+            let message = OutboxMessage::from_row(row)?;
+            match batches
+                .iter_mut()
+                .find(|(destination, _)| *destination == message.destination)
+            {
+                Some((_, messages)) => messages.push(message),
+                None => batches.push((message.destination.clone(), vec![message])),
+            }
         }
-        self.delete(&delivered)?;
+        let mut settled = Vec::new();
+        for (destination, messages) in batches {
+            self.deliver(&destination, messages, &mut settled, &mut report)?;
+        }
+        self.delete(&settled)?;
         Ok(report)
     }
 
-    /// Sends one claimed outbox row. Accepted, its id joins `delivered`; sent without an
-    /// answer, it stays until its acknowledgement (or its lease runs out); failed, it is
-    /// scheduled again with backoff or, out of attempts, becomes a dead letter.
-    fn attempt(
+    /// Sends claimed `messages` to `destination` as one batch. What the receiver settled
+    /// joins `settled`; sent without an answer, they stay until the acknowledgement (or
+    /// their lease runs out); failed, each is scheduled again with backoff or, out of
+    /// attempts, becomes a dead letter.
+    fn deliver(
         &self,
-        message: OutboxMessage,
-        delivered: &mut Vec<String>,
+        destination: &str,
+        messages: Vec<OutboxMessage>,
+        settled: &mut Vec<String>,
         report: &mut PumpReport,
     ) -> Result<(), DbError> {
-        match self.deliver(
-            &message.id,
-            &message.destination,
-            &message.envelope,
-            message.attempts,
-        ) {
-            Ok(Delivery::Accepted) => {
-                delivered.push(message.id);
-                report.delivered += 1;
+        let batch: Vec<Value> = messages.iter().map(OutboxMessage::delivered).collect();
+        let body = serde_json::to_vec(&batch).map_err(|e| DbError(e.to_string()))?;
+        let correlation = correlation_of(&messages[0].envelope);
+        match self
+            .transport
+            .deliver(destination, body.clone(), &correlation)
+        {
+            Ok(Delivery::Sent) => {
+                report.sent += u32::try_from(messages.len()).unwrap_or(u32::MAX);
+                Ok(())
             }
-            Ok(Delivery::Sent) => report.sent += 1,
-            Err(error) => match self.record_failure(message, &error)? {
-                Failure::Retried => report.retried += 1,
-                Failure::DeadLettered => report.dead_lettered += 1,
-            },
+            Ok(Delivery::Answered(response)) => {
+                let answer = DeliveryAnswer::of(&body, &response);
+                self.settle(destination, messages, answer, settled, report)
+            }
+            Err(error) => {
+                for message in messages {
+                    self.count_failure(message, &error, report)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Applies the receiver's `answer` to the `messages` delivered to `destination`: a
+    /// settled event's row joins `settled`; a failed one, or one the answer does not
+    /// mention, is a failed attempt.
+    fn settle(
+        &self,
+        destination: &str,
+        messages: Vec<OutboxMessage>,
+        answer: DeliveryAnswer,
+        settled: &mut Vec<String>,
+        report: &mut PumpReport,
+    ) -> Result<(), DbError> {
+        let results: HashMap<&str, &EnvelopeResult> = answer
+            .results
+            .iter()
+            .filter_map(|result| Some((result.event_id.as_deref()?, result)))
+            .collect();
+        for message in messages {
+            match results.get(message.event_id.as_str()) {
+                Some(result) if result.status.settles() => {
+                    settled.push(message.id);
+                    report.delivered += 1;
+                }
+                Some(result) => {
+                    let error = format!(
+                        "{destination} failed it: {}",
+                        result.reason.as_deref().unwrap_or("no reason given")
+                    );
+                    self.count_failure(message, &error, report)?;
+                }
+                None => {
+                    let error = format!("{destination} answered without it");
+                    self.count_failure(message, &error, report)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a failed attempt of `message` in `report`.
+    fn count_failure(
+        &self,
+        message: OutboxMessage,
+        error: &str,
+        report: &mut PumpReport,
+    ) -> Result<(), DbError> {
+        match self.record_failure(message, error)? {
+            Failure::Retried => report.retried += 1,
+            Failure::DeadLettered => report.dead_lettered += 1,
         }
         Ok(())
     }
@@ -385,6 +531,7 @@ impl<'a> Messaging<'a> {
             destination,
             envelope,
             attempts,
+            ..
         } = message;
         let correlation = correlation_of(&envelope);
         let attempt_number = u32::try_from(attempts).unwrap_or(u32::MAX);
@@ -426,28 +573,40 @@ impl<'a> Messaging<'a> {
         }
     }
 
-    /// The receiver's outcome for outbox row `outbox_id`, sent after a [`Delivery::Sent`]:
-    /// a 2xx `status` removes the row, another is a failed attempt (`detail` says why).
-    /// An acknowledgement of a row that is gone (acknowledged before, or dead) changes
-    /// nothing. Returns whether the row was still there.
-    pub fn acknowledge(&self, outbox_id: &str, status: u16, detail: &str) -> Result<bool, DbError> {
-        let Some(row) = self.db.query_opt(
-            &format!(
-                "SELECT id, destination, envelope, attempts FROM {}_outbox WHERE id = $1",
-                self.prefix
-            ),
-            &[outbox_id.into()],
-        )?
-        else {
+    /// The receiver's answer to a delivery to `destination` that was [`Delivery::Sent`],
+    /// as the broker brought it back: settled events leave the outbox, failed ones are
+    /// failed attempts. An answer about rows that are gone (settled before, or dead)
+    /// changes nothing. Returns whether any row was still there.
+    pub fn acknowledge(&self, destination: &str, ack: &Acknowledgement) -> Result<bool, DbError> {
+        let answer = ack.answer.clone();
+        let event_ids: Vec<&str> = answer
+            .results
+            .iter()
+            .filter_map(|result| result.event_id.as_deref())
+            .collect();
+        if event_ids.is_empty() {
             return Ok(false);
-        };
-        let message = OutboxMessage::from_row(&row)?;
-        if (200..300).contains(&status) {
-            self.delete(&[message.id])?;
-        } else {
-            let error = format!("{} answered {status}: {detail}", message.destination);
-            self.record_failure(message, &error)?;
         }
+        let mut params = vec![destination.into()];
+        params.extend(event_ids.iter().map(|id| (*id).into()));
+        let rows = self.db.query(
+            &format!(
+                "SELECT {OUTBOX_COLUMNS} FROM {}_outbox WHERE destination = $1 AND event_id IN ({})",
+                self.prefix,
+                placeholders_from(2, event_ids.len())
+            ),
+            &params,
+        )?;
+        if rows.is_empty() {
+            return Ok(false);
+        }
+        let messages = rows
+            .iter()
+            .map(OutboxMessage::from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let (mut settled, mut report) = (Vec::new(), PumpReport::default());
+        self.settle(destination, messages, answer, &mut settled, &mut report)?;
+        self.delete(&settled)?;
         Ok(true)
     }
 
@@ -464,7 +623,7 @@ impl<'a> Messaging<'a> {
         Ok(row.is_some())
     }
 
-    /// Removes delivered rows from the outbox, in one statement.
+    /// Removes settled rows from the outbox, in one statement.
     fn delete(&self, ids: &[String]) -> Result<(), DbError> {
         if ids.is_empty() {
             return Ok(());
@@ -479,44 +638,120 @@ impl<'a> Messaging<'a> {
         )
     }
 
-    /// Sends outbox row `id`, with its attempt count in the (unsigned) `attempt` field.
-    fn deliver(
-        &self,
-        id: &str,
-        destination: &str,
-        envelope_text: &str,
-        attempts: i64,
-    ) -> Result<Delivery, String> {
-        let body = match serde_json::from_str::<Value>(envelope_text) {
-            Ok(mut value) => {
-                if value.is_object() {
-                    value["attempt"] = Value::from(attempts);
-                }
-                serde_json::to_vec(&value).unwrap_or_else(|_| envelope_text.as_bytes().to_vec())
-            }
-            Err(_) => envelope_text.as_bytes().to_vec(),
-        };
-        self.transport
-            .deliver(destination, body, &correlation_of(envelope_text), id)
-    }
-
-    /// Handles a `POST /internal/events` body: verifies the signature, skips events already
-    /// applied, and runs `handler` in a transaction together with the inbox record and any
-    /// events the handler publishes. Bad messages become dead letters (answered 202);
-    /// transient failures answer 503 so the sender retries.
+    /// Handles a `POST /internal/events` body, a JSON array of envelopes: verifies each
+    /// signature, dead-letters what can never apply, and applies the rest with `handler`
+    /// in ONE transaction together with their inbox records and the events they cause,
+    /// skipping event ids already applied. When a handler fails inside that transaction,
+    /// the batch is applied again one event per transaction, so that one bad event does
+    /// not hold back the others. Where the database cannot read after a write inside a
+    /// transaction (wasmCloud's, see [`crate::optimistic`]), every event has its own.
+    ///
+    /// Answers 200 with a [`DeliveryAnswer`] when every event was settled, 503 with one
+    /// when some failed for a reason that may pass (the sender retries those), and 202
+    /// when the body is not a batch at all (kept as a dead letter).
     pub fn receive(
         &self,
         body: &[u8],
         mut handler: impl FnMut(&Db, &Envelope) -> Result<(), HandlerError>,
     ) -> Response {
-        let raw = String::from_utf8_lossy(body).into_owned();
-        let envelope = match Envelope::decode(body) {
-            Ok(envelope) => envelope,
-            Err(e) => return self.reject(&raw, &format!("malformed: {e}"), "-"),
+        let items = match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Array(items)) => items,
+            Ok(_) => {
+                return self
+                    .reject_delivery(body, "malformed: a delivery is a JSON array of envelopes");
+            }
+            Err(e) => return self.reject_delivery(body, &format!("malformed: {e}")),
         };
-        if envelope.verify(&self.secret()).is_err() {
-            return self.reject(&raw, "bad_signature", &envelope.correlation_id);
+        let secret = self.secret();
+        let mut results: Vec<Option<EnvelopeResult>> = vec![None; items.len()];
+        let mut valid: Vec<(usize, Envelope)> = Vec::new();
+        for (index, item) in items.into_iter().enumerate() {
+            let raw = item.to_string();
+            match serde_json::from_value::<Envelope>(item) {
+                Err(e) => {
+                    results[index] = Some(self.reject(&raw, None, &format!("malformed: {e}"), "-"));
+                }
+                Ok(envelope) if envelope.verify(&secret).is_err() => {
+                    results[index] = Some(self.reject(
+                        &raw,
+                        Some(&envelope.id),
+                        "bad_signature",
+                        &envelope.correlation_id,
+                    ));
+                }
+                Ok(envelope) => valid.push((index, envelope)),
+            }
         }
+        let together = (valid.len() > 1 && self.db.reads_after_writes())
+            .then(|| self.apply_together(&valid, &mut handler));
+        match together {
+            Some(Ok(outcomes)) => {
+                for ((index, envelope), outcome) in valid.iter().zip(outcomes) {
+                    results[*index] = Some(self.applied(envelope, outcome));
+                }
+            }
+            Some(Err(BatchError::Db(e))) => {
+                for (index, envelope) in &valid {
+                    results[*index] = Some(self.failed(envelope, &e.to_string()));
+                }
+            }
+            Some(Err(BatchError::Handler)) | None => {
+                for (index, envelope) in &valid {
+                    results[*index] = Some(self.apply_one(envelope, &mut handler));
+                }
+            }
+        }
+        let results: Vec<EnvelopeResult> = results.into_iter().flatten().collect();
+        let status = if results.iter().all(|r| r.status.settles()) {
+            200
+        } else {
+            503
+        };
+        Response::json(status, &DeliveryAnswer { results })
+    }
+
+    /// Applies `valid` envelopes in one transaction; each applied one's [`Outcome`] in order.
+    fn apply_together(
+        &self,
+        valid: &[(usize, Envelope)],
+        handler: &mut impl FnMut(&Db, &Envelope) -> Result<(), HandlerError>,
+    ) -> Result<Vec<Outcome>, BatchError> {
+        self.db.transaction(|tx| {
+            let ids: Vec<&str> = valid.iter().map(|(_, e)| e.id.as_str()).collect();
+            let mut seen: HashSet<String> = tx
+                .query(
+                    &format!(
+                        "SELECT event_id FROM {}_inbox WHERE event_id IN ({})",
+                        self.prefix,
+                        placeholders(ids.len())
+                    ),
+                    &ids.iter().map(|id| (*id).into()).collect::<Vec<_>>(),
+                )?
+                .iter()
+                .map(|row| row.text("event_id"))
+                .collect::<Result<_, _>>()?;
+            let mut outcomes = Vec::with_capacity(valid.len());
+            let mut fresh: Vec<&Envelope> = Vec::new();
+            for (_, envelope) in valid {
+                if !seen.insert(envelope.id.clone()) {
+                    outcomes.push(Outcome::Duplicate);
+                    continue;
+                }
+                handler(tx, envelope).map_err(|_| BatchError::Handler)?;
+                fresh.push(envelope);
+                outcomes.push(Outcome::Processed);
+            }
+            self.record_applied(tx, &fresh)?;
+            Ok(outcomes)
+        })
+    }
+
+    /// Applies one envelope in its own transaction.
+    fn apply_one(
+        &self,
+        envelope: &Envelope,
+        handler: &mut impl FnMut(&Db, &Envelope) -> Result<(), HandlerError>,
+    ) -> EnvelopeResult {
         let outcome = self.db.transaction(|tx| {
             let seen = tx.query_opt(
                 &format!(
@@ -526,73 +761,130 @@ impl<'a> Messaging<'a> {
                 &[envelope.id.as_str().into()],
             )?;
             if seen.is_some() {
-                return Ok(false);
+                return Ok(Outcome::Duplicate);
             }
-            handler(tx, &envelope)?;
-            tx.execute(
-                &format!(
-                    "INSERT INTO {}_inbox (event_id, event_type, processed_at) VALUES ($1, $2, $3)",
-                    self.prefix
-                ),
-                &[
-                    envelope.id.as_str().into(),
-                    envelope.event_type.as_str().into(),
-                    now_ms().into(),
-                ],
-            )?;
-            Ok(true)
+            handler(tx, envelope)?;
+            self.record_applied(tx, &[envelope])?;
+            Ok(Outcome::Processed)
         });
         match outcome {
-            Ok(applied) => {
-                let status = if applied { "processed" } else { "duplicate" };
-                log::write(
-                    Level::Info,
-                    self.service,
-                    &envelope.correlation_id,
-                    &format!("{} {} {status}", envelope.event_type, envelope.id),
-                );
-                Response::json(
-                    200,
-                    &serde_json::json!({"status": status, "event_id": envelope.id}),
-                )
-            }
-            Err(HandlerError::Permanent(reason)) => {
-                self.reject(&raw, &reason, &envelope.correlation_id)
-            }
-            Err(HandlerError::Transient(reason)) => {
-                log::write(
-                    Level::Warn,
-                    self.service,
-                    &envelope.correlation_id,
-                    &format!("{} {} failed: {reason}", envelope.event_type, envelope.id),
-                );
-                Response::problem(503, "handler-failed", "Event handler failed", &reason)
-            }
+            Ok(outcome) => self.applied(envelope, outcome),
+            Err(HandlerError::Permanent(reason)) => self.reject(
+                &envelope.to_value().to_string(),
+                Some(&envelope.id),
+                &reason,
+                &envelope.correlation_id,
+            ),
+            Err(HandlerError::Transient(reason)) => self.failed(envelope, &reason),
         }
     }
 
-    fn reject(&self, raw: &str, reason: &str, correlation: &str) -> Response {
+    /// Records `envelopes` in the inbox, in one statement.
+    fn record_applied(&self, tx: &Db, envelopes: &[&Envelope]) -> Result<(), DbError> {
+        if envelopes.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let rows: Vec<String> = (0..envelopes.len())
+            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+            .collect();
+        let params: Vec<_> = envelopes
+            .iter()
+            .flat_map(|e| {
+                [
+                    e.id.as_str().into(),
+                    e.event_type.as_str().into(),
+                    now.into(),
+                ]
+            })
+            .collect();
+        tx.execute(
+            &format!(
+                "INSERT INTO {}_inbox (event_id, event_type, processed_at) VALUES {}",
+                self.prefix,
+                rows.join(", ")
+            ),
+            &params,
+        )
+    }
+
+    /// The result of an envelope applied now or before, logged.
+    fn applied(&self, envelope: &Envelope, outcome: Outcome) -> EnvelopeResult {
+        let status = if outcome == Outcome::Processed {
+            "processed"
+        } else {
+            "duplicate"
+        };
+        log::write(
+            Level::Info,
+            self.service,
+            &envelope.correlation_id,
+            &format!("{} {} {status}", envelope.event_type, envelope.id),
+        );
+        EnvelopeResult {
+            event_id: Some(envelope.id.clone()),
+            status: outcome,
+            reason: None,
+        }
+    }
+
+    /// The result of an envelope not applied for a reason that may pass, logged.
+    fn failed(&self, envelope: &Envelope, reason: &str) -> EnvelopeResult {
+        log::write(
+            Level::Warn,
+            self.service,
+            &envelope.correlation_id,
+            &format!("{} {} failed: {reason}", envelope.event_type, envelope.id),
+        );
+        EnvelopeResult {
+            event_id: Some(envelope.id.clone()),
+            status: Outcome::Failed,
+            reason: Some(reason.to_owned()),
+        }
+    }
+
+    /// Keeps an envelope that can never apply as a dead letter; its result.
+    fn reject(
+        &self,
+        raw: &str,
+        event_id: Option<&str>,
+        reason: &str,
+        correlation: &str,
+    ) -> EnvelopeResult {
         log::write(
             Level::Warn,
             self.service,
             correlation,
             &format!("message rejected to dead letters: {reason}"),
         );
-        match self
+        let recorded = self
             .db
-            .transaction(|tx| self.insert_dead_letter(tx, raw, self.service, reason, 1))
-        {
-            Ok(()) => Response::json(
-                202,
-                &serde_json::json!({"status": "dead_lettered", "reason": reason}),
-            ),
-            Err(e) => Response::problem(
-                503,
-                "handler-failed",
-                "Could not record dead letter",
-                &e.to_string(),
-            ),
+            .transaction(|tx| self.insert_dead_letter(tx, raw, self.service, reason, 1));
+        EnvelopeResult {
+            event_id: event_id.map(str::to_owned),
+            status: if recorded.is_ok() {
+                Outcome::DeadLettered
+            } else {
+                Outcome::Failed
+            },
+            reason: Some(match recorded {
+                Ok(()) => reason.to_owned(),
+                Err(e) => format!("could not record dead letter: {e}"),
+            }),
         }
+    }
+
+    /// Keeps a body that is not a batch of envelopes as a dead letter: 202, or 503 when it
+    /// could not be recorded.
+    fn reject_delivery(&self, body: &[u8], reason: &str) -> Response {
+        let result = self.reject(&String::from_utf8_lossy(body), None, reason, "-");
+        let status = if result.status.settles() { 202 } else { 503 };
+        Response::json(
+            status,
+            &DeliveryAnswer {
+                results: vec![result],
+            },
+        )
     }
 
     fn insert_dead_letter(
@@ -711,4 +1003,47 @@ fn correlation_of(envelope_text: &str) -> String {
                 .map(str::to_owned)
         })
         .unwrap_or_else(|| "-".to_owned())
+}
+
+/// Why a batch could not be applied in one transaction.
+enum BatchError {
+    /// A handler refused or failed one of its events: each is applied on its own instead.
+    Handler,
+    /// The database failed: no event of the batch was applied.
+    Db(DbError),
+}
+
+impl From<DbError> for BatchError {
+    fn from(e: DbError) -> Self {
+        BatchError::Db(e)
+    }
+}
+
+impl std::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchError::Handler => f.write_str("a handler failed"),
+            BatchError::Db(e) => e.fmt(f),
+        }
+    }
+}
+
+impl OutboxMessage {
+    /// The envelope as it is delivered: with its attempt count in the (unsigned)
+    /// `attempt` field; a row that is not an envelope any more goes as its text (the
+    /// receiver dead-letters it).
+    fn delivered(&self) -> Value {
+        match serde_json::from_str::<Value>(&self.envelope) {
+            Ok(mut value) if value.is_object() => {
+                value["attempt"] = Value::from(self.attempts);
+                value
+            }
+            _ => Value::String(self.envelope.clone()),
+        }
+    }
+}
+
+/// The first 300 characters of `text`.
+fn excerpt(text: &str) -> String {
+    text.chars().take(300).collect()
 }

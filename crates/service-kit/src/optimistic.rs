@@ -165,6 +165,10 @@ impl<B: BatchSql> Sql for OptimisticSql<B> {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
     }
+
+    fn reads_after_writes(&self) -> bool {
+        false
+    }
 }
 
 /// The script `COMMIT` sends: isolation first (it must precede every query), then one

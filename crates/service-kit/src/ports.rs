@@ -81,6 +81,12 @@ pub trait Sql {
     fn dialect(&self) -> Dialect {
         Dialect::Sqlite
     }
+
+    /// Whether a transaction may read after it wrote (not where writes are buffered until
+    /// commit, see [`crate::optimistic`]).
+    fn reads_after_writes(&self) -> bool {
+        true
+    }
 }
 
 /// An HTTP request to another service or host.
@@ -136,29 +142,36 @@ pub fn read_whole(mut stream: Box<dyn ResponseStream>) -> Result<crate::http::Re
     })
 }
 
-/// How far a [`Transport`] got with one event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How far a [`Transport`] got with one batch of events.
+#[derive(Debug, Clone)]
 pub enum Delivery {
-    /// The receiver applied it (or had already): the outbox row can go.
-    Accepted,
-    /// Handed to the broker without waiting: the receiver's outcome comes back later as an
-    /// acknowledgement of the outbox row ([`crate::messaging::Messaging::acknowledge`]);
-    /// until then the row stays, and is sent again when its lease runs out.
+    /// The receiver answered (on Spin, its HTTP response to the `POST`): its body is a
+    /// [`crate::messaging::DeliveryAnswer`] when it could read the batch.
+    Answered(crate::http::Response),
+    /// Handed to the broker without waiting: the receiver's answer comes back later as an
+    /// acknowledgement ([`crate::messaging::Messaging::acknowledge`]); until then the rows
+    /// stay, and are sent again when their lease runs out.
     Sent,
 }
 
-/// Carries signed events to other services (on Spin: local service chaining; on wasmCloud:
-/// a NATS publish answered by an acknowledgement).
+/// Carries batches of signed events to other services (on Spin: local service chaining;
+/// on wasmCloud: a NATS publish answered by an acknowledgement).
 pub trait Transport {
-    /// Hands the encoded envelope `body`, from outbox row `outbox_id`, to `destination`'s
-    /// event handler; the reason when it could not.
+    /// Hands `batch` (a JSON array of envelopes) to `destination`'s event handler; the
+    /// reason when it could not. `correlation_id` is the first envelope's, for the logs.
     fn deliver(
         &self,
         destination: &str,
-        body: Vec<u8>,
+        batch: Vec<u8>,
         correlation_id: &str,
-        outbox_id: &str,
     ) -> Result<Delivery, String>;
+
+    /// How long rows claimed for a delivery are left alone before any sender may send them
+    /// again: the longest an answer may take to come. By default 30 s, for an answer given
+    /// while the sender waits (a whole batch applied by the receiver).
+    fn answer_wait_ms(&self) -> i64 {
+        30_000
+    }
 }
 
 /// A key-value store with atomic counters (Spin's key-value store, wasmCloud's keyvalue

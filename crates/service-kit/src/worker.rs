@@ -6,7 +6,7 @@ use shop_domain::envelope::Envelope;
 use crate::Service;
 use crate::db::{Db, DbError, Migration, migrate, schema_is_current};
 use crate::http::{Request, Response, method_not_allowed, not_found};
-use crate::messaging::{EVENTS_PATH, HandlerError, Messaging};
+use crate::messaging::{Acknowledgement, EVENTS_PATH, HandlerError, Messaging};
 use crate::ports::Env;
 use crate::stream::Streamed;
 
@@ -41,14 +41,6 @@ pub trait Worker: Default {
     fn on_tick(&self, _env: &Env, _messaging: &Messaging) -> Result<(), DbError> {
         Ok(())
     }
-}
-
-/// The receiver's outcome for one event, as it publishes it to the sender.
-#[derive(serde::Deserialize)]
-struct Acknowledgement {
-    status: u16,
-    #[serde(default)]
-    detail: String,
 }
 
 /// Adapts a [`Worker`] to a [`Service`].
@@ -103,16 +95,16 @@ impl<W: Worker> Service for WorkerService<W> {
                     Err(e) => unavailable(&e),
                 }
             }
-            ("POST", ["internal", "acks", outbox_id]) => {
+            ("POST", ["internal", "acks", destination]) => {
                 let Ok(ack) = serde_json::from_slice::<Acknowledgement>(&request.body) else {
                     return Response::problem(
                         400,
                         "bad-acknowledgement",
                         "Bad acknowledgement",
-                        "expected {\"status\": <number>, \"detail\": <text>}",
+                        "expected {\"status\": <number>, \"answer\": <the receiver's answer>}",
                     );
                 };
-                match messaging.acknowledge(outbox_id, ack.status, &ack.detail) {
+                match messaging.acknowledge(destination, &ack) {
                     Ok(_) => Response::empty(204),
                     Err(e) => unavailable(&e),
                 }

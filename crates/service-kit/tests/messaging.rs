@@ -1,16 +1,19 @@
 //! The messaging core against a real SQLite file (rusqlite), with two services wired by an
-//! in-process HTTP client that hands each request to the receiving service's `receive`.
+//! in-process transport that hands each batch to the receiving service's `receive`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 mod support;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use service_kit::db::{Db, DbError, migrate};
-use service_kit::messaging::{HandlerError, Messaging};
+use service_kit::messaging::{
+    Acknowledgement, DeliveryAnswer, EnvelopeResult, HandlerError, Messaging, Outcome,
+};
 use service_kit::ports::{OutboundRequest, ResponseStream};
 use service_kit::{Config, Delivery, Env, HttpClient, KeyValue, PortError, Transport};
+use shop_domain::envelope::Envelope;
 use support::Sqlite;
 
 struct Settings(HashMap<&'static str, &'static str>);
@@ -22,37 +25,61 @@ impl Config for Settings {
 }
 
 /// Hands every delivery to the receiver's `receive`: applies events by recording their
-/// ids, or fails while `failures` is above zero.
+/// ids (and the size of each batch), fails while `failures` is above zero, and refuses
+/// for good the events whose subject is `refused`.
 struct Receiver<'a> {
     env: Env<'a>,
     failures: Cell<u32>,
     applied: RefCell<Vec<String>>,
+    batches: RefCell<Vec<usize>>,
+}
+
+impl Receiver<'_> {
+    /// The receiver's answer to `batch`.
+    fn answer(&self, batch: &[u8]) -> service_kit::http::Response {
+        let messaging = Messaging::new(&self.env, "receiver");
+        let size = serde_json::from_slice::<Vec<Value>>(batch).map_or(0, |b| b.len());
+        self.batches.borrow_mut().push(size);
+        messaging.receive(batch, |tx, event| {
+            if self.failures.get() > 0 {
+                self.failures.set(self.failures.get() - 1);
+                return Err(HandlerError::Transient("injected".into()));
+            }
+            if event.subject == "refused" {
+                return Err(HandlerError::Permanent("refused".into()));
+            }
+            tx.execute(
+                "INSERT INTO applied (event_id) VALUES ($1)",
+                &[event.id.as_str().into()],
+            )?;
+            self.applied.borrow_mut().push(event.id.clone());
+            Ok(())
+        })
+    }
 }
 
 impl Transport for Receiver<'_> {
     fn deliver(
         &self,
         destination: &str,
-        body: Vec<u8>,
+        batch: Vec<u8>,
         _correlation_id: &str,
-        _outbox_id: &str,
     ) -> Result<Delivery, String> {
         assert_eq!(destination, "receiver");
-        let messaging = Messaging::new(&self.env, "receiver");
-        let answer = messaging.receive(&body, |_tx, event| {
-            if self.failures.get() > 0 {
-                self.failures.set(self.failures.get() - 1);
-                return Err(HandlerError::Transient("injected".into()));
-            }
-            self.applied.borrow_mut().push(event.id.clone());
-            Ok(())
-        });
-        if answer.is_success() {
-            Ok(Delivery::Accepted)
-        } else {
-            Err(format!("{destination} answered {}", answer.status))
-        }
+        Ok(Delivery::Answered(self.answer(&batch)))
     }
+}
+
+/// One delivery of `envelopes`, as a sender encodes it.
+fn batch_of(envelopes: &[&Envelope]) -> Vec<u8> {
+    serde_json::to_vec(envelopes).unwrap()
+}
+
+/// The per-envelope results of a receiver's answer.
+fn results(response: &service_kit::http::Response) -> Vec<EnvelopeResult> {
+    serde_json::from_slice::<DeliveryAnswer>(&response.body)
+        .unwrap()
+        .results
 }
 
 fn url(service: &str) -> String {
@@ -73,6 +100,11 @@ fn open(dir: &tempfile::TempDir, service: &str) -> Sqlite {
         &db,
         &Messaging::migration_scope(service),
         &Messaging::migrations(service),
+    )
+    .unwrap();
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS applied (event_id TEXT PRIMARY KEY)",
+        &[],
     )
     .unwrap();
     sql
@@ -113,6 +145,7 @@ fn with_wiring(failures: u32, test: impl FnOnce(Wiring)) {
         env: env_of(&receiver_sql, &config, &Nowhere),
         failures: Cell::new(failures),
         applied: RefCell::new(Vec::new()),
+        batches: RefCell::new(Vec::new()),
     };
     let env = env_of(&sender_sql, &config, &receiver);
     let messaging = Messaging::new(&env, "sender");
@@ -180,13 +213,13 @@ fn events_exist_exactly_when_their_transaction_commits_and_are_applied_once() {
                 })
                 .unwrap();
             assert_eq!(count(sender_sql, "sender_outbox"), 1);
-            assert_eq!(
-                messaging.pump().unwrap(),
-                Default::default(),
-                "a pump leaves rows to the instance that wrote them"
-            );
             let report = messaging.send_written().unwrap();
-            assert_eq!(report.delivered, 1, "the rolled-back row is skipped");
+            assert_eq!(report.delivered, 1, "the rolled-back row is not there");
+            assert_eq!(
+                messaging.send_written().unwrap(),
+                Default::default(),
+                "a request that wrote nothing sends nothing"
+            );
             assert_eq!(
                 messaging.pump().unwrap(),
                 Default::default(),
@@ -196,13 +229,9 @@ fn events_exist_exactly_when_their_transaction_commits_and_are_applied_once() {
             assert_eq!(*receiver.applied.borrow(), vec![envelope.id.clone()]);
 
             // The same event again is recognised and not applied twice.
-            let again = receiver.deliver(
-                "receiver",
-                serde_json::to_vec(&envelope).unwrap(),
-                &envelope.correlation_id,
-                "again",
-            );
-            assert_eq!(again, Ok(Delivery::Accepted));
+            let again = receiver.answer(&batch_of(&[&envelope]));
+            assert_eq!(again.status, 200);
+            assert_eq!(results(&again)[0].status, Outcome::Duplicate);
             assert_eq!(receiver.applied.borrow().len(), 1);
             assert_eq!(count(receiver_sql, "receiver_inbox"), 1);
         },
@@ -236,7 +265,7 @@ fn failures_are_retried_then_dead_lettered_and_an_admin_retry_delivers() {
             assert_eq!(dead.len(), 1);
             assert_eq!(dead[0].attempts, 3);
             assert!(
-                dead[0].reason.contains("receiver answered 503"),
+                dead[0].reason.contains("receiver failed it: injected"),
                 "{}",
                 dead[0].reason
             );
@@ -266,9 +295,18 @@ fn a_bad_signature_or_garbage_is_dead_lettered_by_the_receiver_and_never_applied
     let forged =
         shop_domain::envelope::Envelope::new("e1", "order.placed", "o1", "t", "c", json!({}))
             .signed(b"wrong");
-    let body = serde_json::to_vec(&forged).unwrap();
-    let answer = messaging.receive(&body, |_, _| panic!("a forged event must not be applied"));
-    assert_eq!(answer.status, 202);
+    let answer = messaging.receive(&batch_of(&[&forged]), |_, _| {
+        panic!("a forged event must not be applied")
+    });
+    assert_eq!(answer.status, 200, "settled: nothing to send again");
+    assert_eq!(
+        results(&answer),
+        vec![EnvelopeResult {
+            event_id: Some("e1".into()),
+            status: Outcome::DeadLettered,
+            reason: Some("bad_signature".into()),
+        }]
+    );
     let answer = messaging.receive(b"{not json", |_, _| panic!("garbage must not be applied"));
     assert_eq!(answer.status, 202);
     let reasons: Vec<String> = messaging
@@ -290,9 +328,8 @@ impl Transport for Nowhere {
     fn deliver(
         &self,
         destination: &str,
-        _body: Vec<u8>,
+        _batch: Vec<u8>,
         _correlation_id: &str,
-        _outbox_id: &str,
     ) -> Result<Delivery, String> {
         Err(format!("unexpected event for {destination}"))
     }
@@ -317,7 +354,7 @@ impl KeyValue for NoNetwork {
     }
 }
 
-/// A broker: takes every event without an answer and remembers which outbox rows it got.
+/// A broker: takes every batch without an answer and remembers the event ids it got.
 #[derive(Default)]
 struct Broker {
     sent: RefCell<Vec<String>>,
@@ -327,12 +364,27 @@ impl Transport for Broker {
     fn deliver(
         &self,
         _destination: &str,
-        _body: Vec<u8>,
+        batch: Vec<u8>,
         _correlation_id: &str,
-        outbox_id: &str,
     ) -> Result<Delivery, String> {
-        self.sent.borrow_mut().push(outbox_id.to_owned());
+        let batch: Vec<Envelope> = serde_json::from_slice(&batch).unwrap();
+        self.sent
+            .borrow_mut()
+            .extend(batch.into_iter().map(|envelope| envelope.id));
         Ok(Delivery::Sent)
+    }
+}
+
+/// The acknowledgement a receiver sends for event `event_id` with `status`.
+fn ack(event_id: &str, status: Outcome) -> Acknowledgement {
+    let results = vec![EnvelopeResult {
+        event_id: Some(event_id.to_owned()),
+        status,
+        reason: (status == Outcome::Failed).then(|| "busy".to_owned()),
+    }];
+    Acknowledgement {
+        status: if status == Outcome::Failed { 503 } else { 200 },
+        answer: DeliveryAnswer { results },
     }
 }
 
@@ -353,6 +405,7 @@ fn a_sent_event_stays_in_the_outbox_until_its_acknowledgement() {
     }
     let report = messaging.send_written().unwrap();
     assert_eq!((report.sent, report.delivered), (2, 0));
+    assert_eq!(broker.sent.borrow().len(), 2, "one batch of both");
     assert_eq!(
         count(&sql, "sender_outbox"),
         2,
@@ -360,16 +413,30 @@ fn a_sent_event_stays_in_the_outbox_until_its_acknowledgement() {
     );
 
     let sent = broker.sent.borrow().clone();
-    assert!(messaging.acknowledge(&sent[0], 200, "").unwrap());
+    assert!(
+        messaging
+            .acknowledge("receiver", &ack(&sent[0], Outcome::Processed))
+            .unwrap()
+    );
     assert_eq!(count(&sql, "sender_outbox"), 1);
     assert!(
-        !messaging.acknowledge(&sent[0], 200, "").unwrap(),
+        !messaging
+            .acknowledge("receiver", &ack(&sent[0], Outcome::Processed))
+            .unwrap(),
         "a second acknowledgement changes nothing"
+    );
+    assert!(
+        !messaging
+            .acknowledge("elsewhere", &ack(&sent[1], Outcome::Processed))
+            .unwrap(),
+        "an acknowledgement from another destination does not settle the row"
     );
 
     // A failed outcome is a failed attempt: retried with backoff, then a dead letter.
     for _ in 0..3 {
-        messaging.acknowledge(&sent[1], 503, "busy").unwrap();
+        messaging
+            .acknowledge("receiver", &ack(&sent[1], Outcome::Failed))
+            .unwrap();
         db.execute("UPDATE sender_outbox SET attempts = attempts + 1", &[])
             .unwrap();
     }
@@ -377,7 +444,94 @@ fn a_sent_event_stays_in_the_outbox_until_its_acknowledgement() {
     let dead = messaging.dead_letters().unwrap();
     assert_eq!(dead.len(), 1);
     assert!(
-        dead[0].reason.contains("receiver answered 503: busy"),
+        dead[0].reason.contains("receiver failed it: busy"),
         "{dead:?}"
     );
+}
+
+#[test]
+fn events_written_by_several_requests_go_in_one_batch_applied_in_one_transaction() {
+    with_wiring(
+        0,
+        |Wiring {
+             messaging,
+             db,
+             receiver,
+             sender_sql,
+             receiver_sql,
+         }| {
+            for order in ["o1", "o2", "o3"] {
+                db.transaction(|tx| {
+                    messaging.publish(tx, "order.placed", order, "c1", json!({}), &["receiver"])
+                })
+                .unwrap();
+            }
+            let report = messaging.send_written().unwrap();
+            assert_eq!(report.delivered, 3);
+            assert_eq!(
+                *receiver.batches.borrow(),
+                vec![3],
+                "one delivery of all three"
+            );
+            assert_eq!(count(sender_sql, "sender_outbox"), 0);
+            assert_eq!(count(receiver_sql, "receiver_inbox"), 3);
+            assert_eq!(count(receiver_sql, "applied"), 3);
+        },
+    );
+}
+
+#[test]
+fn a_batch_answers_per_envelope_and_one_refused_event_does_not_hold_back_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver_sql = open(&dir, "receiver");
+    let config = settings();
+    let receiver = Receiver {
+        env: env_of(&receiver_sql, &config, &Nowhere),
+        failures: Cell::new(0),
+        applied: RefCell::new(Vec::new()),
+        batches: RefCell::new(Vec::new()),
+    };
+    let secret = service_kit::settings::event_secret(&config);
+    let event = |id: &str, subject: &str| {
+        Envelope::new(id, "order.placed", subject, "t", "c", json!({})).signed(&secret)
+    };
+    let (first, refused, last) = (event("e1", "o1"), event("e2", "refused"), event("e3", "o3"));
+    let forged = Envelope::new("e4", "order.placed", "o4", "t", "c", json!({})).signed(b"wrong");
+
+    let answer = receiver.answer(&batch_of(&[&first, &refused, &forged, &last, &first]));
+    assert_eq!(answer.status, 200, "every envelope settled");
+    let outcomes: Vec<(Option<String>, Outcome)> = results(&answer)
+        .into_iter()
+        .map(|r| (r.event_id, r.status))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            (Some("e1".into()), Outcome::Processed),
+            (Some("e2".into()), Outcome::DeadLettered),
+            (Some("e4".into()), Outcome::DeadLettered),
+            (Some("e3".into()), Outcome::Processed),
+            (Some("e1".into()), Outcome::Duplicate),
+        ],
+        "in the batch's order; a repeat inside the batch is a duplicate"
+    );
+    assert_eq!(count(&receiver_sql, "applied"), 2, "e1 and e3, once each");
+    assert_eq!(count(&receiver_sql, "receiver_inbox"), 2);
+    let reasons: Vec<String> = Messaging::new(&receiver.env, "receiver")
+        .dead_letters()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.reason)
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "refused"));
+    assert!(reasons.iter().any(|r| r == "bad_signature"));
+
+    // A transient failure fails only its own envelope (the first failure is the batch's
+    // transaction, the second e5's own); the sender retries that one.
+    receiver.failures.set(2);
+    let again = receiver.answer(&batch_of(&[&event("e5", "o5"), &event("e6", "o6")]));
+    assert_eq!(again.status, 503);
+    let statuses: Vec<Outcome> = results(&again).into_iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![Outcome::Failed, Outcome::Processed]);
 }

@@ -137,10 +137,13 @@ async fn deliver_with_chaos(
 ) -> Result<(http::Response<WasiBody>, IoFuture), Error> {
     let (parts, body) = request.into_parts();
     let body = body.collect().await?.to_bytes();
-    let attempt = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|envelope| envelope["attempt"].as_i64());
-    if attempt.is_some_and(|attempt| attempt > 1) {
+    let batch = serde_json::from_slice::<Vec<serde_json::Value>>(&body).unwrap_or_default();
+    let resent = batch.iter().any(|envelope| {
+        envelope["attempt"]
+            .as_i64()
+            .is_some_and(|attempt| attempt > 1)
+    });
+    if resent {
         runtime.faults().count_redelivery();
     }
     if let Some(delay) = fate.delay {

@@ -187,10 +187,20 @@ pub struct SqliteUsageFigures {
     pub statement_time: Duration,
     /// Time `BEGIN` statements waited for SQLite's write lock.
     pub begin_wait: Duration,
-    /// Every write transaction, in the order they ended.
+    /// Every write transaction opened by `BEGIN`, in the order they ended.
     pub transactions: Vec<TransactionRecord>,
+    /// Writes (`INSERT`, `UPDATE`, `DELETE`) run outside `BEGIN` ... `COMMIT`: each is a
+    /// write transaction of its own, which takes the write lock for that one statement.
+    pub single_statement_writes: u64,
     /// Per statement text (its first [`STATEMENT_KEY_CHARS`] characters).
     pub by_statement: HashMap<String, CallFigures>,
+}
+
+impl SqliteUsageFigures {
+    /// Write transactions of both kinds: opened by `BEGIN`, and single-statement writes.
+    pub fn write_transactions(&self) -> u64 {
+        self.transactions.len() as u64 + self.single_statement_writes
+    }
 }
 
 /// The recorder behind [`SqliteUsageFigures`], shared by every instance of a host.
@@ -359,6 +369,7 @@ impl sqlite::HostConnection for InstanceState {
         .await;
         let ended = Instant::now();
         let took = ended - started;
+        let mut single_statement_write = false;
         let ended_transaction = match self.table.get_mut(&connection) {
             Ok(c) if keyword == "BEGIN" => {
                 c.transaction_began = result.is_ok().then_some(ended);
@@ -368,6 +379,9 @@ impl sqlite::HostConnection for InstanceState {
             Ok(c) => {
                 if c.transaction_began.is_some() {
                     c.transaction_calls.add_call(in_sqlite, took);
+                } else {
+                    single_statement_write =
+                        ["INSERT", "UPDATE", "DELETE"].contains(&keyword.as_str());
                 }
                 if keyword == "COMMIT" || keyword == "ROLLBACK" || keyword == "END" {
                     c.transaction_began.take().map(|began| TransactionRecord {
@@ -382,6 +396,7 @@ impl sqlite::HostConnection for InstanceState {
         };
         self.sqlite.usage.record(|figures| {
             figures.statements += 1;
+            figures.single_statement_writes += u64::from(single_statement_write);
             if keyword == "BEGIN" {
                 figures.begin_wait += took;
             } else {

@@ -375,17 +375,24 @@ async fn instances_hung_in_every_slot_are_dropped_after_the_max_execution_time()
     }
     let app = Arc::new(app);
     let slots = 16; // wadm.yaml: stock-checker instances
-    app.lattice().faults().hang_messages("stock-checker", slots);
-    let hung = place_all(&app, 0..slots as usize).await;
-    // Their `order.placed` events go out after the answers: the next order comes once every
-    // slot hangs, so that it is not one of the hung ones.
-    let every_slot_hung = Instant::now() + Duration::from_secs(30);
-    while app.lattice().faults().hung_messages_left("stock-checker") > 0 {
+    let faults = app.lattice().faults();
+    faults.hang_messages("stock-checker", slots);
+    // Orders are placed one by one until every slot hangs: their `order.placed` events go
+    // out after the answers, in batches, so one message may carry several of them, and the
+    // next order must not be one of the hung ones.
+    let mut hung = Vec::new();
+    let every_slot_hung = Instant::now() + Duration::from_secs(60);
+    while faults.hung_messages_left("stock-checker") > 0 {
         assert!(
             Instant::now() < every_slot_hung,
             "the placed orders' events never arrived"
         );
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        let left = faults.hung_messages_left("stock-checker");
+        hung.extend(place_all(&app, hung.len()..hung.len() + 1).await);
+        let sent = Instant::now() + Duration::from_secs(5);
+        while faults.hung_messages_left("stock-checker") == left && Instant::now() < sent {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
     let next = place_all(&app, 0..1).await;
     app.wait_status(&next[0], "confirmed").await;

@@ -435,7 +435,7 @@ async fn a_poison_message_becomes_a_dead_letter_and_admin_retry_delivers_it(flav
         dead[0]["reason"]
             .as_str()
             .unwrap()
-            .contains("vouchers answered 503"),
+            .contains("vouchers failed it: answered 503"),
         "{dead:?}"
     );
     assert!(app.order(&id).await["voucher"].is_null());

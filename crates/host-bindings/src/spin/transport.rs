@@ -1,4 +1,4 @@
-//! Events between services on Spin: a `POST` of the envelope to the destination's
+//! Events between services on Spin: a `POST` of a batch of envelopes to the destination's
 //! `/internal/events` through local service chaining (`http://<id>.spin.internal`).
 
 use service_kit::http::CORRELATION_HEADER;
@@ -8,16 +8,16 @@ use service_kit::{Delivery, HttpClient, Transport};
 
 use crate::http::WasiHttpClient;
 
-/// Delivers events by local service chaining; a 2xx answer is the receiver's acceptance.
+/// Delivers events by local service chaining; the receiver's answer says, per envelope,
+/// what it did.
 pub struct ChainingTransport;
 
 impl Transport for ChainingTransport {
     fn deliver(
         &self,
         destination: &str,
-        body: Vec<u8>,
+        batch: Vec<u8>,
         correlation_id: &str,
-        _outbox_id: &str,
     ) -> Result<Delivery, String> {
         let request = OutboundRequest {
             method: "POST".into(),
@@ -26,19 +26,11 @@ impl Transport for ChainingTransport {
                 ("content-type".into(), "application/json".into()),
                 (CORRELATION_HEADER.into(), correlation_id.into()),
             ],
-            body,
+            body: batch,
         };
-        match WasiHttpClient.send(request) {
-            Ok(response) if response.is_success() => Ok(Delivery::Accepted),
-            Ok(response) => Err(format!(
-                "{destination} answered {}: {}",
-                response.status,
-                String::from_utf8_lossy(&response.body)
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
-            )),
-            Err(e) => Err(format!("{destination} unreachable: {e}")),
-        }
+        WasiHttpClient
+            .send(request)
+            .map(Delivery::Answered)
+            .map_err(|e| format!("{destination} unreachable: {e}"))
     }
 }

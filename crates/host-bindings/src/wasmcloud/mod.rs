@@ -2,14 +2,15 @@
 //! provider (with optimistic transactions, see `service_kit::optimistic`), and events as
 //! NATS requests through the messaging-nats provider.
 //!
-//! Events: the sender's outbox publishes to `shop.events.<destination>` with the reply
-//! subject `shop.acks.<sender>.<outbox id>`; the destination's subscription (a queue group
-//! per service, set on the link in `wadm.yaml`) hands the message to [`handle_message`],
-//! which applies it like `POST /internal/events` and publishes the outcome's status to the
-//! reply subject. The sender's subscription to `shop.acks.<sender>.>` hands that
-//! acknowledgement to [`handle_message`] too, which applies it to the outbox like
-//! `POST /internal/acks/<outbox id>`: only a 2xx outcome removes the event. Core NATS does
-//! not redeliver, so the outbox does, when an acknowledgement does not come.
+//! Events: the sender's outbox publishes a batch to `shop.events.<destination>` with the
+//! reply subject `shop.acks.<sender>.<destination>`; the destination's subscription (a
+//! queue group per service, set on the link in `wadm.yaml`) hands the message to
+//! [`handle_message`], which applies it like `POST /internal/events` and publishes the
+//! answer (status and per-envelope results) to the reply subject. The sender's
+//! subscription to `shop.acks.<sender>.>` hands that acknowledgement to [`handle_message`]
+//! too, which applies it to the outbox like `POST /internal/acks/<destination>`: only a
+//! settled event leaves the outbox. Core NATS does not redeliver, so the outbox does, when
+//! an acknowledgement does not come.
 
 mod config;
 mod kv;
@@ -17,9 +18,8 @@ mod log;
 mod sql;
 mod transport;
 
-use serde_json::json;
 use service_kit::http::Request;
-use service_kit::messaging::{ACKS_PATH, EVENTS_PATH};
+use service_kit::messaging::{ACKS_PATH, Acknowledgement, EVENTS_PATH};
 use service_kit::optimistic::OptimisticSql;
 use service_kit::{Config, Env, Service};
 
@@ -63,15 +63,15 @@ pub fn serve<S: Service + Default>(request: IncomingRequest, out: ResponseOutpar
 }
 
 /// Handles one message from NATS with service `S`: an acknowledgement of one of its own
-/// events (subject `shop.acks.<service>.<outbox id>`) goes to `POST /internal/acks/<outbox
-/// id>`; an event is applied as `POST /internal/events`, its outcome's status published to
-/// the reply subject, and what it caused then sent.
+/// deliveries (subject `shop.acks.<service>.<destination>`) goes to `POST
+/// /internal/acks/<destination>`; a batch of events is applied as `POST /internal/events`,
+/// the answer published to the reply subject, and what it caused then sent.
 pub fn handle_message<S: Service + Default>(message: BrokerMessage) -> Result<(), String> {
     let service = S::default();
     with_env(service.name(), |env| {
         let ack_prefix = format!("{}{}.", transport::ACKS_SUBJECT_PREFIX, service.name());
         let path = match message.subject.strip_prefix(&ack_prefix) {
-            Some(outbox_id) => format!("{ACKS_PATH}/{outbox_id}"),
+            Some(destination) => format!("{ACKS_PATH}/{destination}"),
             None => EVENTS_PATH.to_owned(),
         };
         let request = Request {
@@ -81,17 +81,16 @@ pub fn handle_message<S: Service + Default>(message: BrokerMessage) -> Result<()
             headers: vec![("content-type".into(), "application/json".into())],
             body: message.body,
         };
-        let response = service.handle(request, env);
+        let response = service.handle(request.clone(), env);
         let detail: String = String::from_utf8_lossy(&response.body)
             .chars()
             .take(300)
             .collect();
         if let Some(reply_to) = message.reply_to {
+            let ack = Acknowledgement::of(&request.body, &response);
             let reply = BrokerMessage {
                 subject: reply_to,
-                body: json!({"status": response.status, "detail": detail})
-                    .to_string()
-                    .into_bytes(),
+                body: serde_json::to_vec(&ack).unwrap_or_default(),
                 reply_to: None,
             };
             if let Err(e) = consumer::publish(&reply) {

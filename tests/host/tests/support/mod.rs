@@ -540,42 +540,53 @@ impl App {
         }
     }
 
-    /// Hands a signed event envelope to `component`'s event handler as its peers would
-    /// (Spin: `POST /internal/events` through service chaining; wasmCloud: a NATS request
-    /// to `shop.events.<component>`). Returns the status and the handler's JSON answer.
+    /// Hands a signed event envelope to `component`'s event handler as its peers would, as
+    /// a batch of one (Spin: `POST /internal/events` through service chaining; wasmCloud: a
+    /// NATS request to `shop.events.<component>`). Returns the envelope's result (its
+    /// `status`: `processed`, `duplicate`, `dead_lettered` or `failed`, and any `reason`)
+    /// with the status a delivery of it alone is answered with: 200 when applied now or
+    /// before, 202 when dead-lettered, 503 when it failed.
     pub async fn deliver_event(&self, component: &str, envelope: Vec<u8>) -> (u16, Value) {
-        match self.host() {
+        let envelope: Value = serde_json::from_slice(&envelope)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&envelope).into_owned()));
+        let batch = serde_json::to_vec(&[envelope]).unwrap();
+        let answer: Value = match self.host() {
             Host::Spin(host) => {
-                let (status, body) = host
+                let (_, body) = host
                     .call_component(
                         component,
                         "POST",
                         "/internal/events",
                         &[("content-type", "application/json")],
-                        envelope,
+                        batch,
                     )
                     .await
                     .expect("event delivered");
-                (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+                serde_json::from_slice(&body).unwrap_or(Value::Null)
             }
             Host::WasmCloud(lattice) => {
                 let reply = lattice
                     .request(
                         &format!("shop.events.{component}"),
-                        envelope,
+                        batch,
                         Duration::from_secs(10),
                     )
                     .await
                     .expect("event delivered");
                 let reply: Value = serde_json::from_slice(&reply).expect("a JSON reply");
-                let status = reply["status"].as_u64().expect("a status") as u16;
-                let detail = reply["detail"].as_str().unwrap_or("");
-                (status, serde_json::from_str(detail).unwrap_or(Value::Null))
+                reply["answer"].clone()
             }
             Host::RealSpin(_) | Host::RealLattice(_) => {
                 panic!("a real host's event routes are private")
             }
-        }
+        };
+        let result = answer["results"][0].clone();
+        let status = match result["status"].as_str() {
+            Some("processed" | "duplicate") => 200,
+            Some("dead_lettered") => 202,
+            _ => 503,
+        };
+        (status, result)
     }
 
     /// The SQLite file of `service` on a Spin app on embedded SQLite (test host or real).
