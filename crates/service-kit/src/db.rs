@@ -163,6 +163,26 @@ impl<'a> Db<'a> {
         outcome
     }
 
+    /// Runs `statement` only if it gets SQLite's write lock at once: `None` when another
+    /// writer holds it (nothing was done). On Postgres, as [`Db::query`].
+    pub fn query_if_unlocked(
+        &self,
+        statement: &str,
+        params: &[SqlValue],
+    ) -> Result<Option<Vec<Row>>, DbError> {
+        if self.dialect() != Dialect::Sqlite {
+            return self.query(statement, params).map(Some);
+        }
+        self.set_lock_wait(0)?;
+        let outcome = self.query(statement, params);
+        self.set_lock_wait(DEFAULT_LOCK_WAIT_MS)?;
+        match outcome {
+            Ok(rows) => Ok(Some(rows)),
+            Err(e) if e.is_busy() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sets how long this SQLite connection waits for a lock.
     fn set_lock_wait(&self, ms: u32) -> Result<(), DbError> {
         self.execute(&format!("PRAGMA busy_timeout = {ms}"), &[])

@@ -372,25 +372,36 @@ impl<'a> Messaging<'a> {
     }
 
     /// After a request that wrote events (even in a transaction that rolled back), sends
-    /// what is due: [`Messaging::pump`]. A request that wrote none leaves the outbox alone.
+    /// what is due, as [`Messaging::pump`] does, but only if the outbox's write lock is free
+    /// at once: when another writer holds it, the rows stay due for the next sender (the
+    /// next request that writes events, or the timer's pump). Under load the claims of
+    /// every writing request would otherwise queue for the lock behind each other, each to
+    /// find what the one before took.
     pub fn send_written(&self) -> Result<PumpReport, DbError> {
         let wrote = WROTE.with(|wrote| wrote.borrow_mut().remove(&self.prefix));
         if wrote {
-            self.pump()
+            self.send_due(false)
         } else {
             Ok(PumpReport::default())
         }
     }
 
     /// Delivers the messages that are due (fresh ones, retries after a failed attempt,
-    /// rows whose sender died), one batch per destination. Never holds a transaction while
-    /// sending.
-    ///
-    /// A read comes first, since a claim is a write that waits for SQLite's write lock even
-    /// when nothing is due; then one statement claims up to [`PUMP_BATCH`] due rows, for
-    /// [`Transport::answer_wait_ms`]. A concurrent claim re-checks `next_attempt_at` under the row's lock and skips what
-    /// this one took. One statement then removes every settled row.
+    /// rows whose sender died), one batch per destination, waiting for the outbox's write
+    /// lock as long as any write does. Run by the timer.
     pub fn pump(&self) -> Result<PumpReport, DbError> {
+        self.send_due(true)
+    }
+
+    /// [`Messaging::pump`], with the claim waiting for the write lock or not (`wait`).
+    /// Never holds a transaction while sending.
+    ///
+    /// A read comes first, since a claim is a write that takes SQLite's write lock even
+    /// when nothing is due; then one statement claims up to [`PUMP_BATCH`] due rows, for
+    /// [`Transport::answer_wait_ms`]. A concurrent claim re-checks `next_attempt_at` under
+    /// the row's lock and skips what this one took. One statement then removes every
+    /// settled row.
+    fn send_due(&self, wait: bool) -> Result<PumpReport, DbError> {
         let mut report = PumpReport::default();
         let now = now_ms();
         let due = self.db.query_opt(
@@ -403,20 +414,26 @@ impl<'a> Messaging<'a> {
         if due.is_none() {
             return Ok(report);
         }
-        let claimed = self.db.query(
-            &format!(
-                "UPDATE {p}_outbox SET attempts = attempts + 1, next_attempt_at = $1 \
-                 WHERE next_attempt_at <= $2 AND id IN \
-                 (SELECT id FROM {p}_outbox WHERE next_attempt_at <= $2 ORDER BY next_attempt_at LIMIT $3) \
-                 RETURNING {OUTBOX_COLUMNS}",
-                p = self.prefix
-            ),
-            &[
-                (now + self.transport.answer_wait_ms()).into(),
-                now.into(),
-                PUMP_BATCH.into(),
-            ],
-        )?;
+        let claim = format!(
+            "UPDATE {p}_outbox SET attempts = attempts + 1, next_attempt_at = $1 \
+             WHERE next_attempt_at <= $2 AND id IN \
+             (SELECT id FROM {p}_outbox WHERE next_attempt_at <= $2 ORDER BY next_attempt_at LIMIT $3) \
+             RETURNING {OUTBOX_COLUMNS}",
+            p = self.prefix
+        );
+        let params = [
+            (now + self.transport.answer_wait_ms()).into(),
+            now.into(),
+            PUMP_BATCH.into(),
+        ];
+        let claimed = if wait {
+            self.db.query(&claim, &params)?
+        } else {
+            match self.db.query_if_unlocked(&claim, &params)? {
+                Some(rows) => rows,
+                None => return Ok(report),
+            }
+        };
         let mut batches: Vec<(String, Vec<OutboxMessage>)> = Vec::new();
         for row in &claimed {
             let message = OutboxMessage::from_row(row)?;

@@ -134,6 +134,8 @@ struct Wiring<'a> {
     receiver: &'a Receiver<'a>,
     sender_sql: &'a Sqlite,
     receiver_sql: &'a Sqlite,
+    /// The database file both use.
+    file: std::path::PathBuf,
 }
 
 /// Runs `test` with a sender wired to a receiver that fails its first `failures` deliveries.
@@ -156,6 +158,7 @@ fn with_wiring(failures: u32, test: impl FnOnce(Wiring)) {
         receiver: &receiver,
         sender_sql: &sender_sql,
         receiver_sql: &receiver_sql,
+        file: dir.path().join("db.sqlite"),
     });
 }
 
@@ -181,6 +184,7 @@ fn events_exist_exactly_when_their_transaction_commits_and_are_applied_once() {
              receiver,
              sender_sql,
              receiver_sql,
+             ..
          }| {
             let rolled_back: Result<(), DbError> = db.transaction(|tx| {
                 messaging.publish(
@@ -459,6 +463,7 @@ fn events_written_by_several_requests_go_in_one_batch_applied_in_one_transaction
              receiver,
              sender_sql,
              receiver_sql,
+             ..
          }| {
             for order in ["o1", "o2", "o3"] {
                 db.transaction(|tx| {
@@ -534,4 +539,37 @@ fn a_batch_answers_per_envelope_and_one_refused_event_does_not_hold_back_the_oth
     assert_eq!(again.status, 503);
     let statuses: Vec<Outcome> = results(&again).into_iter().map(|r| r.status).collect();
     assert_eq!(statuses, vec![Outcome::Failed, Outcome::Processed]);
+}
+
+#[test]
+fn a_writer_leaves_its_events_to_the_next_sender_when_the_outbox_lock_is_taken() {
+    with_wiring(
+        0,
+        |Wiring {
+             messaging,
+             db,
+             receiver,
+             sender_sql,
+             file,
+             ..
+         }| {
+            db.transaction(|tx| {
+                messaging.publish(tx, "order.placed", "o1", "c1", json!({}), &["receiver"])
+            })
+            .unwrap();
+            let other = rusqlite::Connection::open(file).unwrap();
+            other.execute_batch("BEGIN IMMEDIATE").unwrap();
+            let started = std::time::Instant::now();
+            assert_eq!(
+                messaging.send_written().unwrap(),
+                Default::default(),
+                "another writer holds the lock: nothing claimed, nothing waited for"
+            );
+            assert!(started.elapsed() < std::time::Duration::from_secs(1));
+            assert_eq!(count(sender_sql, "sender_outbox"), 1, "still due");
+            other.execute_batch("COMMIT").unwrap();
+            assert_eq!(messaging.pump().unwrap().delivered, 1, "the timer sends it");
+            assert_eq!(receiver.applied.borrow().len(), 1);
+        },
+    );
 }
