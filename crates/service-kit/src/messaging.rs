@@ -827,36 +827,38 @@ impl<'a> Messaging<'a> {
 
     /// The result of an envelope applied now or before, logged.
     fn applied(&self, envelope: &Envelope, outcome: Outcome) -> EnvelopeResult {
-        let status = if outcome == Outcome::Processed {
-            "processed"
-        } else {
-            "duplicate"
-        };
-        log::write(
-            Level::Info,
-            self.service,
-            &envelope.correlation_id,
-            &format!("{} {} {status}", envelope.event_type, envelope.id),
-        );
-        EnvelopeResult {
-            event_id: Some(envelope.id.clone()),
-            status: outcome,
-            reason: None,
-        }
+        self.logged(envelope, outcome, None)
     }
 
     /// The result of an envelope not applied for a reason that may pass, logged.
     fn failed(&self, envelope: &Envelope, reason: &str) -> EnvelopeResult {
+        self.logged(envelope, Outcome::Failed, Some(reason))
+    }
+
+    /// The result `outcome` (with `reason`) for `envelope`, logged: a warning when it failed.
+    fn logged(
+        &self,
+        envelope: &Envelope,
+        outcome: Outcome,
+        reason: Option<&str>,
+    ) -> EnvelopeResult {
+        let (level, what) = match outcome {
+            Outcome::Processed => (Level::Info, "processed"),
+            Outcome::Duplicate => (Level::Info, "duplicate"),
+            Outcome::DeadLettered => (Level::Warn, "dead-lettered"),
+            Outcome::Failed => (Level::Warn, "failed"),
+        };
+        let because = reason.map(|r| format!(": {r}")).unwrap_or_default();
         log::write(
-            Level::Warn,
+            level,
             self.service,
             &envelope.correlation_id,
-            &format!("{} {} failed: {reason}", envelope.event_type, envelope.id),
+            &format!("{} {} {what}{because}", envelope.event_type, envelope.id),
         );
         EnvelopeResult {
             event_id: Some(envelope.id.clone()),
-            status: Outcome::Failed,
-            reason: Some(reason.to_owned()),
+            status: outcome,
+            reason: reason.map(str::to_owned),
         }
     }
 

@@ -70,6 +70,14 @@ impl Transport for Receiver<'_> {
     }
 }
 
+/// Publishes an `order.placed` event about `subject` to `receiver`, in a transaction of its own.
+fn publish_placed(messaging: &Messaging, db: &Db, subject: &str) -> Envelope {
+    db.transaction(|tx| {
+        messaging.publish(tx, "order.placed", subject, "c1", json!({}), &["receiver"])
+    })
+    .unwrap()
+}
+
 /// One delivery of `envelopes`, as a sender encodes it.
 fn batch_of(envelopes: &[&Envelope]) -> Vec<u8> {
     serde_json::to_vec(envelopes).unwrap()
@@ -253,10 +261,7 @@ fn failures_are_retried_then_dead_lettered_and_an_admin_retry_delivers() {
              sender_sql,
              ..
          }| {
-            db.transaction(|tx| {
-                messaging.publish(tx, "order.placed", "o1", "c1", json!({}), &["receiver"])
-            })
-            .unwrap();
+            publish_placed(messaging, db, "o1");
 
             assert_eq!(messaging.send_written().unwrap().retried, 1);
             assert_eq!(messaging.pump().unwrap().retried, 1);
@@ -402,10 +407,7 @@ fn a_sent_event_stays_in_the_outbox_until_its_acknowledgement() {
     let messaging = Messaging::new(&env, "sender");
     let db = Db::new(&sql);
     for order in ["o1", "o2"] {
-        db.transaction(|tx| {
-            messaging.publish(tx, "order.placed", order, "c1", json!({}), &["receiver"])
-        })
-        .unwrap();
+        publish_placed(&messaging, &db, order);
     }
     let report = messaging.send_written().unwrap();
     assert_eq!((report.sent, report.delivered), (2, 0));
@@ -466,10 +468,7 @@ fn events_written_by_several_requests_go_in_one_batch_applied_in_one_transaction
              ..
          }| {
             for order in ["o1", "o2", "o3"] {
-                db.transaction(|tx| {
-                    messaging.publish(tx, "order.placed", order, "c1", json!({}), &["receiver"])
-                })
-                .unwrap();
+                publish_placed(messaging, db, order);
             }
             let report = messaging.send_written().unwrap();
             assert_eq!(report.delivered, 3);
@@ -553,10 +552,7 @@ fn a_writer_leaves_its_events_to_the_next_sender_when_the_outbox_lock_is_taken()
              file,
              ..
          }| {
-            db.transaction(|tx| {
-                messaging.publish(tx, "order.placed", "o1", "c1", json!({}), &["receiver"])
-            })
-            .unwrap();
+            publish_placed(messaging, db, "o1");
             let other = rusqlite::Connection::open(file).unwrap();
             other.execute_batch("BEGIN IMMEDIATE").unwrap();
             let started = std::time::Instant::now();
