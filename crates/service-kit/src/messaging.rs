@@ -477,7 +477,7 @@ impl<'a> Messaging<'a> {
             }
             Ok(Delivery::Answered(response)) => {
                 let answer = DeliveryAnswer::of(&body, &response);
-                self.settle(destination, messages, answer, settled, report)
+                self.settle(destination, messages, &answer, settled, report)
             }
             Err(error) => {
                 for message in messages {
@@ -495,7 +495,7 @@ impl<'a> Messaging<'a> {
         &self,
         destination: &str,
         messages: Vec<OutboxMessage>,
-        answer: DeliveryAnswer,
+        answer: &DeliveryAnswer,
         settled: &mut Vec<String>,
         report: &mut PumpReport,
     ) -> Result<(), DbError> {
@@ -595,7 +595,7 @@ impl<'a> Messaging<'a> {
     /// failed attempts. An answer about rows that are gone (settled before, or dead)
     /// changes nothing. Returns whether any row was still there.
     pub fn acknowledge(&self, destination: &str, ack: &Acknowledgement) -> Result<bool, DbError> {
-        let answer = ack.answer.clone();
+        let answer = &ack.answer;
         let event_ids: Vec<&str> = answer
             .results
             .iter()
