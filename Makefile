@@ -103,6 +103,8 @@ fuzz:
 
 ## Drives the gateway's dashboards in headless Chromium (tests/browser): installs Chromium when
 ## /usr/bin/chromium is missing, builds the test host and the components, runs the tests.
+## The test host is built with --all-targets, as `cargo test` builds it: `-p test-host` alone
+## unifies other features of its dependencies and would compile wasmtime a second time.
 ## Screenshots: target/browser-screenshots/. SHOP_URL=http://... tests a running app instead.
 .PHONY: browser-test
 browser-test:
@@ -110,7 +112,7 @@ browser-test:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || \
 		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }; fi
 	cd tests/browser && npm ci --no-audit --no-fund
-	cargo build -p test-host
+	cargo build --all-targets
 	$(MAKE) build
 	cd tests/browser && npm test
 

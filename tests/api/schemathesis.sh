@@ -31,7 +31,9 @@ if ! "${venv}/bin/schemathesis" --version 2>/dev/null | grep -q "${schemathesis_
     "${venv}/bin/pip" install --quiet "schemathesis==${schemathesis_version}"
 fi
 
-cargo build --quiet -p test-host -p shopctl --bins
+# Every target, as `cargo test` builds them: building only the two binaries unifies other
+# features of their dependencies and would compile wasmtime a second time.
+cargo build --quiet --all-targets
 
 data_dir=$(mktemp -d)
 mkdir -p "${report_dir}"

@@ -2,8 +2,8 @@
 //! provider drives it: `query` on any connection, `query-batch` as one simple query.
 //!
 //! The server comes from `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`).
-//! Without CI set, an unreachable server skips these tests with a loud message; with
-//! CI=true they fail instead.
+//! An unreachable server skips these tests with a notice, or fails them in CI
+//! (`required_services::skip_or_fail`).
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -21,18 +21,18 @@ fn database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-/// A client, or `None` (skip) when the server is unreachable outside CI.
+/// A client, or `None` (skip) when the server is unreachable outside CI
+/// (`required_services::skip_or_fail`).
 fn connect() -> Option<Client> {
     match Client::connect(&database_url(), NoTls) {
         Ok(client) => Some(client),
-        Err(e) if std::env::var("CI").is_err() => {
-            eprintln!(
-                "SKIPPED: PostgreSQL at {} unreachable ({e}); set DATABASE_URL",
+        Err(e) => {
+            required_services::skip_or_fail(&format!(
+                "PostgreSQL at {} unreachable ({e}); set DATABASE_URL",
                 database_url()
-            );
+            ));
             None
         }
-        Err(e) => panic!("PostgreSQL at {} unreachable: {e}", database_url()),
     }
 }
 

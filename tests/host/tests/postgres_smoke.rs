@@ -1,7 +1,8 @@
 //! `spin:postgres/postgres@4.1.0` in the test host, against the real PostgreSQL on this
 //! machine: `DATABASE_URL` if set and reachable, else
 //! `postgres://postgres@127.0.0.1:5432/test`. Without a reachable server the tests that
-//! need one print `SKIPPED: no Postgres` and pass, unless `CI=true`, where they fail.
+//! need one print `SKIPPED: no Postgres ...` and pass, unless `CI` is set, where they fail
+//! (`required_services::skip_or_fail`).
 //! Every test works on its own table and drops it at the end.
 
 mod common;
@@ -28,8 +29,8 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Er
     Ok(client)
 }
 
-/// The first reachable database, or `None` after a loud skip notice (a panic when
-/// `CI=true`).
+/// The first reachable database, or `None` after a skip notice (a failure in CI:
+/// `required_services`).
 async fn database() -> Option<Db> {
     let mut tried = Vec::new();
     let candidates = std::env::var("DATABASE_URL")
@@ -43,11 +44,7 @@ async fn database() -> Option<Db> {
             Err(e) => tried.push(format!("{url}: {e}")),
         }
     }
-    let message = format!("no Postgres reachable ({})", tried.join("; "));
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{message}");
-    }
-    eprintln!("\n**********\nSKIPPED: no Postgres. {message}\n**********\n");
+    required_services::skip_or_fail(&format!("no Postgres reachable ({})", tried.join("; ")));
     None
 }
 

@@ -13,7 +13,7 @@ use support::{App, Flavour, drop_database, start_with};
 /// (test skipped loudly) only outside CI when there is no server.
 async fn fresh_database() -> Option<String> {
     let Some(server) = support::services::locate(support::services::Service::Postgres).await else {
-        support::skip_or_fail("no PostgreSQL (DATABASE_URL)");
+        required_services::skip_or_fail("no PostgreSQL (DATABASE_URL)");
         return None;
     };
     Some(support::fresh_database(&server, "shop_test").await)
@@ -209,7 +209,7 @@ async fn two_instances_on_one_redis_share_each_callers_request_budget() {
         return;
     };
     let Some(redis) = support::services::locate(support::services::Service::Redis).await else {
-        support::skip_or_fail("no Redis (REDIS_URL)");
+        required_services::skip_or_fail("no Redis (REDIS_URL)");
         drop_database(&url).await;
         return;
     };

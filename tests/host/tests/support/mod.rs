@@ -7,7 +7,7 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`: a fresh database is created on that server
 //! for each test and dropped at the end) and NATS (`NATS_URL`, default
 //! `nats://127.0.0.1:4222`, with JetStream). When one is unreachable its tests are skipped
-//! with a loud message, unless `CI=true` (then they fail).
+//! with a notice, or fail in CI (`required_services::skip_or_fail`).
 #![allow(dead_code)]
 
 pub mod load;
@@ -161,8 +161,8 @@ pub struct Services {
 }
 
 /// The services the wasmCloud flavour needs (see [`services::locate`]), or `None` (and a
-/// loud message) when one is missing outside CI. With `CI=true` a missing service fails
-/// the test.
+/// skip notice) when one is missing outside CI; in CI a missing service fails the test
+/// (`required_services::skip_or_fail`).
 pub async fn wasmcloud_services() -> Option<Services> {
     let postgres = services::locate(services::Service::Postgres).await;
     let nats = services::locate(services::Service::Nats).await;
@@ -172,20 +172,12 @@ pub async fn wasmcloud_services() -> Option<Services> {
             nats_url,
         }),
         _ => {
-            skip_or_fail(
+            required_services::skip_or_fail(
                 "the wasmCloud flavour needs PostgreSQL and NATS (DATABASE_URL, NATS_URL)",
             );
             None
         }
     }
-}
-
-/// Prints why a test is skipped; with `CI=true` (where every service must be there) fails.
-pub fn skip_or_fail(why: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI needs this test's services: {why}");
-    }
-    eprintln!("SKIPPED: {why}");
 }
 
 fn unique_suffix() -> String {

@@ -1,7 +1,7 @@
 //! Where the tests' services are, in this order: the address in `DATABASE_URL`, `NATS_URL`
 //! or `REDIS_URL` when it is set; else the machine's own server on the default local port
 //! when one answers; else a container started with testcontainers when Docker is
-//! available; else none, and the caller skips loudly (or fails, with `CI=true`).
+//! available; else none, and the caller skips (or fails in CI: `required_services::skip_or_fail`).
 
 use std::sync::OnceLock;
 
