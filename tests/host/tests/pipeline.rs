@@ -24,6 +24,7 @@ scenarios!(
         bad_input_gets_problems_and_changes_nothing,
         cursors_page_through_products_and_orders,
         health_compat_route_and_correlation_ids,
+        the_schema_refuses_negative_stock_and_credit,
     ],
     test_host_only: [
         duplicate_events_are_applied_once,
@@ -826,6 +827,44 @@ async fn health_compat_route_and_correlation_ids(flavour: Flavour) {
         )
         .await;
     assert!(inbox >= 1);
+}
+
+/// Stock and credit can never go below zero, whatever writes them: the checkers' schemas
+/// refuse it (CHECK constraints), so a bug fails its transaction instead of overselling.
+async fn the_schema_refuses_negative_stock_and_credit(flavour: Flavour) {
+    let app = start(flavour).await;
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let (sku, buyer) = (format!("NEG-{run}"), customer(&format!("neg-{run}")));
+    app.product(&sku, 500, 2).await;
+    app.credit(&buyer, 1_000).await;
+    for (service, write) in [
+        (
+            "stock-checker",
+            format!("UPDATE products SET stock = stock - 3 WHERE sku = '{sku}'"),
+        ),
+        (
+            "stock-checker",
+            format!("UPDATE products SET reserved = reserved - 1 WHERE sku = '{sku}'"),
+        ),
+        (
+            "balance-checker",
+            format!(
+                "UPDATE accounts SET balance_cents = balance_cents - 1001 WHERE customer = '{buyer}'"
+            ),
+        ),
+        (
+            "balance-checker",
+            format!("UPDATE accounts SET held_cents = held_cents - 1 WHERE customer = '{buyer}'"),
+        ),
+    ] {
+        let refused = app.query(service, &write).await;
+        assert!(refused.is_err(), "{service} took {write:?}");
+    }
+    assert_eq!(app.stock(&sku).await["stock"], 2);
+    assert_eq!(app.account(&buyer).await["balance_cents"], 1_000);
 }
 
 /// A placement that cannot have orders' SQLite write lock within `client_lock_wait_ms` (here

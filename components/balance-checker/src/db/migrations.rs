@@ -4,9 +4,12 @@ use service_kit::db::Migration;
 
 /// Every migration of the balance-checker service, in order.
 pub fn all() -> Vec<Migration> {
-    vec![Migration::new(
-        1,
-        "init",
-        include_str!("../../migrations/0001_init.sql"),
-    )]
+    vec![
+        Migration::new(1, "init", include_str!("../../migrations/0001_init.sql")),
+        Migration::new(
+            2,
+            "credit_never_negative",
+            include_str!("../../migrations/0002_credit_never_negative.sql"),
+        ),
+    ]
 }

@@ -11,5 +11,10 @@ pub fn all() -> Vec<Migration> {
             "hold_reason",
             include_str!("../../migrations/0002_hold_reason.sql"),
         ),
+        Migration::new(
+            3,
+            "stock_never_negative",
+            include_str!("../../migrations/0003_stock_never_negative.sql"),
+        ),
     ]
 }
