@@ -76,7 +76,7 @@ real-spin-test: build
 		echo "real-spin-test: no Spin 4.x on PATH (build it with ../shared/tools/real-spin); nothing was tested"; \
 		exit 1; fi
 	spin --version
-	cargo test -p test-host --test pipeline real_spin -- --ignored --test-threads 2
+	cargo test --test pipeline real_spin -- --ignored --test-threads 2
 
 ## The black-box pipeline scenarios (real_lattice::*) and a 32-client, 30 s load run on a
 ## real wasmCloud 1.x lattice deployed by wadm (infra/wasmcloud/real-lattice-test.sh). Not

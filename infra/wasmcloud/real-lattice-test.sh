@@ -87,6 +87,6 @@ say "deployed; running the scenarios"
 
 export SHOP_URL=http://127.0.0.1:8000
 export SHOP_DATABASE_URL="postgres://$PG_USER@$PG_HOST:$PG_PORT/$DATABASE"
-[[ -n ${SKIP_SCENARIOS:-} ]] || cargo test -p test-host --test pipeline real_lattice -- --ignored --test-threads 1
-cargo test -p test-host --test lattice real_lattice -- --ignored --nocapture
+[[ -n ${SKIP_SCENARIOS:-} ]] || cargo test --test pipeline real_lattice -- --ignored --test-threads 1
+cargo test --test lattice real_lattice -- --ignored --nocapture
 say "passed"

@@ -13,7 +13,7 @@
 //!
 //! Size and seed: `CHAOS_ORDERS` (default 200), `CHAOS_CLIENTS` (default 8), `CHAOS_SEED`
 //! (default: from the clock, printed so that a run can be repeated). The full run:
-//! `CHAOS_ORDERS=2000 CHAOS_CLIENTS=32 cargo test -p test-host --test chaos -- --nocapture`.
+//! `CHAOS_ORDERS=2000 CHAOS_CLIENTS=32 cargo test --test chaos -- --nocapture`.
 
 mod support;
 
