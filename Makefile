@@ -66,9 +66,9 @@ test: check-worlds
 	$(MAKE) api-test
 	$(MAKE) fuzz
 
-## The black-box pipeline suite (tests/host/tests/pipeline.rs, its real_spin_* tests) against
-## a real Spin 4.x: `spin up` of spin.toml, one instance on SQLite and two on PostgreSQL
-## (DATABASE_URL's server). Not part of `make test` or CI: Spin cannot be installed from the
+## The black-box pipeline suite (tests/host/tests/pipeline.rs, its real_spin_* tests) and the
+## crash test (tests/host/tests/crash.rs) against a real Spin 4.x: `spin up` of spin.toml,
+## one instance on SQLite and two on PostgreSQL (DATABASE_URL's server). Not part of `make test` or CI: Spin cannot be installed from the
 ## package registries (../shared/tools/real-spin builds it); without it this fails and says so.
 .PHONY: real-spin-test
 real-spin-test: build
@@ -76,7 +76,7 @@ real-spin-test: build
 		echo "real-spin-test: no Spin 4.x on PATH (build it with ../shared/tools/real-spin); nothing was tested"; \
 		exit 1; fi
 	spin --version
-	cargo test --test pipeline real_spin -- --ignored --test-threads 2
+	cargo test --test pipeline --test crash real_spin -- --ignored --test-threads 2
 
 ## The black-box pipeline scenarios (real_lattice::*) and a 32-client, 30 s load run on a
 ## real wasmCloud 1.x lattice deployed by wadm (infra/wasmcloud/real-lattice-test.sh). Not

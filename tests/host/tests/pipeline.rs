@@ -910,7 +910,7 @@ async fn spin_placements_are_shed_while_orders_write_lock_stays_taken() {
 #[ignore = "needs a real Spin 4.x on PATH: make real-spin-test"]
 async fn real_spin_sqlite_placements_are_shed_while_orders_write_lock_stays_taken() {
     placements_are_shed_while_orders_write_lock_stays_taken(Flavour::RealSpin(
-        support::RealSpinDatabase::Sqlite,
+        support::ServedDatabase::Sqlite,
     ))
     .await;
 }

@@ -12,7 +12,7 @@
 
 pub mod load;
 pub mod real_lattice;
-pub mod real_spin;
+pub mod served;
 pub mod services;
 
 use std::collections::HashMap;
@@ -24,8 +24,8 @@ use shop_domain::auth::{Claims, Role, mint_token};
 use test_host::{Faults, Lattice, LatticeConfig, TestHost, TestHostConfig, WASMCLOUD_WASM_DIR};
 
 use real_lattice::RealLattice;
-pub use real_spin::RealSpinDatabase;
-use real_spin::{RealDatabase, RealSpin};
+pub use served::ServedDatabase;
+use served::{ServedApp, ServedData, Server};
 
 /// The dev secret in spin.toml and wadm.yaml (tests run on the documented defaults).
 pub const AUTH_SECRET: &[u8] = b"dev-auth-secret-change-me";
@@ -40,7 +40,10 @@ pub enum Flavour {
     /// The wasmCloud build under `wadm.yaml`, on the lattice (Postgres, NATS).
     WasmCloud,
     /// The Spin build under `spin.toml` on a real Spin 4.x (`make real-spin-test`).
-    RealSpin(RealSpinDatabase),
+    RealSpin(ServedDatabase),
+    /// The Spin build under `spin.toml` on `test-host serve`, a process of its own (data on
+    /// disk; it can be killed and restarted).
+    TestHostProcess(ServedDatabase),
     /// The wasmCloud build as wadm deployed `wadm.yaml` on a real lattice
     /// (`make real-lattice-test`).
     RealLattice,
@@ -61,7 +64,7 @@ macro_rules! scenarios {
             @real_host
             /// The scenarios on a real Spin, one instance on its embedded SQLite.
             real_spin_sqlite,
-            crate::support::Flavour::RealSpin(crate::support::RealSpinDatabase::Sqlite),
+            crate::support::Flavour::RealSpin(crate::support::ServedDatabase::Sqlite),
             "needs a real Spin 4.x on PATH: make real-spin-test",
             [$($real),*]
         );
@@ -69,7 +72,7 @@ macro_rules! scenarios {
             @real_host
             /// The scenarios on a real Spin, two instances on one PostgreSQL database.
             real_spin_postgres,
-            crate::support::Flavour::RealSpin(crate::support::RealSpinDatabase::Postgres),
+            crate::support::Flavour::RealSpin(crate::support::ServedDatabase::Postgres),
             "needs a real Spin 4.x on PATH: make real-spin-test",
             [$($real),*]
         );
@@ -322,25 +325,29 @@ pub async fn start_with(flavour: Flavour, extra: &[(&str, &str)]) -> App {
             };
             App::new(Host::WasmCloud(Box::new(lattice)), Some(cleanup))
         }
-        Flavour::RealSpin(database) => {
-            let server = match database {
-                RealSpinDatabase::Sqlite => None,
-                RealSpinDatabase::Postgres => Some(
-                    services::locate(services::Service::Postgres)
-                        .await
-                        .expect("the Postgres variant needs PostgreSQL (DATABASE_URL)"),
-                ),
-            };
-            let spin = RealSpin::start(database, &settings(extra), server.as_deref()).await;
-            let cleanup = spin.postgres_url().map(|url| Cleanup {
-                database_url: url.to_owned(),
-                nats_url: String::new(),
-                buckets: Vec::new(),
-            });
-            App::new(Host::RealSpin(spin), cleanup)
-        }
+        Flavour::RealSpin(database) => serve(Server::Spin, database, extra).await,
+        Flavour::TestHostProcess(database) => serve(Server::TestHost, database, extra).await,
         Flavour::RealLattice => App::new(Host::RealLattice(RealLattice::attach().await), None),
     }
+}
+
+/// The app served by processes of `server` on `database`.
+async fn serve(server: Server, database: ServedDatabase, extra: &[(&str, &str)]) -> App {
+    let postgres = match database {
+        ServedDatabase::Sqlite => None,
+        ServedDatabase::Postgres => Some(
+            services::locate(services::Service::Postgres)
+                .await
+                .expect("the Postgres variant needs PostgreSQL (DATABASE_URL)"),
+        ),
+    };
+    let served = ServedApp::start(server, database, &settings(extra), postgres.as_deref()).await;
+    let cleanup = served.postgres_url().map(|url| Cleanup {
+        database_url: url.to_owned(),
+        nats_url: String::new(),
+        buckets: Vec::new(),
+    });
+    App::new(Host::Served(served), cleanup)
 }
 
 /// A lattice configuration for `wadm.yaml` on a fresh database, with its own NATS subject
@@ -392,8 +399,8 @@ pub enum Host {
     Spin(TestHost),
     /// The wasmCloud flavour.
     WasmCloud(Box<Lattice>),
-    /// A real Spin.
-    RealSpin(RealSpin),
+    /// A real Spin, or the test host as a process of its own.
+    Served(ServedApp),
     /// A deployment on a real wasmCloud lattice.
     RealLattice(RealLattice),
 }
@@ -469,7 +476,7 @@ impl App {
         let bases = match &host {
             Host::Spin(host) => vec![host.base_url()],
             Host::WasmCloud(lattice) => vec![lattice.base_url()],
-            Host::RealSpin(spin) => spin.bases.clone(),
+            Host::Served(served) => served.bases.clone(),
             Host::RealLattice(lattice) => vec![lattice.base.clone()],
         };
         App {
@@ -499,10 +506,16 @@ impl App {
         match self.host() {
             Host::Spin(_) => Flavour::Spin,
             Host::WasmCloud(_) => Flavour::WasmCloud,
-            Host::RealSpin(spin) => Flavour::RealSpin(match spin.database {
-                RealDatabase::Sqlite(_) => RealSpinDatabase::Sqlite,
-                RealDatabase::Postgres(_) => RealSpinDatabase::Postgres,
-            }),
+            Host::Served(served) => {
+                let database = match served.data {
+                    ServedData::Sqlite(_) => ServedDatabase::Sqlite,
+                    ServedData::Postgres(_) => ServedDatabase::Postgres,
+                };
+                match served.server {
+                    Server::Spin => Flavour::RealSpin(database),
+                    Server::TestHost => Flavour::TestHostProcess(database),
+                }
+            }
             Host::RealLattice(_) => Flavour::RealLattice,
         }
     }
@@ -512,7 +525,7 @@ impl App {
         match self.host() {
             Host::Spin(host) => host.faults(),
             Host::WasmCloud(lattice) => lattice.faults(),
-            Host::RealSpin(_) | Host::RealLattice(_) => {
+            Host::Served(_) | Host::RealLattice(_) => {
                 panic!("a real host has no fault injection")
             }
         }
@@ -523,7 +536,7 @@ impl App {
         match self.host.take() {
             Some(Host::Spin(host)) => host.shutdown().await,
             Some(Host::WasmCloud(lattice)) => lattice.shutdown().await,
-            Some(Host::RealSpin(spin)) => drop(spin),
+            Some(Host::Served(served)) => drop(served),
             Some(Host::RealLattice(lattice)) => drop(lattice),
             None => {}
         }
@@ -568,7 +581,7 @@ impl App {
                 let reply: Value = serde_json::from_slice(&reply).expect("a JSON reply");
                 reply["answer"].clone()
             }
-            Host::RealSpin(_) | Host::RealLattice(_) => {
+            Host::Served(_) | Host::RealLattice(_) => {
                 panic!("a real host's event routes are private")
             }
         };
@@ -585,11 +598,11 @@ impl App {
     pub fn sqlite_file(&self, service: &str) -> PathBuf {
         match self.host() {
             Host::Spin(host) => host.sqlite_file(service),
-            Host::RealSpin(spin) => match &spin.database {
-                RealDatabase::Sqlite(working_dir) => {
+            Host::Served(served) => match &served.data {
+                ServedData::Sqlite(working_dir) => {
                     test_host::spin_sqlite_file(&runtime_config(), working_dir, service)
                 }
-                RealDatabase::Postgres(_) => panic!("a Spin app on Postgres has no SQLite file"),
+                ServedData::Postgres(_) => panic!("a Spin app on Postgres has no SQLite file"),
             },
             _ => panic!("not a Spin app"),
         }
@@ -602,12 +615,12 @@ impl App {
         match self.host() {
             Host::Spin(host) => host.sqlite_query(service, sql),
             Host::WasmCloud(lattice) => lattice.sql_query(service, sql).await,
-            Host::RealSpin(spin) => match &spin.database {
-                RealDatabase::Sqlite(working_dir) => test_host::query_sqlite_file(
+            Host::Served(served) => match &served.data {
+                ServedData::Sqlite(working_dir) => test_host::query_sqlite_file(
                     &test_host::spin_sqlite_file(&runtime_config(), working_dir, service)?,
                     sql,
                 ),
-                RealDatabase::Postgres(url) => {
+                ServedData::Postgres(url) => {
                     test_host::query_postgres(&service_database(url, service), sql).await
                 }
             },
@@ -627,6 +640,21 @@ impl App {
         body: Option<Vec<u8>>,
         headers: &[(&str, &str)],
     ) -> Answer {
+        self.try_raw(method, path, token, body, headers)
+            .await
+            .expect("request sent and answered")
+    }
+
+    /// [`App::raw`], or the transport's error when no answer came (nothing listens, the
+    /// connection broke).
+    pub async fn try_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, reqwest::Error> {
         let turn = self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let base = &self.bases[turn % self.bases.len()];
         let mut request = self
@@ -643,15 +671,24 @@ impl App {
                 .header("content-type", "application/json")
                 .body(body);
         }
-        let response = request.send().await.expect("request sent");
+        let response = request.send().await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let bytes = response.bytes().await.expect("body read");
+        let bytes = response.bytes().await?;
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Answer {
+        Ok(Answer {
             status,
             headers,
             body,
+        })
+    }
+
+    /// Kills instance `instance` of a served app (SIGKILL) and starts it again on the same
+    /// data; returns once it answers.
+    pub async fn crash_and_restart(&self, instance: usize) {
+        match self.host() {
+            Host::Served(served) => served.crash_and_restart(instance).await,
+            _ => panic!("only a served app runs in processes of its own"),
         }
     }
 

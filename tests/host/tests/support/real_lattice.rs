@@ -51,7 +51,7 @@ impl RealLattice {
                 .await
                 .expect("empty the tables");
         }
-        let ticker = tokio::spawn(super::real_spin::tick(vec![base.clone()]));
+        let ticker = tokio::spawn(super::served::tick(vec![base.clone()]));
         RealLattice {
             base,
             database_url,
