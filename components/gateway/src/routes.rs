@@ -1,7 +1,6 @@
 //! The public API (see `openapi.yaml`) and where each call goes.
 
 use serde_json::{Value, json};
-use service_kit::Env;
 use service_kit::http::{
     ACTOR_HEADER, CORRELATION_HEADER, ROLE_HEADER, Request, Response, method_not_allowed,
     not_found, percent_encode,
@@ -9,6 +8,7 @@ use service_kit::http::{
 use service_kit::ids::new_id;
 use service_kit::ports::{OutboundRequest, ResponseStream};
 use service_kit::stream::{BodyStream, ChunkSink, Streamed};
+use service_kit::{Env, caller};
 use shop_domain::auth::{Claims, Role};
 use shop_domain::cursor::decode_cursor;
 use shop_domain::order::OrderStatus;
@@ -221,7 +221,7 @@ impl Call<'_> {
             service,
             self.env
                 .http
-                .send(self.outbound(service, method, path, body)),
+                .send(self.outbound(service, method, path, body, None)),
         )
     }
 
@@ -230,27 +230,22 @@ impl Call<'_> {
     /// an answer (lost, timed out, cut short), it is sent once more with the same key, and
     /// the receiver either applies it or replays what it did the first time.
     fn forward_keyed(&self, service: &str, path: &str, body: Vec<u8>, key: &str) -> Answer {
-        let mut request = self.outbound(service, "POST", path, body);
-        request
-            .headers
-            .retain(|(name, _)| name != "idempotency-key");
-        request
-            .headers
-            .push(("idempotency-key".to_owned(), key.to_owned()));
+        let request = self.outbound(service, "POST", path, body, Some(key));
         let first = self.env.http.send(request.clone());
         relay(service, first.or_else(|_| self.env.http.send(request)))
     }
 
     /// As [`Call::forward`] for a `GET` of an event stream, relayed chunk by chunk.
     fn forward_stream(&self, service: &str, path: &str) -> Streamed {
-        let mut upstream = match self
-            .env
-            .http
-            .open(self.outbound(service, "GET", path, Vec::new()))
-        {
-            Ok(upstream) => upstream,
-            Err(e) => return Streamed::whole(unreachable(service, &e.to_string())),
-        };
+        let mut upstream =
+            match self
+                .env
+                .http
+                .open(self.outbound(service, "GET", path, Vec::new(), None))
+            {
+                Ok(upstream) => upstream,
+                Err(e) => return Streamed::whole(unreachable(service, &e.to_string())),
+            };
         let keep = ["content-type", "cache-control", "x-accel-buffering"];
         let headers = upstream
             .headers()
@@ -276,8 +271,17 @@ impl Call<'_> {
         })
     }
 
-    /// The request to `service` on behalf of the authenticated caller.
-    fn outbound(&self, service: &str, method: &str, path: &str, body: Vec<u8>) -> OutboundRequest {
+    /// The request to `service` on behalf of the authenticated caller, with the caller's
+    /// `Idempotency-Key` or `idempotency_key` in its place, signed (`service_kit::caller`):
+    /// the service believes the actor and role only so.
+    fn outbound(
+        &self,
+        service: &str,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        idempotency_key: Option<&str>,
+    ) -> OutboundRequest {
         let mut headers = vec![
             ("content-type".to_owned(), "application/json".to_owned()),
             (ACTOR_HEADER.to_owned(), self.claims.sub.clone()),
@@ -290,17 +294,22 @@ impl Call<'_> {
                 self.request.correlation_id().unwrap_or_default().to_owned(),
             ),
         ];
-        for name in ["idempotency-key", "last-event-id"] {
-            if let Some(value) = self.request.header(name) {
-                headers.push((name.to_owned(), value.to_owned()));
-            }
+        let idempotency_key = idempotency_key.or_else(|| self.request.header("idempotency-key"));
+        if let Some(key) = idempotency_key {
+            headers.push(("idempotency-key".to_owned(), key.to_owned()));
         }
-        OutboundRequest {
-            method: method.into(),
-            url: format!("{}{path}", (self.env.service_url)(service)),
-            headers,
-            body,
+        if let Some(value) = self.request.header("last-event-id") {
+            headers.push(("last-event-id".to_owned(), value.to_owned()));
         }
+        caller::signed(
+            OutboundRequest {
+                method: method.into(),
+                url: format!("{}{path}", (self.env.service_url)(service)),
+                headers,
+                body,
+            },
+            self.env.config,
+        )
     }
 
     fn json(&self) -> Result<Value, Response> {

@@ -16,7 +16,7 @@ use service_kit::messaging::{HandlerError, Messaging};
 use service_kit::ports::OutboundRequest;
 use service_kit::stream::Streamed;
 use service_kit::worker::{Worker, WorkerService, unavailable};
-use service_kit::{Env, settings};
+use service_kit::{Env, caller, settings};
 use shop_domain::cursor::{decode_cursor, encode_cursor};
 use shop_domain::envelope::{Envelope, event_types};
 use shop_domain::money::Money;
@@ -274,15 +274,18 @@ fn price(order: &PlaceOrder, env: &Env, correlation_id: &str) -> Result<(Value, 
         OrderContent::Items(lines) => lines,
     };
     let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
-    let request = OutboundRequest {
-        method: "POST".into(),
-        url: format!("{}/internal/prices", (env.service_url)("stock-checker")),
-        headers: vec![
-            ("content-type".into(), "application/json".into()),
-            (CORRELATION_HEADER.into(), correlation_id.into()),
-        ],
-        body: json!({"skus": skus}).to_string().into_bytes(),
-    };
+    let request = caller::signed(
+        OutboundRequest {
+            method: "POST".into(),
+            url: format!("{}/internal/prices", (env.service_url)("stock-checker")),
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                (CORRELATION_HEADER.into(), correlation_id.into()),
+            ],
+            body: json!({"skus": skus}).to_string().into_bytes(),
+        },
+        env.config,
+    );
     // A price list changes nothing: asked once more when the call fails without an answer
     // (lost, or its answer cut short by the transport).
     let ask = || env.http.send(request.clone());

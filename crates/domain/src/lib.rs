@@ -12,6 +12,7 @@
 //! - [`voucher`]: who earns a voucher and the voucher's deterministic code.
 //! - [`retry`]: exponential backoff with caller-supplied jitter.
 //! - [`envelope`]: the HMAC-signed event envelope exchanged between services.
+//! - [`internal_call`]: the gateway's signature on the calls it makes for a caller.
 //! - [`auth`]: HS256 JSON Web Tokens and roles.
 //! - [`time`]: RFC 3339 timestamps from Unix milliseconds.
 //! - [`cursor`]: opaque pagination cursors.
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod cursor;
 pub mod envelope;
 mod hmac_key;
+pub mod internal_call;
 pub mod money;
 pub mod order;
 pub mod rate_limit;
@@ -35,6 +37,7 @@ pub mod voucher;
 pub use auth::{AuthError, Claims, Role, mint_token, verify_token};
 pub use cursor::{decode_cursor, encode_cursor};
 pub use envelope::{Envelope, EnvelopeError, SignatureError, event_types};
+pub use internal_call::{CallSignatureError, InternalCall};
 pub use money::Money;
 pub use order::{OrderAction, OrderStatus, RejectReason, TransitionError, transition};
 pub use retry::RetryPolicy;

@@ -6,6 +6,7 @@
 //! services never touch host bindings themselves.
 #![deny(missing_docs)]
 
+pub mod caller;
 pub mod db;
 pub mod http;
 pub mod ids;

@@ -1,9 +1,11 @@
-//! The plumbing every event-driven service shares: migrations, the internal event,
-//! tick and dead-letter routes, and delivering the outbox after each response.
+//! The plumbing every event-driven service shares: the caller's signature checked
+//! ([`crate::caller`]), migrations, the internal event, tick and dead-letter routes, and
+//! delivering the outbox after each response.
 
 use shop_domain::envelope::Envelope;
 
 use crate::Service;
+use crate::caller;
 use crate::db::{Db, DbError, Migration, migrate, schema_is_current};
 use crate::http::{Request, Response, method_not_allowed, not_found};
 use crate::messaging::{Acknowledgement, EVENTS_PATH, HandlerError, Messaging};
@@ -74,6 +76,9 @@ impl<W: Worker> Service for WorkerService<W> {
     }
 
     fn handle(&self, request: Request, env: &Env) -> Response {
+        if let Err(refused) = caller::verify(&request, env.config) {
+            return refused;
+        }
         if let Err(e) = Self::prepare(env) {
             return unavailable(&e);
         }
@@ -131,6 +136,9 @@ impl<W: Worker> Service for WorkerService<W> {
     }
 
     fn stream(&self, request: &Request, env: &Env) -> Option<Streamed> {
+        if let Err(refused) = caller::verify(request, env.config) {
+            return Some(Streamed::whole(refused));
+        }
         self.0.stream(request, env)
     }
 

@@ -377,3 +377,155 @@ async fn every_endpoint_answers_every_caller_as_the_matrix_says(flavour: Flavour
     );
     assert_eq!(dead[0]["reason"], "bad_signature");
 }
+
+/// On wasmCloud each service listens on 127.0.0.1 for the gateway (its http-server link),
+/// where any local process can reach it. Every call there that claims to come from an
+/// admin without the gateway's signature, with a malformed one, or with one made with a
+/// guessed secret, is refused with 401 and changes nothing. (Services check the signature
+/// before they route, so these entry points stand for all of them; events carry their
+/// own signatures, see `event_rejection.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasmcloud_services_refuse_calls_the_gateway_did_not_sign() {
+    if support::wasmcloud_services().await.is_none() {
+        return;
+    }
+    let app = start_with(Flavour::WasmCloud, &[]).await;
+    let buyer = "unsigned@example.com";
+    app.credit(buyer, 10_000).await;
+    app.product("UNSIGNED-1", 500, 3).await;
+    let order = app
+        .place(&json!({"customer": buyer, "items": [{"sku": "UNSIGNED-1", "quantity": 1}]}))
+        .await;
+    let id = order["id"].as_str().expect("an order id");
+    app.wait_status(id, "confirmed").await;
+    app.wait_quiet().await;
+    let before = (
+        app.account(buyer).await,
+        app.stock("UNSIGNED-1").await,
+        app.order(id).await["status"].clone(),
+    );
+
+    let ack = json!({"status": 200, "answer": {"results": []}});
+    let entry_points: Vec<(&str, &str, String, Value)> = vec![
+        (
+            "balance-checker",
+            "POST",
+            format!("/accounts/{buyer}/credit"),
+            json!({"amount_cents": 100_000}),
+        ),
+        (
+            "balance-checker",
+            "GET",
+            format!("/accounts/{buyer}"),
+            Value::Null,
+        ),
+        (
+            "stock-checker",
+            "PUT",
+            "/products/UNSIGNED-1".into(),
+            json!({"name": "Mine", "price_cents": 1, "stock": 1000}),
+        ),
+        (
+            "stock-checker",
+            "POST",
+            "/internal/prices".into(),
+            json!({"skus": ["UNSIGNED-1"]}),
+        ),
+        (
+            "orders",
+            "POST",
+            "/orders".into(),
+            json!({"customer": buyer, "items": [{"sku": "UNSIGNED-1", "quantity": 1}]}),
+        ),
+        ("orders", "POST", format!("/orders/{id}/cancel"), json!({})),
+        ("orders", "GET", "/orders".into(), Value::Null),
+        ("orders", "GET", "/orders/events".into(), Value::Null),
+        (
+            "vouchers",
+            "GET",
+            format!("/vouchers?customer={buyer}"),
+            Value::Null,
+        ),
+    ]
+    .into_iter()
+    .chain(
+        ["orders", "balance-checker", "stock-checker", "vouchers"]
+            .into_iter()
+            .flat_map(|service| {
+                [
+                    (
+                        service,
+                        "GET",
+                        "/internal/dead-letters".to_owned(),
+                        Value::Null,
+                    ),
+                    (
+                        service,
+                        "POST",
+                        format!("/internal/dead-letters/{service}:x/retry"),
+                        json!({}),
+                    ),
+                    (
+                        service,
+                        "POST",
+                        "/internal/acks/vouchers".to_owned(),
+                        ack.clone(),
+                    ),
+                ]
+            }),
+    )
+    .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let client = reqwest::Client::new();
+    for (service, method, path, body) in &entry_points {
+        let base = app.lattice().url(service).expect("the service listens");
+        let (path_only, query) = path.split_once('?').unwrap_or((path, ""));
+        let body_bytes = if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
+        let guessed = shop_domain::InternalCall {
+            method,
+            path: path_only,
+            query,
+            actor: "admin@shop.test",
+            role: "admin",
+            idempotency_key: "",
+            body: &body_bytes,
+        }
+        .sign(b"a-guessed-secret", now);
+        for signature in [None, Some("1.not-hex".to_owned()), Some(guessed)] {
+            let mut request = client
+                .request(method.parse().unwrap(), format!("{base}{path}"))
+                .header("x-shop-actor", "admin@shop.test")
+                .header("x-shop-role", "admin")
+                .header("content-type", "application/json")
+                .body(body_bytes.clone());
+            if let Some(signature) = &signature {
+                request = request.header("x-shop-signature", signature);
+            }
+            let answer = request.send().await.expect("the service answers");
+            assert_eq!(
+                answer.status().as_u16(),
+                401,
+                "{service} {method} {path} with signature {signature:?}"
+            );
+        }
+    }
+    let after = (
+        app.account(buyer).await,
+        app.stock("UNSIGNED-1").await,
+        app.order(id).await["status"].clone(),
+    );
+    assert_eq!(before, after, "a refused call changed nothing");
+    assert_eq!(
+        app.count("orders", "SELECT COUNT(*) FROM orders").await,
+        1,
+        "no order was placed behind the gateway"
+    );
+    app.shutdown().await;
+}

@@ -21,7 +21,7 @@ mod transport;
 use service_kit::http::Request;
 use service_kit::messaging::{ACKS_PATH, Acknowledgement, EVENTS_PATH};
 use service_kit::optimistic::OptimisticSql;
-use service_kit::{Config, Env, Service};
+use service_kit::{Config, Env, Service, caller};
 
 use crate::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
 use crate::bindings::wasmcloud::messaging::consumer;
@@ -74,13 +74,20 @@ pub fn handle_message<S: Service + Default>(message: BrokerMessage) -> Result<()
             Some(destination) => format!("{ACKS_PATH}/{destination}"),
             None => EVENTS_PATH.to_owned(),
         };
-        let request = Request {
-            method: "POST".into(),
-            path,
-            query: String::new(),
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: message.body,
-        };
+        // Handed over by the host from a subscription, not from the network: signed here so
+        // that it passes the check every call from the network must (service_kit::caller).
+        // (An acknowledgement on NATS is the receiver's answer; NATS itself is the trust
+        // boundary there.)
+        let request = caller::signed_request(
+            Request {
+                method: "POST".into(),
+                path,
+                query: String::new(),
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: message.body,
+            },
+            env.config,
+        );
         let response = service.handle(request.clone(), env);
         let detail: String = String::from_utf8_lossy(&response.body)
             .chars()
