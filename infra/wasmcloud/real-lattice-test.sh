@@ -6,8 +6,9 @@
 # fresh database, with the services' roles and schemas, on the PostgreSQL at
 # $POSTGRES_HOST:$POSTGRES_PORT (as $POSTGRES_USER, default postgres); renders
 # target/wadm.local.yaml for them (make wadm-local, providers from $PROVIDERS_DIR) and runs
-# `wash app deploy`. Then the black-box pipeline scenarios (real_lattice::*) and a 32-client,
-# 30 s load run go through the gateway on :8000. Everything it started is stopped at the
+# `wash app deploy`. Then the black-box pipeline scenarios (real_lattice::*), a forged admin
+# call to a service's own listener (must be 401) and a 32-client, 30 s load run go through
+# the gateway on :8000. Everything it started is stopped at the
 # end; the logs stay in target/real-lattice/. SKIP_SCENARIOS=1 runs the load run alone.
 #
 # Needs on PATH: wasmcloud, wadm, wash and nats-server-2.11 (or NATS_SERVER_BIN), as
@@ -88,5 +89,12 @@ say "deployed; running the scenarios"
 export SHOP_URL=http://127.0.0.1:8000
 export SHOP_DATABASE_URL="postgres://$PG_USER@$PG_HOST:$PG_PORT/$DATABASE"
 [[ -n ${SKIP_SCENARIOS:-} ]] || cargo test --test pipeline real_lattice -- --ignored --test-threads 1
+# A local process that calls a service's listener as an admin, without the gateway's
+# signature, is refused (README, "Calls between services").
+forged=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'x-shop-role: admin' \
+  -H 'x-shop-actor: admin@shop.test' -H 'content-type: application/json' \
+  -d '{"amount_cents": 100000}' http://127.0.0.1:8082/accounts/forged@example.com/credit)
+[[ $forged == 401 ]] || { say "balance-checker answered a forged admin call with $forged, not 401"; exit 1; }
+say "a forged admin call behind the gateway: 401"
 cargo test --test lattice real_lattice -- --ignored --nocapture
 say "passed"

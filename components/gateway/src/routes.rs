@@ -360,9 +360,8 @@ impl Call<'_> {
         self.with_email(raw_email, |email| {
             let amount = parse_credit(&self.json()?).map_err(|e| Response::invalid(&e))?;
             let body = json!({"amount_cents": amount}).to_string().into_bytes();
-            self.forward(
+            self.forward_idempotent(
                 "balance-checker",
-                "POST",
                 &format!("/accounts/{}/credit", percent_encode(email)),
                 body,
             )
@@ -377,6 +376,14 @@ impl Call<'_> {
     fn place(&self, body: &Value) -> Answer {
         let order = parse_place_order(body).map_err(|e| Response::invalid(&e))?;
         require_self_or_staff(self.claims, &order.customer)?;
+        self.forward_idempotent("orders", "/orders", body.to_string().into_bytes())
+    }
+
+    /// A write the receiver deduplicates by `Idempotency-Key`, under the caller's key or,
+    /// without one, one of the gateway's own: either makes the write safe to send again when
+    /// its answer is lost ([`Call::forward_keyed`]); the caller is not told of a replay it
+    /// did not ask for.
+    fn forward_idempotent(&self, service: &str, path: &str, body: Vec<u8>) -> Answer {
         if let Some(key) = self.request.header("idempotency-key")
             && (key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()))
         {
@@ -385,14 +392,11 @@ impl Call<'_> {
                 message: "must be 1 to 255 visible ASCII characters".into(),
             }]));
         }
-        // Without the caller's key, one of the gateway's own makes the placement safe to send
-        // again when its answer is lost; the caller is not told of a replay it did not ask for.
         let (key, own_key) = match self.request.header("idempotency-key") {
             Some(key) => (key.to_owned(), false),
             None => (new_id("gwk"), true),
         };
-        let mut answer =
-            self.forward_keyed("orders", "/orders", body.to_string().into_bytes(), &key)?;
+        let mut answer = self.forward_keyed(service, path, body, &key)?;
         if own_key {
             answer
                 .headers

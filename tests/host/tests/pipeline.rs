@@ -20,6 +20,7 @@ scenarios!(
         out_of_stock_rejects_without_partial_deduction,
         cancel_releases_holds_and_refunds_confirmed_orders,
         idempotency_key_replays_the_same_order,
+        a_credit_sent_again_under_its_key_is_applied_once,
         batch_answers_per_item,
         bad_input_gets_problems_and_changes_nothing,
         cursors_page_through_products_and_orders,
@@ -827,6 +828,44 @@ async fn health_compat_route_and_correlation_ids(flavour: Flavour) {
         )
         .await;
     assert!(inbox >= 1);
+}
+
+/// A credit whose answer was lost can be sent again under its `Idempotency-Key`: it is
+/// applied once (the gateway does the same with a key of its own when a service's answer
+/// is cut short); the key with another amount is refused.
+async fn a_credit_sent_again_under_its_key_is_applied_once(flavour: Flavour) {
+    let app = start(flavour).await;
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let buyer = customer(&format!("credited-{run}"));
+    let path = format!("/api/v1/accounts/{buyer}/credit");
+    let key = format!("credit-{run}");
+    let credit = |amount: i64| {
+        let body = json!({"amount_cents": amount}).to_string().into_bytes();
+        let (app, path, key) = (&app, &path, &key);
+        async move {
+            app.raw(
+                "POST",
+                path,
+                Some(&staff()),
+                Some(body),
+                &[("idempotency-key", key)],
+            )
+            .await
+        }
+    };
+    let first = credit(700).await;
+    assert_eq!(first.status, 200, "{first:?}");
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let again = credit(700).await;
+    assert_eq!(again.status, 200, "{again:?}");
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body["balance_cents"], 700);
+    let other = credit(900).await;
+    assert_eq!(other.status, 422, "{other:?}");
+    assert_eq!(app.account(&buyer).await["balance_cents"], 700);
 }
 
 /// Stock and credit can never go below zero, whatever writes them: the checkers' schemas

@@ -11,5 +11,10 @@ pub fn all() -> Vec<Migration> {
             "credit_never_negative",
             include_str!("../../migrations/0002_credit_never_negative.sql"),
         ),
+        Migration::new(
+            3,
+            "credit_idempotency_keys",
+            include_str!("../../migrations/0003_credit_idempotency_keys.sql"),
+        ),
     ]
 }

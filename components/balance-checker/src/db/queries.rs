@@ -101,3 +101,26 @@ pub fn save_hold(tx: &Db, order_id: &str, hold: &Hold, now: i64) -> Result<(), D
         &[order_id.into(), hold.customer.as_str().into(), hold.amount_cents.into(), hold.state.as_str().into(), now.into()],
     )
 }
+
+/// The request a credit's idempotency key was first used with, if it was.
+pub fn find_credit_key(db: &Db, scoped_key: &str) -> Result<Option<String>, DbError> {
+    db.query_opt(
+        "SELECT request FROM credit_idempotency_keys WHERE scoped_key = $1",
+        &[scoped_key.into()],
+    )?
+    .map(|row| row.text("request"))
+    .transpose()
+}
+
+/// Stores a credit's idempotency key with the request it answered.
+pub fn insert_credit_key(
+    tx: &Db,
+    scoped_key: &str,
+    request: &str,
+    now: i64,
+) -> Result<(), DbError> {
+    tx.execute(
+        "INSERT INTO credit_idempotency_keys (scoped_key, request, created_at) VALUES ($1, $2, $3)",
+        &[scoped_key.into(), request.into(), now.into()],
+    )
+}
