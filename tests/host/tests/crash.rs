@@ -94,10 +94,7 @@ async fn place_until_accepted(
 
 async fn a_crash_mid_load_loses_and_doubles_nothing(flavour: Flavour) {
     let app = start(flavour).await;
-    let run = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let run = support::run_id();
     let sku = format!("CRASH-{run}");
     app.product(&sku, PRICE_CENTS, STOCK).await;
     let clients = match flavour {

@@ -835,10 +835,7 @@ async fn health_compat_route_and_correlation_ids(flavour: Flavour) {
 /// is cut short); the key with another amount is refused.
 async fn a_credit_sent_again_under_its_key_is_applied_once(flavour: Flavour) {
     let app = start(flavour).await;
-    let run = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let run = support::run_id();
     let buyer = customer(&format!("credited-{run}"));
     let path = format!("/api/v1/accounts/{buyer}/credit");
     let key = format!("credit-{run}");
@@ -872,10 +869,7 @@ async fn a_credit_sent_again_under_its_key_is_applied_once(flavour: Flavour) {
 /// refuse it (CHECK constraints), so a bug fails its transaction instead of overselling.
 async fn the_schema_refuses_negative_stock_and_credit(flavour: Flavour) {
     let app = start(flavour).await;
-    let run = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let run = support::run_id();
     let (sku, buyer) = (format!("NEG-{run}"), customer(&format!("neg-{run}")));
     app.product(&sku, 500, 2).await;
     app.credit(&buyer, 1_000).await;

@@ -184,11 +184,16 @@ pub async fn wasmcloud_services() -> Option<Services> {
 }
 
 fn unique_suffix() -> String {
-    let nanos = std::time::SystemTime::now()
+    format!("{}_{}", std::process::id(), run_id() % 1_000_000_000_000)
+}
+
+/// A number no earlier run used (the clock in nanoseconds), for names a test makes up
+/// (customers, skus, keys) on an app that other runs may have used.
+pub fn run_id() -> u128 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_nanos();
-    format!("{}_{}", std::process::id(), nanos % 1_000_000_000_000)
+        .as_nanos()
 }
 
 /// The services that own a database (the gateway has none), as `spin.toml` names them.
