@@ -8,7 +8,7 @@ mod db;
 use serde_json::json;
 use service_kit::Env;
 use service_kit::db::{Db, DbError, Migration};
-use service_kit::http::{ACTOR_HEADER, Request, Response, method_not_allowed, percent_decode};
+use service_kit::http::{Request, Response, method_not_allowed, percent_decode};
 use service_kit::ids::now_ms;
 use service_kit::messaging::{HandlerError, Messaging, Reply, data_text};
 use service_kit::settings;
@@ -94,13 +94,8 @@ fn credit(request: &Request, env: &Env, email: &str) -> Response {
         Err(problem) => return problem,
     };
     // A credit sent again under its key (the gateway does when an answer is lost) is
-    // applied once; the key is the caller's own, scoped to who calls.
-    let key = request.header("idempotency-key").map(|key| {
-        format!(
-            "{}\n{key}",
-            request.header(ACTOR_HEADER).unwrap_or_default()
-        )
-    });
+    // applied once.
+    let key = request.scoped_idempotency_key();
     let canonical = format!("{email}\n{}", amount.cents());
     let outcome =
         Db::new(env.sql).client_transaction(settings::client_lock_wait_ms(env.config), |tx| {
@@ -108,12 +103,7 @@ fn credit(request: &Request, env: &Env, email: &str) -> Response {
                 && let Some(stored) = queries::find_credit_key(tx, key)?
             {
                 if stored != canonical {
-                    return Ok(Response::problem(
-                        422,
-                        "idempotency-key-reused",
-                        "Idempotency key reused",
-                        "this Idempotency-Key was already used with a different request",
-                    ));
+                    return Ok(Response::idempotency_key_reused());
                 }
                 let account = queries::account(tx, &email)?;
                 return Ok(Response::json(200, &view(&email, &account))

@@ -133,9 +133,7 @@ fn place_one(request: &Request, env: &Env, messaging: &Messaging) -> Response {
         Ok(body) => body,
         Err(problem) => return problem,
     };
-    let key = request
-        .header("idempotency-key")
-        .map(|k| format!("{}\n{k}", Caller::of(request).actor));
+    let key = request.scoped_idempotency_key();
     place(request, env, messaging, &body, key.as_deref())
 }
 
@@ -245,12 +243,7 @@ fn replay(db: &Db, key: &str, canonical: &str) -> Result<Option<Response>, DbErr
         return Ok(None);
     };
     if stored != canonical {
-        return Ok(Some(Response::problem(
-            422,
-            "idempotency-key-reused",
-            "Idempotency key reused",
-            "this Idempotency-Key was already used with a different request",
-        )));
+        return Ok(Some(Response::idempotency_key_reused()));
     }
     Ok(queries::load(db, &order_id)?
         .map(|order| queries::view(db, &order))

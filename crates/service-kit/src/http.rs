@@ -53,6 +53,13 @@ impl Request {
         self.header(CORRELATION_HEADER)
     }
 
+    /// The caller's `Idempotency-Key` scoped to who calls (the gateway's actor), so that
+    /// two callers' keys never meet; `None` without a key.
+    pub fn scoped_idempotency_key(&self) -> Option<String> {
+        self.header("idempotency-key")
+            .map(|key| format!("{}\n{key}", self.header(ACTOR_HEADER).unwrap_or_default()))
+    }
+
     /// The body parsed as JSON, or a 400 problem answer.
     pub fn json(&self) -> Result<Value, Response> {
         serde_json::from_slice(&self.body).map_err(|e| {
@@ -165,6 +172,16 @@ impl Response {
     /// An RFC 9457 `application/problem+json` response; `kind` becomes the type URI's last part.
     pub fn problem(status: u16, kind: &str, title: &str, detail: &str) -> Response {
         Response::problem_with(status, kind, title, detail, &[])
+    }
+
+    /// 422: an `Idempotency-Key` sent again with a different request than its first.
+    pub fn idempotency_key_reused() -> Response {
+        Response::problem(
+            422,
+            "idempotency-key-reused",
+            "Idempotency key reused",
+            "this Idempotency-Key was already used with a different request",
+        )
     }
 
     /// A 422 problem listing every invalid field.
