@@ -23,6 +23,8 @@ use crate::auth::{authenticate, forbidden, require_admin, require_self_or_staff,
 const MESSAGING_SERVICES: [&str; 4] = ["orders", "balance-checker", "stock-checker", "vouchers"];
 /// The most orders one batch may place.
 const MAX_BATCH: usize = 100;
+/// When a caller whose keyed write got no answer should send it again, in seconds.
+const NO_ANSWER_RETRY_AFTER_S: &str = "1";
 
 /// 502 when `service` cannot be reached.
 fn unreachable(service: &str, error: &str) -> Response {
@@ -229,10 +231,31 @@ impl Call<'_> {
     /// `Idempotency-Key` (`key`: the caller's, or one made here): when the call fails without
     /// an answer (lost, timed out, cut short), it is sent once more with the same key, and
     /// the receiver either applies it or replays what it did the first time.
-    fn forward_keyed(&self, service: &str, path: &str, body: Vec<u8>, key: &str) -> Answer {
+    ///
+    /// When the second try fails too and `key` is the caller's own, the answer is 503
+    /// `no-answer` with `Retry-After`: whether the write was applied is not known, and the
+    /// caller may find out safely by sending it again under the same key. Without a key of
+    /// the caller's, no such resend is possible, so the failure stays 502.
+    fn forward_keyed(
+        &self,
+        service: &str,
+        path: &str,
+        body: Vec<u8>,
+        key: &str,
+        callers_key: bool,
+    ) -> Answer {
         let request = self.outbound(service, "POST", path, body, Some(key));
         let first = self.env.http.send(request.clone());
-        relay(service, first.or_else(|_| self.env.http.send(request)))
+        match first.or_else(|_| self.env.http.send(request)) {
+            Err(e) if callers_key => Err(Response::problem(
+                503,
+                "no-answer",
+                "Service did not answer",
+                &format!("{service}: {e}"),
+            )
+            .with_header("retry-after", NO_ANSWER_RETRY_AFTER_S)),
+            answer => relay(service, answer),
+        }
     }
 
     /// As [`Call::forward`] for a `GET` of an event stream, relayed chunk by chunk.
@@ -396,7 +419,7 @@ impl Call<'_> {
             Some(key) => (key.to_owned(), false),
             None => (new_id("gwk"), true),
         };
-        let mut answer = self.forward_keyed(service, path, body, &key)?;
+        let mut answer = self.forward_keyed(service, path, body, &key, !own_key)?;
         if own_key {
             answer
                 .headers

@@ -201,7 +201,7 @@ fn place(
     };
     let now = now_ms();
     let id = new_id("ord");
-    let timeout = settings::number(env.config, "check_timeout_ms", 30_000i64);
+    let timeout = settings::number(env.config, "check_timeout_ms", 30_000u64);
     let stored = db.client_transaction(settings::client_lock_wait_ms(env.config), |tx| {
         if let Some(key) = key {
             if let Some(answer) = replay(tx, key, &canonical)? {
@@ -220,7 +220,7 @@ fn place(
             reason: None,
             balance_check: None,
             stock_check: None,
-            checks_deadline: now + timeout,
+            checks_deadline: saga::checks_deadline(now, timeout, 0),
             check_resends: 0,
             placed_event: serde_json::to_string(&placed).map_err(|e| DbError(e.to_string()))?,
             voucher: None,
@@ -421,6 +421,7 @@ fn parse_position(key: &str) -> Option<(i64, String)> {
 }
 
 /// Ship, deliver (staff, checked by the gateway) or cancel (the order's customer or staff).
+/// An action already applied answers the order as it is: a client may send it again.
 fn act(request: &Request, env: &Env, messaging: &Messaging, id: &str, action: &str) -> Response {
     let action = match action {
         "ship" => OrderAction::Ship,
@@ -445,6 +446,10 @@ fn act(request: &Request, env: &Env, messaging: &Messaging, id: &str, action: &s
         };
         if !caller.may_see(&order) {
             return Ok(forbidden());
+        }
+        if order.status == action.outcome() {
+            // Done already: a client asking again after its answer was lost.
+            return Ok(Response::json(200, &queries::view(tx, &order)?));
         }
         let next = match transition(order.status, action) {
             Ok(next) => next,

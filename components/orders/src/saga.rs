@@ -135,12 +135,13 @@ fn reject(
 }
 
 /// Asks the checkers that have not answered by the deadline again, up to
-/// `check_resends` times, then rejects the order with `checks_timed_out`. While the last
+/// `check_resends` times, waiting longer after each question ([`checks_deadline`]), then
+/// rejects the order with `checks_timed_out`. While the last
 /// question is still being retried by the outbox (the checker or the transport is away),
 /// the deadline moves on instead: only a checker silent after it was asked counts.
 pub fn time_out_checks(env: &Env, messaging: &Messaging) -> Result<(), DbError> {
     let db = Db::new(env.sql);
-    let timeout = settings::number(env.config, "check_timeout_ms", 30_000i64);
+    let timeout = settings::number(env.config, "check_timeout_ms", 30_000u64);
     let max_resends = settings::number(env.config, "check_resends", 2i64);
     for overdue in queries::overdue(&db, now_ms(), TICK_BATCH)? {
         db.transaction(|tx| {
@@ -169,7 +170,8 @@ pub fn time_out_checks(env: &Env, messaging: &Messaging) -> Result<(), DbError> 
             if on_its_way {
                 // The last question has not reached a checker yet (its delivery failed and
                 // is retried): the checker has not been silent, so the clock starts again.
-                queries::set_deadline(tx, &order.id, now + timeout)?;
+                let deadline = checks_deadline(now, timeout, order.check_resends);
+                queries::set_deadline(tx, &order.id, deadline)?;
             } else if order.check_resends < max_resends {
                 let resends = order.check_resends + 1;
                 // A new event asks again: a checker that already decided answers once more,
@@ -182,7 +184,8 @@ pub fn time_out_checks(env: &Env, messaging: &Messaging) -> Result<(), DbError> 
                     placed.data,
                     &silent,
                 )?;
-                queries::set_asked_again(tx, &order.id, &asked, resends, now + timeout)?;
+                let deadline = checks_deadline(now, timeout, resends);
+                queries::set_asked_again(tx, &order.id, &asked, resends, deadline)?;
                 log::write(
                     Level::Warn,
                     "orders",
@@ -203,4 +206,12 @@ pub fn time_out_checks(env: &Env, messaging: &Messaging) -> Result<(), DbError> 
         })?;
     }
     Ok(())
+}
+
+/// When the checkers' answers are due, at `now`, for an order asked again `resends` times:
+/// [`shop_domain::order::check_wait_ms`] after its latest question.
+pub fn checks_deadline(now: i64, timeout_ms: u64, resends: i64) -> i64 {
+    let asked = u32::try_from(resends.saturating_add(1)).unwrap_or(u32::MAX);
+    let wait = shop_domain::order::check_wait_ms(timeout_ms, asked);
+    now.saturating_add(i64::try_from(wait).unwrap_or(i64::MAX))
 }

@@ -20,6 +20,8 @@ use core::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::retry::RetryPolicy;
+
 /// Where an order is in its life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -137,6 +139,18 @@ impl OrderAction {
             OrderAction::Ship => "ship",
             OrderAction::Deliver => "deliver",
             OrderAction::Cancel => "cancel",
+        }
+    }
+
+    /// The status this action leaves an order in. An order already there has had the
+    /// action applied: asking again (a client whose answer was lost) changes nothing.
+    pub const fn outcome(self) -> OrderStatus {
+        match self {
+            OrderAction::Confirm => OrderStatus::Confirmed,
+            OrderAction::Reject => OrderStatus::Rejected,
+            OrderAction::Ship => OrderStatus::Shipped,
+            OrderAction::Deliver => OrderStatus::Delivered,
+            OrderAction::Cancel => OrderStatus::Cancelled,
         }
     }
 
@@ -296,6 +310,23 @@ impl FromStr for RejectReason {
     }
 }
 
+/// How many times the first wait for the checkers' answers the wait may grow to.
+pub const CHECK_WAIT_GROWTH: u64 = 4;
+
+/// How long orders waits for the checkers' answers to its `asked`-th question about an
+/// order (1: the first), in ms: `timeout_ms`, doubled with each question asked again, up to
+/// [`CHECK_WAIT_GROWTH`] times `timeout_ms`. A checker that is slow because it is busy is
+/// asked again less and less often, so asking again adds little to its load, while a lost
+/// question is still asked again after `timeout_ms`.
+pub fn check_wait_ms(timeout_ms: u64, asked: u32) -> u64 {
+    RetryPolicy {
+        max_attempts: u32::MAX,
+        base_delay_ms: timeout_ms,
+        max_delay_ms: timeout_ms.saturating_mul(CHECK_WAIT_GROWTH),
+    }
+    .backoff_ceiling_ms(asked)
+}
+
 /// Status changes `(order, seq, at_ms)` in the order they happened: by time, except that
 /// each order's changes stay in `seq` order even when the clocks of different instances
 /// disagree about their times. Ties go by order key.
@@ -330,6 +361,28 @@ pub fn in_history_order<K: Ord + Clone>(changes: Vec<(K, i64, i64)>) -> Vec<(K, 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_wait_for_checks_doubles_with_each_question_up_to_four_times_the_first() {
+        let waits: Vec<u64> = (1..=6)
+            .map(|asked| super::check_wait_ms(5_000, asked))
+            .collect();
+        assert_eq!(waits, [5_000, 10_000, 20_000, 20_000, 20_000, 20_000]);
+        assert_eq!(super::check_wait_ms(u64::MAX, 3), u64::MAX);
+        assert_eq!(super::check_wait_ms(0, 9), 0);
+    }
+
+    #[test]
+    fn every_allowed_transition_ends_in_its_actions_outcome() {
+        use super::{OrderAction, OrderStatus, transition};
+        for from in OrderStatus::ALL {
+            for action in OrderAction::ALL {
+                if let Ok(to) = transition(from, action) {
+                    assert_eq!(to, action.outcome(), "{action} from {from}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn changes_go_by_time_but_each_order_keeps_its_history_order() {
         let changes = vec![("b", 1, 10), ("a", 2, 5), ("a", 1, 20), ("b", 2, 30)];

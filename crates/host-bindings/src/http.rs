@@ -329,9 +329,11 @@ impl HttpClient for WasiHttpClient {
     /// ([`BODY_ABORTED`]). So is a `GET` whose answer's head arrived but whose body broke
     /// off (cut short, or failed): a read changes nothing, so asking twice is safe
     /// (wasmCloud 1.9.2's transport cuts answers under load and right after a deploy).
+    /// An answer of the receiver's host instead of the receiver ([`Response::is_host_failure`]:
+    /// its instance trapped) is no answer: an error, and for a `GET` a reason to ask again.
     fn send(&self, request: OutboundRequest) -> Result<Response, PortError> {
         match start_call(request.clone(), true) {
-            Ok(stream) => match read_whole(Box::new(stream)) {
+            Ok(stream) => match read_whole(Box::new(stream)).and_then(from_receiver) {
                 Ok(answer) if !answer.body_not_received() => return Ok(answer),
                 Ok(_) => {}
                 Err(_) if request.method == "GET" => {}
@@ -340,8 +342,20 @@ impl HttpClient for WasiHttpClient {
             Err(e) if e.0.starts_with(BODY_ABORTED) => {}
             Err(e) => return Err(e),
         }
-        read_whole(Box::new(start_call(request, true)?))
+        read_whole(Box::new(start_call(request, true)?)).and_then(from_receiver)
     }
+}
+
+/// `answer` when the receiver gave it; an error when its host did because the receiver's
+/// instance failed.
+fn from_receiver(answer: Response) -> Result<Response, PortError> {
+    if answer.is_host_failure() {
+        return Err(PortError(format!(
+            "its instance failed: its host answered {}",
+            answer.status
+        )));
+    }
+    Ok(answer)
 }
 
 /// The longest wait for an answer's head, enforced by this component itself (a host whose

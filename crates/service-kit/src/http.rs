@@ -288,6 +288,17 @@ impl Response {
         serde_json::from_slice(&self.body).ok()
     }
 
+    /// True when this answer is not the receiver's but its host's: a 5xx that is not a
+    /// problem document, as Spin and wasmCloud answer for an instance that trapped (every
+    /// answer of a service's own is problem+json). Whether the request was applied is not
+    /// known.
+    pub fn is_host_failure(&self) -> bool {
+        self.status >= 500
+            && !self
+                .header("content-type")
+                .is_some_and(|t| t.starts_with("application/problem+json"))
+    }
+
     /// True when this answer says its receiver never got the request's whole body (503
     /// [`INCOMPLETE_BODY`], 408 [`BODY_TIMEOUT`]): nothing was handled, so sending the
     /// request again is safe.
@@ -359,6 +370,18 @@ mod tests {
             client_error.clone().without_internals("orders", None),
             client_error
         );
+    }
+
+    #[test]
+    fn a_plain_5xx_is_the_hosts_answer_and_a_problem_is_the_services() {
+        let trapped = Response {
+            status: 500,
+            headers: vec![("content-type".into(), "text/plain".into())],
+            body: b"Internal Server Error".to_vec(),
+        };
+        assert!(trapped.is_host_failure());
+        assert!(!Response::problem(500, "internal", "t", "d").is_host_failure());
+        assert!(!Response::empty(404).is_host_failure());
     }
 
     #[test]

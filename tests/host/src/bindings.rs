@@ -11,10 +11,12 @@ wasmtime::component::bindgen!({
         "wit",
     ],
     world: "test-host:host/spin-imports",
-    // `execute` may trap: chaos mode kills handler instances there (see `Faults`).
+    // Database calls may trap: chaos mode kills instances there (see `Faults`).
     imports: {
         default: async,
         "spin:sqlite/sqlite.[method]connection.execute": async | trappable,
+        "spin:postgres/postgres.[method]connection.query": async | trappable,
+        "spin:postgres/postgres.[method]connection.execute": async | trappable,
         // A full resource table traps, as it does in Spin.
         "spin:postgres/postgres.[constructor]connection-builder": async | trappable,
     },

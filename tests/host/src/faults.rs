@@ -1,8 +1,9 @@
 //! Fault injection for tests: make the next events a component's handler receives run
 //! with a failing database (`spin:sqlite` on the Spin flavour, `wasmcloud:postgres` on the
 //! wasmCloud lattice), and, on the Spin flavour, a seeded chaos mode ([`ChaosSettings`])
-//! that loses, duplicates and delays event messages, traps handlers, and takes the
-//! database or the message transport away for a while ([`Outage`]). On the lattice it also
+//! that loses, duplicates and delays event messages, loses calls between services before
+//! or after the receiver ran, traps instances anywhere (event handlers, calls, ticks), and
+//! takes the database or the message transport away for a while ([`Outage`]). On the lattice it also
 //! loses request bodies and outgoing calls as wasmCloud 1.9.2's wRPC transport does under
 //! load ([`crate::BodyLoss`]).
 
@@ -13,10 +14,11 @@ use std::time::{Duration, Instant};
 
 /// The path whose requests [`Faults::fail_event_handler`] and chaos mode target.
 pub(crate) const EVENT_HANDLER_PATH: &str = "/internal/events";
-/// The largest number of `spin:sqlite` `execute` calls after which a chaos trap fires;
-/// the call is picked uniformly in `1..=TRAP_WINDOW`, so a trap lands before, inside or
-/// after the handler's transaction (or not at all when the handler makes fewer calls).
-const TRAP_WINDOW: u64 = 12;
+/// The largest number of database calls (`spin:sqlite` `execute`, `spin:postgres` `query`
+/// and `execute`) after which a chaos fault fires; the call is picked uniformly in
+/// `1..=FAULT_WINDOW`, so a fault lands before, inside or after the instance's transaction
+/// (or not at all when the instance makes fewer calls).
+const FAULT_WINDOW: u64 = 12;
 
 #[derive(Debug, Default)]
 struct Rule {
@@ -62,9 +64,21 @@ pub struct ChaosSettings {
     pub delay_rate: f64,
     /// The longest hold-back of delayed and duplicated messages.
     pub max_delay: Duration,
-    /// Share of event-handler instances that trap: a `spin:sqlite` `execute` call chosen
-    /// at random returns a trap instead of running, so the instance dies mid-request.
+    /// Share of service instances that trap, whatever they serve (an event batch, a call,
+    /// a tick): a database call chosen at random returns a trap instead of running, so the
+    /// instance dies mid-request, before, inside or after its transaction.
     pub trap_rate: f64,
+    /// Share of service instances on PostgreSQL one of whose statements, chosen at random,
+    /// fails with a serialization failure (SQLSTATE 40001), as under concurrent writers.
+    pub serialization_failure_rate: f64,
+    /// Share of service instances on PostgreSQL whose connection the server ends
+    /// (`pg_terminate_backend`) just before one of its statements, chosen at random: an open
+    /// transaction is rolled back, and the statement fails as the connection is gone.
+    pub disconnect_rate: f64,
+    /// Share of the other calls between services that are not reads (the gateway's writes
+    /// into a service, orders' price request, the admin's ticks) lost: half before the receiver gets them, half after
+    /// it answered (it may have committed). The caller sees a connection error.
+    pub call_drop_rate: f64,
 }
 
 impl ChaosSettings {
@@ -77,6 +91,9 @@ impl ChaosSettings {
             delay_rate: 0.0,
             max_delay: Duration::ZERO,
             trap_rate: 0.0,
+            serialization_failure_rate: 0.0,
+            disconnect_rate: 0.0,
+            call_drop_rate: 0.0,
         }
     }
 }
@@ -92,8 +109,20 @@ pub struct ChaosFigures {
     pub duplicates: u64,
     /// Event messages held back before delivery.
     pub delays: u64,
-    /// Handler instances that trapped.
+    /// Event-handler instances that trapped.
     pub traps: u64,
+    /// Instances serving a call (not an event or a tick) that trapped.
+    pub call_traps: u64,
+    /// Instances serving a tick that trapped.
+    pub tick_traps: u64,
+    /// PostgreSQL statements failed with an injected serialization failure.
+    pub serialization_failures: u64,
+    /// PostgreSQL connections ended by the server before one of their statements.
+    pub disconnects: u64,
+    /// Calls between services (not event messages) lost before the receiver got them.
+    pub dropped_call_requests: u64,
+    /// Calls between services whose receiver answered, and the answer was lost.
+    pub dropped_call_replies: u64,
     /// Event messages a sender sent again after a failed attempt (seen while chaos mode
     /// is on, from the envelope's `attempt` field).
     pub redeliveries: u64,
@@ -145,8 +174,44 @@ pub(crate) struct MessageFate {
 pub(crate) struct InstanceFaults {
     /// Every `spin:sqlite` `execute` fails ([`Faults::fail_event_handler`]).
     pub(crate) fail_executes: bool,
-    /// The `execute` call (counted from 1) that traps instead of running.
-    pub(crate) trap_at_execute: Option<u64>,
+    /// The database call (counted from 1) chaos mode makes fail, and how.
+    pub(crate) fault_at_call: Option<(u64, DatabaseFault)>,
+    /// What the instance serves, for counting its trap.
+    pub(crate) serving: Serving,
+}
+
+/// How chaos mode makes one database call fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DatabaseFault {
+    /// The call traps: the instance dies.
+    Trap,
+    /// The statement fails with SQLSTATE 40001 (PostgreSQL only).
+    SerializationFailure,
+    /// The server ends the connection first (PostgreSQL only).
+    Disconnect,
+}
+
+/// What a request asks of a service instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Serving {
+    /// A batch of events (`/internal/events`).
+    Events,
+    /// A tick (`/internal/tick`).
+    Tick,
+    /// Anything else: an API call.
+    #[default]
+    Call,
+}
+
+impl Serving {
+    /// What a request for `path` asks.
+    pub(crate) fn of(path: &str) -> Serving {
+        match path {
+            EVENT_HANDLER_PATH => Serving::Events,
+            crate::ticker::TICK_PATH => Serving::Tick,
+            _ => Serving::Call,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -299,34 +364,70 @@ impl Faults {
         Some(fate)
     }
 
+    /// Draws whether one call between services (not an event message) is lost, and how;
+    /// counts it. `None` when it goes through or chaos mode is off.
+    pub(crate) fn call_loss(&self) -> Option<Loss> {
+        let mut chaos = lock(&self.chaos);
+        let Chaos { settings, rng } = chaos.as_mut()?;
+        if !rng.chance(settings.call_drop_rate) {
+            return None;
+        }
+        let loss = if rng.chance(0.5) {
+            Loss::Request
+        } else {
+            Loss::Reply
+        };
+        drop(chaos);
+        let mut figures = lock(&self.figures);
+        match loss {
+            Loss::Request => figures.dropped_call_requests += 1,
+            Loss::Reply => figures.dropped_call_replies += 1,
+        }
+        Some(loss)
+    }
+
     /// Counts an event message a sender sent again.
     pub(crate) fn count_redelivery(&self) {
         lock(&self.figures).redeliveries += 1;
     }
 
     /// Decides the faults of one request to `component` for `path` as it arrives:
-    /// [`Faults::fail_event_handler`]'s budget, and, in chaos mode, whether an event
-    /// handler traps and at which `execute` call.
+    /// [`Faults::fail_event_handler`]'s budget, and, in chaos mode, whether the instance
+    /// traps and at which `execute` call.
     pub(crate) fn for_request(&self, component: &str, path: &str) -> InstanceFaults {
         let fail_executes = self.take(component, path);
-        let trap_at_execute = if path == EVENT_HANDLER_PATH {
-            let mut chaos = lock(&self.chaos);
-            chaos.as_mut().and_then(|Chaos { settings, rng }| {
-                rng.chance(settings.trap_rate)
-                    .then(|| rng.between(1, TRAP_WINDOW))
-            })
-        } else {
-            None
-        };
+        let fault_at_call = lock(&self.chaos)
+            .as_mut()
+            .and_then(|Chaos { settings, rng }| {
+                let fault = if rng.chance(settings.trap_rate) {
+                    DatabaseFault::Trap
+                } else if rng.chance(settings.serialization_failure_rate) {
+                    DatabaseFault::SerializationFailure
+                } else if rng.chance(settings.disconnect_rate) {
+                    DatabaseFault::Disconnect
+                } else {
+                    return None;
+                };
+                Some((rng.between(1, FAULT_WINDOW), fault))
+            });
         InstanceFaults {
             fail_executes,
-            trap_at_execute,
+            fault_at_call,
+            serving: Serving::of(path),
         }
     }
 
-    /// Counts a trap chaos mode made an instance take.
-    pub(crate) fn count_trap(&self) {
-        lock(&self.figures).traps += 1;
+    /// Counts a `fault` chaos mode made a database call of an instance serving `serving`
+    /// take.
+    pub(crate) fn count_database_fault(&self, fault: DatabaseFault, serving: Serving) {
+        let mut figures = lock(&self.figures);
+        match (fault, serving) {
+            (DatabaseFault::Trap, Serving::Events) => figures.traps += 1,
+            (DatabaseFault::Trap, Serving::Tick) => figures.tick_traps += 1,
+            (DatabaseFault::Trap, Serving::Call) => figures.call_traps += 1,
+            (DatabaseFault::SerializationFailure, _) => figures.serialization_failures += 1,
+            (DatabaseFault::Disconnect, _) => figures.disconnects += 1,
+        }
     }
 
     /// On Spin, the next `times` requests to `component` whose path is
@@ -545,23 +646,22 @@ mod tests {
                 .message_fate()
                 .is_some_and(|fate| fate.loss.is_some())
         );
-        let trap = faults
-            .for_request("orders", EVENT_HANDLER_PATH)
-            .trap_at_execute;
-        assert!(trap.is_some_and(|at| (1..=TRAP_WINDOW).contains(&at)));
-        assert_eq!(
-            faults
-                .for_request("orders", "/internal/tick")
-                .trap_at_execute,
-            None
-        );
+        for path in [EVENT_HANDLER_PATH, "/internal/tick", "/orders"] {
+            let fault = faults.for_request("orders", path).fault_at_call;
+            assert!(
+                fault
+                    .is_some_and(|(at, fault)| (1..=FAULT_WINDOW).contains(&at)
+                        && fault == DatabaseFault::Trap),
+                "{path}: {fault:?}"
+            );
+        }
         assert_eq!(faults.chaos_figures().drops(), 1);
         faults.clear();
         assert_eq!(faults.message_fate(), None);
         assert_eq!(
             faults
                 .for_request("orders", EVENT_HANDLER_PATH)
-                .trap_at_execute,
+                .fault_at_call,
             None
         );
         assert_eq!(faults.chaos_figures().drops(), 1);

@@ -94,12 +94,18 @@ impl WasiHttpHooks for OutboundHttp {
             {
                 return Box::new(async { Err(Error::ConnectionRefused) });
             }
-            let fate = if uri.path() == EVENT_HANDLER_PATH {
-                self.runtime.faults().message_fate()
-            } else {
-                None
-            };
             let runtime = self.runtime.clone();
+            let fate = if uri.path() == EVENT_HANDLER_PATH {
+                runtime.faults().message_fate()
+            } else if request.method() == http::Method::GET {
+                // A read changes nothing, and a live stream's lost reply would never end.
+                None
+            } else {
+                runtime.faults().call_loss().map(|loss| MessageFate {
+                    loss: Some(loss),
+                    ..MessageFate::default()
+                })
+            };
             if let Some(fate) = fate {
                 return Box::new(deliver_with_chaos(runtime, target, request, fate));
             }
@@ -125,10 +131,10 @@ impl WasiHttpHooks for OutboundHttp {
     }
 }
 
-/// Delivers an event message the way chaos mode decided: held back, lost before or after
-/// the receiver handled it (the sender then sees a connection error, as when a network
-/// drops a packet), or delivered and delivered again later (the late copy's answer is
-/// discarded).
+/// Delivers an event message, or another call between services, the way chaos mode
+/// decided: held back, lost before or after the receiver handled it (the sender then sees
+/// a connection error, as when a network drops a packet), or delivered and delivered again
+/// later (the late copy's answer is discarded).
 async fn deliver_with_chaos(
     runtime: Arc<Runtime>,
     target: Arc<LoadedComponent>,

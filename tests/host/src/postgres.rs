@@ -31,6 +31,8 @@ use crate::bindings::spin::postgres::postgres::{
     self as pg, Column, DbDataType, DbError, DbValue, Error, ParameterValue, QueryError,
     RangeBoundKind, RowSet,
 };
+use crate::faults::DatabaseFault;
+use crate::sqlite::INJECTED_TRAP;
 use crate::state::InstanceState;
 use anyhow::{Context as _, anyhow};
 use bytes::{BufMut, BytesMut};
@@ -48,6 +50,10 @@ use wasmtime::component::Resource;
 
 /// Spin's limit on a buffered query result (`spin_world::MAX_HOST_BUFFERED_BYTES`).
 const MAX_RESULT_BYTES: usize = 128 << 20;
+
+/// The message of a serialization failure chaos mode injects.
+const INJECTED_SERIALIZATION_FAILURE: &str =
+    "could not serialize access due to concurrent update (injected by chaos mode)";
 
 /// The scheme `allowed_outbound_hosts` entries must name for Postgres.
 const SCHEME: &str = "postgres";
@@ -249,12 +255,83 @@ impl pg::HostConnection for InstanceState {
         connection: Resource<Connection>,
         statement: String,
         params: Vec<ParameterValue>,
+    ) -> wasmtime::Result<Result<RowSet, Error>> {
+        if let Err(injected) = self.injected_fault(&connection).await? {
+            return Ok(Err(injected));
+        }
+        Ok(self.run_query(&connection, &statement, params).await)
+    }
+
+    async fn execute(
+        &mut self,
+        connection: Resource<Connection>,
+        statement: String,
+        params: Vec<ParameterValue>,
+    ) -> wasmtime::Result<Result<u64, Error>> {
+        if let Err(injected) = self.injected_fault(&connection).await? {
+            return Ok(Err(injected));
+        }
+        Ok(self.run_execute(&connection, &statement, params).await)
+    }
+
+    async fn drop(&mut self, connection: Resource<Connection>) -> wasmtime::Result<()> {
+        self.table.delete(connection)?;
+        Ok(())
+    }
+}
+
+impl pg::Host for InstanceState {}
+
+// The WIT `error` is large, and it is what the bindings return everywhere.
+#[allow(clippy::result_large_err)]
+impl InstanceState {
+    /// What chaos mode does to this database call: a trap (`Err`), a serialization failure
+    /// (`Ok(Err(..))`), or the connection ended by the server before the statement runs
+    /// (`Ok(Ok(()))`: the statement then meets the closed connection).
+    async fn injected_fault(
+        &mut self,
+        connection: &Resource<Connection>,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        let Some(fault) = self.database_faults.next_call() else {
+            return Ok(Ok(()));
+        };
+        self.database_faults.count(fault);
+        match fault {
+            DatabaseFault::Trap => Err(wasmtime::Error::msg(INJECTED_TRAP)),
+            DatabaseFault::SerializationFailure => {
+                Ok(Err(Error::QueryFailed(QueryError::DbError(DbError {
+                    as_text: format!("db error: ERROR: {INJECTED_SERIALIZATION_FAILURE}"),
+                    severity: "ERROR".to_owned(),
+                    code: "40001".to_owned(),
+                    message: INJECTED_SERIALIZATION_FAILURE.to_owned(),
+                    detail: None,
+                    extras: Vec::new(),
+                }))))
+            }
+            DatabaseFault::Disconnect => {
+                if let Ok(client) = self.pg_client(connection) {
+                    // The backend ends itself, rolling back what its transaction did; the
+                    // answer is the error of a connection that is gone.
+                    let _ = client
+                        .batch_execute("SELECT pg_terminate_backend(pg_backend_pid())")
+                        .await;
+                }
+                Ok(Ok(()))
+            }
+        }
+    }
+
+    async fn run_query(
+        &mut self,
+        connection: &Resource<Connection>,
+        statement: &str,
+        params: Vec<ParameterValue>,
     ) -> Result<RowSet, Error> {
-        let client = self.pg_client(&connection)?;
+        let client = self.pg_client(connection)?;
         let params =
             to_sql_parameters(&params).map_err(|e| Error::BadParameter(format!("{e:?}")))?;
         let stream = client
-            .query_raw(statement.as_str(), params)
+            .query_raw(statement, params)
             .await
             .map_err(query_failed)?;
         let mut stream = pin!(stream);
@@ -291,32 +368,22 @@ impl pg::HostConnection for InstanceState {
         Ok(RowSet { columns, rows })
     }
 
-    async fn execute(
+    async fn run_execute(
         &mut self,
-        connection: Resource<Connection>,
-        statement: String,
+        connection: &Resource<Connection>,
+        statement: &str,
         params: Vec<ParameterValue>,
     ) -> Result<u64, Error> {
-        let client = self.pg_client(&connection)?;
+        let client = self.pg_client(connection)?;
         let params = to_sql_parameters(&params)
             .map_err(|e| Error::ValueConversionFailed(format!("{e:?}")))?;
         let refs: Vec<&(dyn ToSql + Sync)> = params
             .iter()
             .map(|p| p.as_ref() as &(dyn ToSql + Sync))
             .collect();
-        client
-            .execute(statement.as_str(), &refs)
-            .await
-            .map_err(query_failed)
-    }
-
-    async fn drop(&mut self, connection: Resource<Connection>) -> wasmtime::Result<()> {
-        self.table.delete(connection)?;
-        Ok(())
+        client.execute(statement, &refs).await.map_err(query_failed)
     }
 }
-
-impl pg::Host for InstanceState {}
 
 /// A tokio-postgres error as Spin reports it: structured when the server sent one.
 fn query_failed(e: tokio_postgres::Error) -> Error {

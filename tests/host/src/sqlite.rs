@@ -6,7 +6,7 @@
 //! Every statement is timed into [`SqliteUsage`], the benchmark's profile of the database.
 
 use crate::bindings::spin::sqlite::sqlite::{self, Error, QueryResult, RowResult, Value};
-use crate::faults::Outage;
+use crate::faults::{DatabaseFault, Outage};
 use crate::manifest::DEFAULT_DATABASE;
 use crate::state::InstanceState;
 use anyhow::{Context, Result, bail};
@@ -22,7 +22,7 @@ const INJECTED_FAULT: &str = "injected fault";
 /// The message of a database outage.
 const DATABASE_AWAY: &str = "unable to open database file (injected outage)";
 /// The message of a trap chaos mode injects.
-const INJECTED_TRAP: &str = "injected trap (chaos mode)";
+pub(crate) const INJECTED_TRAP: &str = "injected trap (chaos mode)";
 
 /// The file Spin keeps the `default` database in, in its state directory.
 const DEFAULT_DATABASE_FILE: &str = "sqlite_db.db";
@@ -312,8 +312,8 @@ impl sqlite::HostConnection for InstanceState {
             return Err(Error::NoSuchDatabase);
         };
         if self
-            .sqlite
-            .host_faults
+            .database_faults
+            .host
             .refuse_during_outage(Outage::Database)
         {
             return Err(Error::Io(DATABASE_AWAY.to_owned()));
@@ -337,17 +337,17 @@ impl sqlite::HostConnection for InstanceState {
         statement: String,
         parameters: Vec<Value>,
     ) -> wasmtime::Result<Result<QueryResult, Error>> {
-        self.sqlite.executes += 1;
-        if self.sqlite.faults.trap_at_execute == Some(self.sqlite.executes) {
-            self.sqlite.host_faults.count_trap();
+        // Serialization failures and disconnects are PostgreSQL's: SQLite has neither.
+        if self.database_faults.next_call() == Some(DatabaseFault::Trap) {
+            self.database_faults.count(DatabaseFault::Trap);
             return Err(wasmtime::Error::msg(INJECTED_TRAP));
         }
-        if self.sqlite.faults.fail_executes {
+        if self.database_faults.faults.fail_executes {
             return Ok(Err(Error::Io(INJECTED_FAULT.to_owned())));
         }
         if self
-            .sqlite
-            .host_faults
+            .database_faults
+            .host
             .refuse_during_outage(Outage::Database)
         {
             return Ok(Err(Error::Io(DATABASE_AWAY.to_owned())));

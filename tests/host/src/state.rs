@@ -1,7 +1,7 @@
 //! The per-request store state: one fresh `Store<InstanceState>` per request, as
 //! Spin creates one instance per request.
 
-use crate::faults::{Faults, InstanceFaults};
+use crate::faults::{DatabaseFault, Faults, InstanceFaults};
 use crate::keyvalue::KeyValueCtx;
 use crate::outbound::OutboundHttp;
 use crate::postgres::PostgresPools;
@@ -19,14 +19,35 @@ pub(crate) struct SqliteCtx {
     pub(crate) allowed: Arc<BTreeSet<String>>,
     /// The application's databases by label.
     pub(crate) databases: Arc<SqliteDatabases>,
+    /// Where statement and transaction times are recorded.
+    pub(crate) usage: Arc<SqliteUsage>,
+}
+
+/// The faults of one instance's database calls, `spin:sqlite` and `spin:postgres` alike.
+pub(crate) struct DatabaseFaults {
     /// The faults this instance runs with.
     pub(crate) faults: InstanceFaults,
     /// The host's fault switches (outages are checked on every call).
-    pub(crate) host_faults: Arc<Faults>,
-    /// `execute` calls made so far (to place an injected trap).
-    pub(crate) executes: u64,
-    /// Where statement and transaction times are recorded.
-    pub(crate) usage: Arc<SqliteUsage>,
+    pub(crate) host: Arc<Faults>,
+    /// Database calls made so far (to place an injected fault).
+    calls: u64,
+}
+
+impl DatabaseFaults {
+    /// Counts one database call; the fault chaos mode gives it, if any (the caller counts
+    /// it with [`DatabaseFaults::count`] when it applies it).
+    pub(crate) fn next_call(&mut self) -> Option<DatabaseFault> {
+        self.calls += 1;
+        match self.faults.fault_at_call {
+            Some((at, fault)) if at == self.calls => Some(fault),
+            _ => None,
+        }
+    }
+
+    /// Counts `fault` as injected.
+    pub(crate) fn count(&self, fault: DatabaseFault) {
+        self.host.count_database_fault(fault, self.faults.serving);
+    }
 }
 
 /// The `T` of every `Store<T>`.
@@ -36,6 +57,8 @@ pub(crate) struct InstanceState {
     http: WasiHttpCtx,
     outbound: OutboundHttp,
     pub(crate) sqlite: SqliteCtx,
+    /// The faults of its database calls.
+    pub(crate) database_faults: DatabaseFaults,
     /// What `wasi:keyvalue` serves this instance.
     pub(crate) key_value: KeyValueCtx,
     /// The component's resolved `[component.ID.variables]`, served by `wasi:config`.
@@ -67,10 +90,12 @@ impl InstanceState {
             sqlite: SqliteCtx {
                 allowed: component.sqlite_databases.clone(),
                 databases: runtime.sqlite_databases().clone(),
-                faults,
-                host_faults: runtime.faults().clone(),
-                executes: 0,
                 usage: runtime.sqlite_usage().clone(),
+            },
+            database_faults: DatabaseFaults {
+                faults,
+                host: runtime.faults().clone(),
+                calls: 0,
             },
             key_value: KeyValueCtx {
                 allowed: component.key_value_stores.clone(),

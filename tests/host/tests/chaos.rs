@@ -1,6 +1,9 @@
 //! The chaos test (Spin flavour): concurrent clients place orders through the public API
-//! while the test host, in chaos mode, loses, duplicates and delays event messages, traps
-//! event handlers and takes the database or the transport away once. Every accepted request
+//! while the test host, in chaos mode, loses, duplicates and delays event messages, loses
+//! the gateway's and the services' other calls before or after the receiver committed,
+//! traps instances wherever they run (event handlers, calls, ticks) and takes the database
+//! or the transport away once. Clients send a request again under its Idempotency-Key
+//! while it is answered 5xx. Every accepted request
 //! must map to exactly one stored order and back (nothing lost, nothing doubled); every
 //! rejection must have a business reason; each fault kind must have been injected; money
 //! and stock must be conserved at moments sampled during the run, not only at rest. After
@@ -566,7 +569,20 @@ fn check_faults_injected(figures: &ChaosFigures, plan: &Plan) {
         ("dropped replies", figures.dropped_replies, often),
         ("duplicates", figures.duplicates, often),
         ("delays", figures.delays, often),
-        ("traps", figures.traps, often),
+        ("traps in event handlers", figures.traps, often),
+        ("traps in calls", figures.call_traps, often),
+        // A tick with nothing to do makes few database calls, so few of its traps fire.
+        ("traps in ticks", figures.tick_traps, 1),
+        (
+            "calls dropped before the receiver",
+            figures.dropped_call_requests,
+            often,
+        ),
+        (
+            "calls whose answer was dropped",
+            figures.dropped_call_replies,
+            often,
+        ),
         ("redeliveries", figures.redeliveries, often),
         (
             "calls refused by the outage",
@@ -711,6 +727,7 @@ async fn chaos_keeps_every_invariant() {
         delay_rate: 0.10,
         max_delay: MAX_DELAY,
         trap_rate: 0.05,
+        call_drop_rate: 0.05,
         ..ChaosSettings::quiet(plan.seed)
     });
     let client_retries = AtomicU64::new(0);
@@ -809,7 +826,14 @@ async fn chaos_keeps_every_invariant() {
     );
     println!("  duplicates        {}", figures.duplicates);
     println!("  delays            {}", figures.delays);
-    println!("  traps             {}", figures.traps);
+    println!(
+        "  traps             {} in event handlers, {} in calls, {} in ticks",
+        figures.traps, figures.call_traps, figures.tick_traps
+    );
+    println!(
+        "  calls dropped     {} before the receiver, {} answers after it ran",
+        figures.dropped_call_requests, figures.dropped_call_replies
+    );
     println!(
         "  retries           {} message redeliveries, {} client retries",
         figures.redeliveries,

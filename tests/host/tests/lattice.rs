@@ -246,7 +246,8 @@ async fn real_lattice_thirty_two_clients_for_thirty_seconds() {
 /// `incomplete-body`, 408 `body-timeout`) and its caller sends the request once more; a
 /// second loss, or a call never answered, ends in 503 within the call time-out: never an
 /// order priced from an empty answer, never a request waiting for good. A placement whose
-/// answer is lost is sent again under its idempotency key and placed once.
+/// answer is lost is sent again under its idempotency key and placed once; lost twice, the
+/// client is told to send it again under its own key (503 `no-answer`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_and_calls_the_transport_loses_are_sent_again_or_answered_503() {
     let Some(app) = one_replica_app(|_| ()).await else {
@@ -354,6 +355,44 @@ async fn bodies_and_calls_the_transport_loses_are_sent_again_or_answered_503() {
         "{:?}",
         started.elapsed()
     );
+
+    // Both tries' answers are cut: orders placed the order, the gateway cannot tell. Under
+    // the client's Idempotency-Key it says so (503 no-answer, Retry-After) and the client's
+    // resend under that key finds the order; under a key of the gateway's own nobody could
+    // resend safely, so the answer is 502.
+    let body = order.to_string().into_bytes();
+    let key = [("idempotency-key", "answer-cut-twice")];
+    faults.cut_answers("orders", 2);
+    let answer = app
+        .raw(
+            "POST",
+            "/api/v1/orders",
+            Some(&token),
+            Some(body.clone()),
+            &key,
+        )
+        .await;
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert_eq!(
+        answer.body["type"],
+        "https://shop.example/problems/no-answer"
+    );
+    assert_eq!(answer.header("retry-after"), Some("1"));
+    let again = app
+        .raw("POST", "/api/v1/orders", Some(&token), Some(body), &key)
+        .await;
+    assert_eq!(again.status, 202, "{again:?}");
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    faults.cut_answers("orders", 2);
+    let answer = app.post("/api/v1/orders", &token, &order).await;
+    assert_eq!(answer.status, 502, "{answer:?}");
+    let placed = app
+        .count(
+            "orders",
+            "SELECT COUNT(*) FROM orders WHERE customer = 'lost@example.com'",
+        )
+        .await;
+    assert_eq!(placed, 6, "each request stored once, answered or not");
     app.shutdown().await;
 }
 

@@ -202,6 +202,16 @@ async fn cancel_releases_holds_and_refunds_confirmed_orders(flavour: Flavour) {
         .await;
     assert_eq!(cancelled.status, 200, "{cancelled:?}");
     assert_eq!(cancelled.body["status"], "cancelled");
+    // Sent again (its answer lost, say): the same order, nothing released twice.
+    let again = app
+        .post(
+            &format!("/api/v1/orders/{id}/cancel"),
+            &erin_token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(again.status, 200, "{again:?}");
+    assert_eq!(again.body, cancelled.body);
     app.wait_quiet().await;
     assert_eq!(
         app.account(&erin).await,

@@ -13,15 +13,31 @@ use super::{App, token};
 /// before the next; `/healthz` is probed every 200 ms. Every order request must be answered
 /// within `answer_within`: 202; 503 when a service is saturated (the order is refused); or,
 /// when the host lost part of the request (503 `incomplete-body` / 408 `body-timeout`, as
-/// wasmCloud 1.9.2 does under load) or trapped the instance (a host's plain 500), the client
-/// sends the same order again under the same `Idempotency-Key`, as a real client would, up to
-/// [`TRIES`] times: every order must then have been placed, exactly once. Every probe must
+/// wasmCloud 1.9.2 does under load), the gateway got no answer from orders (503 `no-answer`)
+/// or the host trapped the instance (a host's plain 500), the client sends the same order
+/// again under the same `Idempotency-Key`, as a real client would, up to [`TRIES`] times:
+/// every order must then have been placed, exactly once. Every probe must
 /// be answered within 10 s; every accepted order must then leave `placed` within 90 s,
 /// confirmed (every customer is funded and the product stocked: at most 1% may end
 /// `checks_timed_out`, none otherwise rejected), and one more order must confirm. Prints the
 /// figures, with the orders whose checks were re-sent and every service's dead letters.
 /// How often a client sends one order whose request the host lost or trapped.
 const TRIES: usize = 5;
+
+/// What one client's orders got.
+#[derive(Default)]
+struct Tally {
+    /// Answered 202.
+    accepted: usize,
+    /// Refused with 503: nothing stored.
+    shed: usize,
+    /// Sent again because the host lost part of the request.
+    lost: usize,
+    /// Sent again because the gateway got no answer from orders.
+    unanswered: usize,
+    /// Sent again because the host trapped the instance.
+    trapped: usize,
+}
 
 pub async fn run(app: &Arc<App>, clients: usize, duration: Duration, answer_within: Duration) {
     app.product("LOAD-1", 100, 1_000_000_000).await;
@@ -37,7 +53,7 @@ pub async fn run(app: &Arc<App>, clients: usize, duration: Duration, answer_with
             let customer = format!("load{client}@example.com");
             let token = token(&customer, Role::Customer);
             let body = json!({"customer": customer, "items": [{"sku": "LOAD-1", "quantity": 1}]});
-            let (mut accepted, mut shed, mut lost, mut trapped) = (0usize, 0usize, 0usize, 0usize);
+            let mut tally = Tally::default();
             let mut order = 0;
             while Instant::now() < until {
                 order += 1;
@@ -60,19 +76,24 @@ pub async fn run(app: &Arc<App>, clients: usize, duration: Duration, answer_with
                     let kind = answer.body["type"].as_str().unwrap_or_default();
                     match answer.status {
                         202 => {
-                            accepted += 1;
+                            tally.accepted += 1;
                             break;
                         }
                         408 | 503
                             if kind.ends_with("/body-timeout")
                                 || kind.ends_with("/incomplete-body") =>
                         {
-                            lost += 1
+                            tally.lost += 1
+                        }
+                        // Orders may have stored it: only the same key tells.
+                        503 if kind.ends_with("/no-answer") => {
+                            tally.unanswered += 1;
+                            tokio::time::sleep(Duration::from_secs(1)).await;
                         }
                         // Refused: nothing stored, unless an earlier try that the host
                         // trapped got as far as storing it, so such an order is sent again.
                         503 => {
-                            shed += 1;
+                            tally.shed += 1;
                             if tries == 1 {
                                 break;
                             }
@@ -85,7 +106,7 @@ pub async fn run(app: &Arc<App>, clients: usize, duration: Duration, answer_with
                             .header("content-type")
                             .is_some_and(|t| t.starts_with("text/plain")) =>
                         {
-                            trapped += 1
+                            tally.trapped += 1
                         }
                         other => panic!("unexpected answer {other}: {answer:?}"),
                     }
@@ -95,7 +116,7 @@ pub async fn run(app: &Arc<App>, clients: usize, duration: Duration, answer_with
                     );
                 }
             }
-            (accepted, shed, lost, trapped)
+            tally
         });
     }
     let health = {
@@ -118,19 +139,28 @@ pub async fn run(app: &Arc<App>, clients: usize, duration: Duration, answer_with
             slowest
         })
     };
-    let (mut accepted, mut shed, mut lost, mut trapped) = (0, 0, 0, 0);
-    for (ok, refused, lost_in_host, trapped_by_host) in placing.join_all().await {
-        accepted += ok;
-        shed += refused;
-        lost += lost_in_host;
-        trapped += trapped_by_host;
+    let mut all = Tally::default();
+    for tally in placing.join_all().await {
+        all.accepted += tally.accepted;
+        all.shed += tally.shed;
+        all.lost += tally.lost;
+        all.unanswered += tally.unanswered;
+        all.trapped += tally.trapped;
     }
+    let Tally {
+        accepted,
+        shed,
+        lost,
+        unanswered,
+        trapped,
+    } = all;
     let slowest_health = health.await.expect("the /healthz probe");
     let seconds = duration.as_secs_f64();
     eprintln!(
         "load: {clients} clients for {seconds:.0} s: {accepted} orders accepted ({:.1}/s), \
          {shed} shed with 503; sent again: {lost} whose body the host lost (503/408, nothing \
-         handled), {trapped} whose instance the host trapped (500); slowest /healthz \
+         handled), {unanswered} the gateway got no answer for (503 no-answer), {trapped} whose \
+         instance the host trapped (500); slowest /healthz \
          {slowest_health:?}",
         accepted as f64 / seconds
     );
