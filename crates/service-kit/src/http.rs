@@ -288,15 +288,17 @@ impl Response {
         serde_json::from_slice(&self.body).ok()
     }
 
-    /// True when this answer is not the receiver's but its host's: a 5xx that is not a
-    /// problem document, as Spin and wasmCloud answer for an instance that trapped (every
-    /// answer of a service's own is problem+json). Whether the request was applied is not
-    /// known.
+    /// True when this answer is not the receiver's but its host's: a 5xx that is not JSON,
+    /// as Spin and wasmCloud answer (plain text) for an instance that trapped; every answer
+    /// of a service's own is JSON (a problem, or an event batch's results). Whether the
+    /// request was applied is not known.
     pub fn is_host_failure(&self) -> bool {
         self.status >= 500
-            && !self
-                .header("content-type")
-                .is_some_and(|t| t.starts_with("application/problem+json"))
+            && !self.header("content-type").is_some_and(|t| {
+                t.split(';')
+                    .next()
+                    .is_some_and(|media| media.trim().ends_with("json"))
+            })
     }
 
     /// True when this answer says its receiver never got the request's whole body (503
@@ -381,6 +383,7 @@ mod tests {
         };
         assert!(trapped.is_host_failure());
         assert!(!Response::problem(500, "internal", "t", "d").is_host_failure());
+        assert!(!Response::json(503, &serde_json::json!({"results": []})).is_host_failure());
         assert!(!Response::empty(404).is_host_failure());
     }
 
