@@ -281,6 +281,7 @@ fn price(order: &PlaceOrder, env: &Env, correlation_id: &str) -> Result<(Value, 
     );
     // A price list changes nothing: asked once more when the call fails without an answer
     // (lost, or its answer cut short by the transport).
+    env.sql.release();
     let ask = || env.http.send(request.clone());
     let prices = match ask().or_else(|_| ask()) {
         Ok(response) if response.is_success() => match response.json_body() {

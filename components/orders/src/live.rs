@@ -148,6 +148,7 @@ impl LiveEvents {
                 return Ok(());
             }
             if events.len() < usize::try_from(POLL_BATCH).unwrap_or(usize::MAX) {
+                db.release();
                 std::thread::sleep(self.poll);
             }
         }

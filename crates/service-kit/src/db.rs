@@ -138,6 +138,12 @@ impl<'a> Db<'a> {
         self.sql.dialect()
     }
 
+    /// Lets go of a pooled connection while the request waits on something else
+    /// ([`Sql::release`]). Outside transactions only.
+    pub fn release(&self) {
+        self.sql.release();
+    }
+
     /// Whether a transaction may read after it wrote ([`Sql::reads_after_writes`]).
     pub fn reads_after_writes(&self) -> bool {
         self.sql.reads_after_writes()

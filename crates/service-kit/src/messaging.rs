@@ -467,6 +467,7 @@ impl<'a> Messaging<'a> {
         let batch: Vec<Value> = messages.iter().map(OutboxMessage::delivered).collect();
         let body = serde_json::to_vec(&batch).map_err(|e| DbError(e.to_string()))?;
         let correlation = correlation_of(&messages[0].envelope);
+        self.db.release();
         match self
             .transport
             .deliver(destination, body.clone(), &correlation)

@@ -87,6 +87,11 @@ pub trait Sql {
     fn reads_after_writes(&self) -> bool {
         true
     }
+
+    /// Lets go of a pooled connection before the request waits on something else (another
+    /// service, a timer); the next statement takes one again. Never called inside a
+    /// transaction.
+    fn release(&self) {}
 }
 
 /// An HTTP request to another service or host.

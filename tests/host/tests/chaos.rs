@@ -1,18 +1,23 @@
-//! The chaos test (Spin flavour): concurrent clients place orders through the public API
-//! while the test host, in chaos mode, loses, duplicates and delays event messages, loses
-//! the gateway's and the services' other calls before or after the receiver committed,
-//! traps instances wherever they run (event handlers, calls, ticks) and takes the database
-//! or the transport away once. Clients send a request again under its Idempotency-Key
-//! while it is answered 5xx. Every accepted request
-//! must map to exactly one stored order and back (nothing lost, nothing doubled); every
-//! rejection must have a business reason; each fault kind must have been injected; money
-//! and stock must be conserved at moments sampled during the run, not only at rest. After
-//! quiescence the databases must show: no order stuck in `placed`, money conserved per
-//! customer, stock never negative and conserved per sku, one voucher per eligible
-//! delivered order and none otherwise, and dead letters that all have a reason and all
-//! succeed when retried once the faults are gone. Faults delay orders, they do not reject them: a quarter of the
-//! orders come from customers with ample credit and buy only products with ample stock, and
-//! every one of them must end confirmed (or later: shipped, delivered, cancelled).
+//! The chaos test (Spin flavour, on embedded SQLite and on PostgreSQL): concurrent clients
+//! place orders through the public API while the test host, in chaos mode, loses,
+//! duplicates and delays event messages, loses the gateway's and the services' other calls
+//! before or after the receiver committed, traps instances wherever they run (event
+//! handlers, calls, ticks) and takes the database or the transport away once; on
+//! PostgreSQL, statements also fail with serialization failures, the server ends
+//! connections mid-transaction, and it restarts once during the run (every connection
+//! ended, new ones refused for a while). Clients send a request again under its
+//! Idempotency-Key while it is answered 5xx.
+//!
+//! Every accepted request must map to exactly one stored order and back (nothing lost,
+//! nothing doubled); every rejection must have a business reason; each fault kind must have
+//! been injected; money and stock must be conserved at moments sampled during the run, not
+//! only at rest. After quiescence the databases must show: no order stuck in `placed`, money
+//! conserved per customer, stock never negative and conserved per sku, one voucher per
+//! eligible delivered order and none otherwise, and dead letters that all have a reason and
+//! all succeed when retried once the faults are gone. Faults delay orders, they do not
+//! reject them: a quarter of the orders come from customers with ample credit and buy only
+//! products with ample stock, and every one of them must end confirmed (or later: shipped,
+//! delivered, cancelled).
 //!
 //! Size and seed: `CHAOS_ORDERS` (default 200), `CHAOS_CLIENTS` (default 8), `CHAOS_SEED`
 //! (default: from the clock, printed so that a run can be repeated). The full run:
@@ -198,8 +203,9 @@ async fn place_all(
     requests: &[OrderRequest],
     plan: &Plan,
     client_retries: &AtomicU64,
-    outage: Outage,
-) -> Vec<(String, usize)> {
+    outage: RunOutage,
+    database_away: &AtomicBool,
+) -> (Vec<(String, usize)>, u64) {
     let placed = AtomicUsize::new(0);
     let clients = (0..plan.clients).map(|client| {
         let placed = &placed;
@@ -241,10 +247,65 @@ async fn place_all(
         while placed.load(Ordering::Relaxed) < outage_at {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        app.faults().begin_outage(outage, OUTAGE);
+        match outage {
+            RunOutage::Host(what) => {
+                app.faults().begin_outage(what, OUTAGE);
+                0
+            }
+            RunOutage::PostgresRestart => restart_postgres(app, database_away).await,
+        }
     };
-    let (ids, ()) = tokio::join!(join_all(clients), outage);
-    ids.into_iter().flatten().collect()
+    let (ids, ended) = tokio::join!(join_all(clients), outage);
+    (ids.into_iter().flatten().collect(), ended)
+}
+
+/// What the one outage of a run takes away.
+#[derive(Debug, Clone, Copy)]
+enum RunOutage {
+    /// A resource of the test host ([`Outage`]).
+    Host(Outage),
+    /// The PostgreSQL server, as its services see it restart: every connection to the
+    /// app's database ends at once and new ones are refused for [`OUTAGE`].
+    PostgresRestart,
+}
+
+/// Ends every connection to the app's PostgreSQL database and refuses new ones for
+/// [`OUTAGE`] (`ALLOW_CONNECTIONS false`, `pg_terminate_backend`), as a server restart
+/// looks to its clients; the conservation sampler pauses meanwhile (`database_away`).
+/// Returns how many connections it ended.
+async fn restart_postgres(app: &App, database_away: &AtomicBool) -> u64 {
+    let url = app.postgres_url().expect("an app on PostgreSQL");
+    let (server, database) = url.rsplit_once('/').expect("a URL ending in /database");
+    let (admin, connection) =
+        tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the PostgreSQL server");
+    tokio::spawn(connection);
+    database_away.store(true, Ordering::Relaxed);
+    // A sample being read finishes before its connection would end.
+    tokio::time::sleep(SAMPLE_EVERY).await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {database} ALLOW_CONNECTIONS false"
+        ))
+        .await
+        .expect("refuse new connections");
+    let ended = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&database],
+        )
+        .await
+        .expect("end the connections")
+        .len() as u64;
+    tokio::time::sleep(OUTAGE).await;
+    admin
+        .batch_execute(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"))
+        .await
+        .expect("accept connections again");
+    database_away.store(false, Ordering::Relaxed);
+    ended
 }
 
 /// Ships, delivers or cancels some confirmed orders as staff (and customers).
@@ -476,11 +537,20 @@ async fn check_conserved(
 
 /// Checks [`check_conserved`] every [`SAMPLE_EVERY`] while the run goes on, until `done`;
 /// returns how many moments it sampled.
-async fn sample_conservation(app: &App, setup: &Setup, seed: u64, done: &AtomicBool) -> usize {
+/// Skips the moments the database is away (`database_away`).
+async fn sample_conservation(
+    app: &App,
+    setup: &Setup,
+    seed: u64,
+    done: &AtomicBool,
+    database_away: &AtomicBool,
+) -> usize {
     let mut samples = 0;
     while !done.load(Ordering::Relaxed) {
-        check_conserved(app, setup, seed).await;
-        samples += 1;
+        if !database_away.load(Ordering::Relaxed) {
+            check_conserved(app, setup, seed).await;
+            samples += 1;
+        }
         tokio::time::sleep(SAMPLE_EVERY).await;
     }
     samples
@@ -560,7 +630,7 @@ async fn check_rejections_have_business_reasons(app: &App, seed: u64) {
 
 /// Each kind of fault was injected, often enough to have been exercised: a run in which
 /// chaos did nothing proves nothing.
-fn check_faults_injected(figures: &ChaosFigures, plan: &Plan) {
+fn check_faults_injected(figures: &ChaosFigures, plan: &Plan, flavour: Flavour, outage_ended: u64) {
     // A 200-order run injected 7 to 41 of each kind (ten runs): one in 50 orders is far
     // below that, and far above nothing.
     let often = (plan.orders / 50).max(1);
@@ -585,11 +655,25 @@ fn check_faults_injected(figures: &ChaosFigures, plan: &Plan) {
         ),
         ("redeliveries", figures.redeliveries, often),
         (
-            "calls refused by the outage",
-            figures.database_outage_failures + figures.transport_outage_failures,
+            "calls refused or connections ended by the outage",
+            figures.database_outage_failures + figures.transport_outage_failures + outage_ended,
             1,
         ),
-    ] {
+    ]
+    .into_iter()
+    .chain(
+        (flavour == Flavour::SpinPostgres)
+            .then_some([
+                (
+                    "serialization failures",
+                    figures.serialization_failures,
+                    often,
+                ),
+                ("disconnects", figures.disconnects, often),
+            ])
+            .into_iter()
+            .flatten(),
+    ) {
         assert!(
             count >= least,
             "seed {}: only {count} {kind} injected (at least {least} expected)",
@@ -692,14 +776,33 @@ async fn check_invariants(app: &App, setup: &Setup, seed: u64, settled: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_keeps_every_invariant() {
+    run(Flavour::Spin).await;
+}
+
+/// The same on PostgreSQL, with its own faults: serialization failures, connections the
+/// server ends mid-transaction, and the server restarting during the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_keeps_every_invariant_on_postgres() {
+    if support::services::locate(support::services::Service::Postgres)
+        .await
+        .is_none()
+    {
+        required_services::skip_or_fail("the chaos run on PostgreSQL needs it (DATABASE_URL)");
+        return;
+    }
+    run(Flavour::SpinPostgres).await;
+}
+
+/// One chaos run of the app on `flavour`.
+async fn run(flavour: Flavour) {
     let plan = Plan::from_env();
     println!(
-        "chaos: CHAOS_SEED={} CHAOS_ORDERS={} CHAOS_CLIENTS={}",
+        "chaos ({flavour:?}): CHAOS_SEED={} CHAOS_ORDERS={} CHAOS_CLIENTS={}",
         plan.seed, plan.orders, plan.clients
     );
     let started = Instant::now();
     let app = start_with(
-        Flavour::Spin,
+        flavour,
         &[
             ("rate_limit_per_minute", "0"),
             ("check_timeout_ms", CHECK_TIMEOUT_MS),
@@ -715,10 +818,13 @@ async fn chaos_keeps_every_invariant() {
     let mut rng = SplitMix64::new(plan.seed);
     let setup = set_up(&app, &mut rng, &plan).await;
     let requests = order_requests(&mut rng, &plan);
-    let outage = if rng.chance(0.5) {
-        Outage::Database
+    let postgres = flavour == Flavour::SpinPostgres;
+    let outage = if postgres {
+        RunOutage::PostgresRestart
+    } else if rng.chance(0.5) {
+        RunOutage::Host(Outage::Database)
     } else {
-        Outage::Transport
+        RunOutage::Host(Outage::Transport)
     };
 
     app.faults().start_chaos(ChaosSettings {
@@ -728,12 +834,23 @@ async fn chaos_keeps_every_invariant() {
         max_delay: MAX_DELAY,
         trap_rate: 0.05,
         call_drop_rate: 0.05,
+        serialization_failure_rate: if postgres { 0.05 } else { 0.0 },
+        disconnect_rate: if postgres { 0.03 } else { 0.0 },
         ..ChaosSettings::quiet(plan.seed)
     });
     let client_retries = AtomicU64::new(0);
     let done = AtomicBool::new(false);
+    let database_away = AtomicBool::new(false);
     let run = async {
-        let accepted = place_all(&app, &requests, &plan, &client_retries, outage).await;
+        let (accepted, outage_ended) = place_all(
+            &app,
+            &requests,
+            &plan,
+            &client_retries,
+            outage,
+            &database_away,
+        )
+        .await;
         assert_eq!(accepted.len() as u64, plan.orders, "seed {}", plan.seed);
         settle(&app, &plan).await;
         reconcile(&app, &accepted, &requests, plan.seed).await;
@@ -748,13 +865,15 @@ async fn chaos_keeps_every_invariant() {
         let acted = Instant::now();
         let quiescence = settle(&app, &plan).await;
         done.store(true, Ordering::Relaxed);
-        (accepted, acted, quiescence)
+        (accepted, outage_ended, acted, quiescence)
     };
-    let (samples, (accepted, acted, quiescence)) =
-        tokio::join!(sample_conservation(&app, &setup, plan.seed, &done), run);
+    let (samples, (accepted, outage_ended, acted, quiescence)) = tokio::join!(
+        sample_conservation(&app, &setup, plan.seed, &done, &database_away),
+        run
+    );
     assert!(samples >= 3, "seed {}: only {samples} samples", plan.seed);
     let figures = app.faults().chaos_figures();
-    check_faults_injected(&figures, &plan);
+    check_faults_injected(&figures, &plan, flavour, outage_ended);
     check_invariants(&app, &setup, plan.seed, false).await;
 
     // The faults go; every dead letter has a reason and is delivered when retried.
@@ -807,7 +926,7 @@ async fn chaos_keeps_every_invariant() {
         *statuses.entry(status.clone()).or_default() += 1;
     }
     let vouchers = app.count("vouchers", "SELECT COUNT(*) FROM vouchers").await;
-    println!("chaos: seed {} passed", plan.seed);
+    println!("chaos ({flavour:?}): seed {} passed", plan.seed);
     println!(
         "  orders            {} from {} clients {statuses:?}",
         plan.orders, plan.clients
@@ -840,9 +959,15 @@ async fn chaos_keeps_every_invariant() {
         client_retries.load(Ordering::Relaxed)
     );
     println!(
-        "  outage            {outage:?} for {OUTAGE:?}: {} refused calls",
+        "  outage            {outage:?} for {OUTAGE:?}: {} refused calls, {outage_ended} connections ended",
         figures.database_outage_failures + figures.transport_outage_failures
     );
+    if postgres {
+        println!(
+            "  PostgreSQL        {} serialization failures, {} connections ended mid-request",
+            figures.serialization_failures, figures.disconnects
+        );
+    }
     println!(
         "  dead letters      {} (all retried to success)",
         dead_letters.len()

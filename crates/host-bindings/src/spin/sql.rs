@@ -16,7 +16,7 @@
 //! certificate against the system's roots, or against the PEM in the `database_ca_cert`
 //! variable when it is set.
 
-use std::cell::OnceCell;
+use std::cell::RefCell;
 
 use service_kit::ports::{Dialect, Rows};
 use service_kit::sql_text::returns_rows;
@@ -36,12 +36,14 @@ const SQLITE_SYNCHRONOUS: &str = "PRAGMA synchronous = NORMAL";
 /// stand-in row of an empty result.
 const ROW_MARKER: &str = "shop_row_present";
 
-/// One connection per request, opened on first use (transactions live on it).
+/// The request's connection, opened on first use (transactions live on it). A Postgres
+/// connection goes back to Spin's pool when the service waits on others
+/// ([`Sql::release`]); the next statement takes one again.
 pub struct SpinSql {
     /// The service's own SQLite label (its name; `infra/spin/runtime-config.toml` defines it).
     sqlite_label: &'static str,
     postgres: Option<PostgresAddress>,
-    connection: OnceCell<Result<Connection, PortError>>,
+    connection: RefCell<Option<Connection>>,
 }
 
 /// Where the Postgres database is: the URL, and the CA certificate (PEM) that signs the
@@ -72,33 +74,36 @@ impl SpinSql {
                 url,
                 ca_cert: variable("database_ca_cert"),
             }),
-            connection: OnceCell::new(),
+            connection: RefCell::new(None),
         }
     }
 
-    fn connection(&self) -> Result<&Connection, PortError> {
-        self.connection
-            .get_or_init(|| match &self.postgres {
-                Some(address) => open_postgres(address)
-                    .map(Connection::Postgres)
-                    .map_err(|e| PortError(format!("postgres open: {}", pg_error(&e)))),
-                None => sqlite::Connection::open(self.sqlite_label)
-                    .map_err(|e| PortError(format!("sqlite open: {e:?}")))
-                    .and_then(|connection| {
-                        connection
-                            .execute(SQLITE_SYNCHRONOUS, &[])
-                            .map_err(|e| PortError(format!("sqlite: {e:?}")))?;
-                        Ok(Connection::Sqlite(connection))
-                    }),
-            })
-            .as_ref()
-            .map_err(Clone::clone)
+    /// Opens the connection.
+    fn open(&self) -> Result<Connection, PortError> {
+        match &self.postgres {
+            Some(address) => open_postgres(address)
+                .map(Connection::Postgres)
+                .map_err(|e| PortError(format!("postgres open: {}", pg_error(&e)))),
+            None => sqlite::Connection::open(self.sqlite_label)
+                .map_err(|e| PortError(format!("sqlite open: {e:?}")))
+                .and_then(|connection| {
+                    connection
+                        .execute(SQLITE_SYNCHRONOUS, &[])
+                        .map_err(|e| PortError(format!("sqlite: {e:?}")))?;
+                    Ok(Connection::Sqlite(connection))
+                }),
+        }
     }
 }
 
 impl Sql for SpinSql {
     fn execute(&self, statement: &str, params: &[SqlValue]) -> Result<Rows, PortError> {
-        match self.connection()? {
+        let mut slot = self.connection.borrow_mut();
+        let connection = match &mut *slot {
+            Some(connection) => connection,
+            empty => empty.insert(self.open()?),
+        };
+        match connection {
             Connection::Sqlite(connection) => {
                 let params: Vec<sqlite::Value> = params.iter().map(to_sqlite).collect();
                 let result = connection
@@ -137,6 +142,17 @@ impl Sql for SpinSql {
                     .collect();
                 Ok(Rows { columns, rows })
             }
+        }
+    }
+
+    /// Hands a Postgres connection back to Spin's pool, which holds at most 64 per address
+    /// and never closes one: four services on one server would otherwise keep a connection
+    /// each for every request waiting on another service, and run out of the server's
+    /// `max_connections`. SQLite keeps its connection (it is no server's).
+    fn release(&self) {
+        let mut slot = self.connection.borrow_mut();
+        if matches!(*slot, Some(Connection::Postgres(_))) {
+            *slot = None;
         }
     }
 

@@ -37,6 +37,9 @@ pub const EVENT_SECRET: &[u8] = b"dev-event-secret-change-me";
 pub enum Flavour {
     /// The Spin build under `spin.toml`, on the Spin test host (embedded SQLite).
     Spin,
+    /// The Spin build under `spin.toml`, on the Spin test host, every service on its own
+    /// role and schema of a fresh PostgreSQL database (`<service>_database_url`).
+    SpinPostgres,
     /// The wasmCloud build under `wadm.yaml`, on the lattice (Postgres, NATS).
     WasmCloud,
     /// The Spin build under `spin.toml` on a real Spin 4.x (`make real-spin-test`).
@@ -312,7 +315,25 @@ pub async fn start_with(flavour: Flavour, extra: &[(&str, &str)]) -> App {
             config.variables = settings(extra);
             config.tick_interval = Some(Duration::from_millis(50));
             let host = TestHost::start(config).await.expect("test host starts");
-            App::new(Host::Spin(host), None)
+            App::new(Host::Spin(host, None), None)
+        }
+        Flavour::SpinPostgres => {
+            let server = services::locate(services::Service::Postgres)
+                .await
+                .expect("the Spin flavour on PostgreSQL needs PostgreSQL (DATABASE_URL)");
+            let url = fresh_database(&server, "shop_spin").await;
+            let mut config = TestHostConfig::new(manifest());
+            config.runtime_config = Some(runtime_config());
+            config.variables = settings(extra);
+            config.variables.extend(spin_postgres_variables(&url));
+            config.tick_interval = Some(Duration::from_millis(50));
+            let host = TestHost::start(config).await.expect("test host starts");
+            let cleanup = Cleanup {
+                database_url: url.clone(),
+                nats_url: String::new(),
+                buckets: Vec::new(),
+            };
+            App::new(Host::Spin(host, Some(url)), Some(cleanup))
         }
         Flavour::WasmCloud => {
             let services = wasmcloud_services()
@@ -400,8 +421,8 @@ impl Cleanup {
 
 /// The host running the app.
 pub enum Host {
-    /// The Spin flavour.
-    Spin(TestHost),
+    /// The Spin flavour, with the URL of its PostgreSQL database when it runs on one.
+    Spin(TestHost, Option<String>),
     /// The wasmCloud flavour.
     WasmCloud(Box<Lattice>),
     /// A real Spin, or the test host as a process of its own.
@@ -479,7 +500,7 @@ impl App {
     /// An app on `host`; `cleanup` runs when it is shut down or dropped.
     pub fn new(host: Host, cleanup: Option<Cleanup>) -> App {
         let bases = match &host {
-            Host::Spin(host) => vec![host.base_url()],
+            Host::Spin(host, _) => vec![host.base_url()],
             Host::WasmCloud(lattice) => vec![lattice.base_url()],
             Host::Served(served) => served.bases.clone(),
             Host::RealLattice(lattice) => vec![lattice.base.clone()],
@@ -506,10 +527,19 @@ impl App {
         }
     }
 
+    /// The URL of the PostgreSQL database of a Spin app on the test host that runs on one.
+    pub fn postgres_url(&self) -> Option<&str> {
+        match self.host() {
+            Host::Spin(_, url) => url.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Which flavour runs the app.
     pub fn flavour(&self) -> Flavour {
         match self.host() {
-            Host::Spin(_) => Flavour::Spin,
+            Host::Spin(_, None) => Flavour::Spin,
+            Host::Spin(_, Some(_)) => Flavour::SpinPostgres,
             Host::WasmCloud(_) => Flavour::WasmCloud,
             Host::Served(served) => {
                 let database = match served.data {
@@ -528,7 +558,7 @@ impl App {
     /// The host's fault-injection switches.
     pub fn faults(&self) -> &Faults {
         match self.host() {
-            Host::Spin(host) => host.faults(),
+            Host::Spin(host, _) => host.faults(),
             Host::WasmCloud(lattice) => lattice.faults(),
             Host::Served(_) | Host::RealLattice(_) => {
                 panic!("a real host has no fault injection")
@@ -539,7 +569,7 @@ impl App {
     /// Stops the host and removes what the test created.
     pub async fn shutdown(mut self) {
         match self.host.take() {
-            Some(Host::Spin(host)) => host.shutdown().await,
+            Some(Host::Spin(host, _)) => host.shutdown().await,
             Some(Host::WasmCloud(lattice)) => lattice.shutdown().await,
             Some(Host::Served(served)) => drop(served),
             Some(Host::RealLattice(lattice)) => drop(lattice),
@@ -561,7 +591,7 @@ impl App {
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&envelope).into_owned()));
         let batch = serde_json::to_vec(&[envelope]).unwrap();
         let answer: Value = match self.host() {
-            Host::Spin(host) => {
+            Host::Spin(host, _) => {
                 let (_, body) = host
                     .call_component(
                         component,
@@ -602,7 +632,7 @@ impl App {
     /// The SQLite file of `service` on a Spin app on embedded SQLite (test host or real).
     pub fn sqlite_file(&self, service: &str) -> PathBuf {
         match self.host() {
-            Host::Spin(host) => host.sqlite_file(service),
+            Host::Spin(host, None) => host.sqlite_file(service),
             Host::Served(served) => match &served.data {
                 ServedData::Sqlite(working_dir) => {
                     test_host::spin_sqlite_file(&runtime_config(), working_dir, service)
@@ -618,7 +648,14 @@ impl App {
     /// Spin, its own role's schema on Postgres (wasmCloud, real Spin's Postgres variant).
     pub async fn query(&self, service: &str, sql: &str) -> anyhow::Result<Vec<Vec<Value>>> {
         match self.host() {
-            Host::Spin(host) => host.sqlite_query(service, sql),
+            Host::Spin(host, None) => host.sqlite_query(service, sql),
+            Host::Spin(_, Some(url)) => {
+                // As the administrator, whose reserved connection slots are left when the
+                // services' pools (64 clients each, never shrinking: Spin's) hold the rest.
+                let mut config: tokio_postgres::Config = url.parse()?;
+                config.options(format!("-c search_path={}", service_role(service)));
+                test_host::query_postgres(&config, sql).await
+            }
             Host::WasmCloud(lattice) => lattice.sql_query(service, sql).await,
             Host::Served(served) => match &served.data {
                 ServedData::Sqlite(working_dir) => test_host::query_sqlite_file(
