@@ -223,11 +223,6 @@ impl<'a> Db<'a> {
         };
         let mut tries = 1;
         loop {
-            if self.dialect() == Dialect::Postgres {
-                // Spin pools Postgres connections and does not roll back on drop: end any
-                // transaction that an instance which trapped left on this connection.
-                let _ = self.execute("ROLLBACK", &[]);
-            }
             let outcome = self.execute(begin, &[]).map_err(E::from).and_then(|()| {
                 let value = work(self)?;
                 self.execute("COMMIT", &[])?;

@@ -78,11 +78,17 @@ impl SpinSql {
         }
     }
 
-    /// Opens the connection.
+    /// Opens the connection. A Postgres one comes from Spin's pool, which does not roll
+    /// back what an instance that trapped left open on it: that transaction is ended first,
+    /// or this request's statements would join it (and, say, send an outbox row that is
+    /// never committed).
     fn open(&self) -> Result<Connection, PortError> {
         match &self.postgres {
             Some(address) => open_postgres(address)
-                .map(Connection::Postgres)
+                .map(|connection| {
+                    let _ = connection.execute("ROLLBACK", &[]);
+                    Connection::Postgres(connection)
+                })
                 .map_err(|e| PortError(format!("postgres open: {}", pg_error(&e)))),
             None => sqlite::Connection::open(self.sqlite_label)
                 .map_err(|e| PortError(format!("sqlite open: {e:?}")))
