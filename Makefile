@@ -38,10 +38,19 @@ build-wasmcloud:
 ## Checks each built component against the world of its host (wit/world.wit), matching
 ## imports by semver-compatible version as the hosts do (tests/world-check).
 check-worlds: build build-wasmcloud
-	cargo run -q -p world-check -- --wit wit --world spin-service \
-		$(addprefix $(WASM_DIR)/,$(addsuffix .wasm,$(subst -,_,$(COMPONENTS))))
+	$(MAKE) --no-print-directory check-worlds-in SPIN_DIR=$(WASM_DIR) WASMCLOUD_DIR=$(WASMCLOUD_WASM_DIR)
+
+## The world check of the components in SPIN_DIR and WASMCLOUD_DIR: on Spin the gateway
+## targets `spin-service` and each service `spin-<service>` (which exports its API); on
+## wasmCloud every component targets `wasmcloud-service`.
+.PHONY: check-worlds-in
+check-worlds-in:
+	cargo run -q -p world-check -- --wit wit --world spin-service $(SPIN_DIR)/gateway.wasm
+	for component in $(filter-out gateway,$(COMPONENTS)); do \
+		cargo run -q -p world-check -- --wit wit --world spin-$$component \
+			$(SPIN_DIR)/$$(echo $$component | tr - _).wasm || exit 1; done
 	cargo run -q -p world-check -- --wit wit --world wasmcloud-service \
-		$(addprefix $(WASMCLOUD_WASM_DIR)/,$(addsuffix .wasm,$(subst -,_,$(COMPONENTS))))
+		$(addprefix $(WASMCLOUD_DIR)/,$(addsuffix .wasm,$(subst -,_,$(COMPONENTS))))
 
 ## Builds both flavours with the newest stable Rust (its std may import a newer WASI 0.2.x
 ## than wit/ vendors) and checks them against their worlds: what a user on today's stable gets.
@@ -52,10 +61,8 @@ check-newest-stable:
 		--target-dir $(NEWEST_STABLE_TARGET_DIR)/spin $(addprefix -p ,$(COMPONENTS))
 	rustup run stable cargo build --target wasm32-wasip2 --release --no-default-features \
 		--features wasmcloud --target-dir $(NEWEST_STABLE_TARGET_DIR)/wasmcloud $(addprefix -p ,$(COMPONENTS))
-	cargo run -q -p world-check -- --wit wit --world spin-service \
-		$(addprefix $(NEWEST_STABLE_TARGET_DIR)/spin/wasm32-wasip2/release/,$(addsuffix .wasm,$(subst -,_,$(COMPONENTS))))
-	cargo run -q -p world-check -- --wit wit --world wasmcloud-service \
-		$(addprefix $(NEWEST_STABLE_TARGET_DIR)/wasmcloud/wasm32-wasip2/release/,$(addsuffix .wasm,$(subst -,_,$(COMPONENTS))))
+	$(MAKE) --no-print-directory check-worlds-in SPIN_DIR=$(NEWEST_STABLE_TARGET_DIR)/spin/wasm32-wasip2/release \
+		WASMCLOUD_DIR=$(NEWEST_STABLE_TARGET_DIR)/wasmcloud/wasm32-wasip2/release
 
 ## Builds both flavours, checks the worlds, and runs every test: domain, service kit, test
 ## host (pipeline on both flavours, chaos, authorization, events), shopctl, the dashboards in

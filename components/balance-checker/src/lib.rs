@@ -23,7 +23,11 @@ use db::queries::{self, Account, AccountView, Hold};
 #[derive(Default)]
 pub struct BalanceChecker;
 
-host_bindings::export_service!(WorkerService<BalanceChecker>);
+host_bindings::export_service!(
+    WorkerService<BalanceChecker>,
+    "shop:balance-checker/service",
+    shop::balance_checker
+);
 
 impl Worker for BalanceChecker {
     const NAME: &'static str = "balance-checker";

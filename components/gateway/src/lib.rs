@@ -19,7 +19,7 @@ use service_kit::stream::Streamed;
 #[derive(Default)]
 pub struct Gateway;
 
-host_bindings::export_service!(Gateway);
+host_bindings::export_gateway!(Gateway);
 
 impl Service for Gateway {
     fn name(&self) -> &'static str {
@@ -43,6 +43,12 @@ impl Service for Gateway {
             .headers
             .retain(|(name, _)| name != CORRELATION_HEADER);
         Some(streamed.with_header(CORRELATION_HEADER, &correlation_id))
+    }
+
+    /// The services called for this request deliver what the calls wrote, now that the
+    /// client has its answer.
+    fn after_response(&self, env: &Env) {
+        env.services.finish();
     }
 }
 

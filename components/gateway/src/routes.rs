@@ -222,8 +222,8 @@ impl Call<'_> {
         relay(
             service,
             self.env
-                .http
-                .send(self.outbound(service, method, path, body, None)),
+                .services
+                .call(service, self.outbound(method, path, body, None)),
         )
     }
 
@@ -244,9 +244,9 @@ impl Call<'_> {
         key: &str,
         callers_key: bool,
     ) -> Answer {
-        let request = self.outbound(service, "POST", path, body, Some(key));
-        let first = self.env.http.send(request.clone());
-        match first.or_else(|_| self.env.http.send(request)) {
+        let request = self.outbound("POST", path, body, Some(key));
+        let call = || self.env.services.call(service, request.clone());
+        match call().or_else(|_| call()) {
             Err(e) if callers_key => Err(Response::problem(
                 503,
                 "no-answer",
@@ -263,8 +263,8 @@ impl Call<'_> {
         let mut upstream =
             match self
                 .env
-                .http
-                .open(self.outbound(service, "GET", path, Vec::new(), None))
+                .services
+                .open(service, self.outbound("GET", path, Vec::new(), None))
             {
                 Ok(upstream) => upstream,
                 Err(e) => return Streamed::whole(unreachable(service, &e.to_string())),
@@ -294,12 +294,11 @@ impl Call<'_> {
         })
     }
 
-    /// The request to `service` on behalf of the authenticated caller, with the caller's
+    /// The request to a service on behalf of the authenticated caller, with the caller's
     /// `Idempotency-Key` or `idempotency_key` in its place, signed (`service_kit::caller`):
     /// the service believes the actor and role only so.
     fn outbound(
         &self,
-        service: &str,
         method: &str,
         path: &str,
         body: Vec<u8>,
@@ -327,7 +326,7 @@ impl Call<'_> {
         caller::signed(
             OutboundRequest {
                 method: method.into(),
-                url: format!("{}{path}", (self.env.service_url)(service)),
+                url: path.to_owned(),
                 headers,
                 body,
             },

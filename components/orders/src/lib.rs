@@ -37,7 +37,7 @@ const CHECKERS: [&str; 2] = ["balance-checker", "stock-checker"];
 #[derive(Default)]
 pub struct Orders;
 
-host_bindings::export_service!(WorkerService<Orders>);
+host_bindings::export_service!(WorkerService<Orders>, "shop:orders/service", shop::orders);
 
 impl Worker for Orders {
     const NAME: &'static str = NAME;
@@ -270,7 +270,7 @@ fn price(order: &PlaceOrder, env: &Env, correlation_id: &str) -> Result<(Value, 
     let request = caller::signed(
         OutboundRequest {
             method: "POST".into(),
-            url: format!("{}/internal/prices", (env.service_url)("stock-checker")),
+            url: "/internal/prices".into(),
             headers: vec![
                 ("content-type".into(), "application/json".into()),
                 (CORRELATION_HEADER.into(), correlation_id.into()),
@@ -282,7 +282,7 @@ fn price(order: &PlaceOrder, env: &Env, correlation_id: &str) -> Result<(Value, 
     // A price list changes nothing: asked once more when the call fails without an answer
     // (lost, or its answer cut short by the transport).
     env.sql.release();
-    let ask = || env.http.send(request.clone());
+    let ask = || env.services.call("stock-checker", request.clone());
     let prices = match ask().or_else(|_| ask()) {
         Ok(response) if response.is_success() => match response.json_body() {
             Some(prices) if prices["prices"].is_object() => prices,

@@ -24,7 +24,11 @@ use db::queries::{self, HeldLine, StockHold};
 #[derive(Default)]
 pub struct StockChecker;
 
-host_bindings::export_service!(WorkerService<StockChecker>);
+host_bindings::export_service!(
+    WorkerService<StockChecker>,
+    "shop:stock-checker/service",
+    shop::stock_checker
+);
 
 impl Worker for StockChecker {
     const NAME: &'static str = "stock-checker";

@@ -3,7 +3,7 @@
 use service_kit::http::{BODY_TIMEOUT, INCOMPLETE_BODY, Request, Response};
 use service_kit::ports::{OutboundRequest, ResponseStream, read_whole};
 use service_kit::stream::{ChunkSink, Streamed};
-use service_kit::{Env, HttpClient, PortError, Service};
+use service_kit::{Env, HttpClient, PortError, Service, Services};
 
 use crate::bindings::wasi::clocks::monotonic_clock;
 use crate::bindings::wasi::http::outgoing_handler;
@@ -168,6 +168,33 @@ pub fn answer<S: Service>(service: &S, request: IncomingRequest, out: ResponseOu
         Err(problem) => write_response(out, problem),
     }
     service.after_response(env);
+}
+
+/// Answers one call made as a function (a service composed with its caller): the request
+/// as its caller sent it, `path_with_query` split as an HTTP request's would be.
+pub fn answer_call<S: Service>(
+    service: &S,
+    method: String,
+    path_with_query: &str,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    env: &Env,
+) -> Response {
+    let (path, query) = path_with_query
+        .split_once('?')
+        .unwrap_or((path_with_query, ""));
+    start_budget(&headers);
+    let request = Request {
+        method,
+        path: path.to_owned(),
+        query: query.to_owned(),
+        headers,
+        body,
+    };
+    let correlation_id = request.correlation_id().map(str::to_owned);
+    service
+        .handle(request, env)
+        .without_internals(service.name(), correlation_id.as_deref())
 }
 
 /// Sends `response` through `out`, with its `content-length` so that a receiver can tell a
@@ -343,6 +370,34 @@ impl HttpClient for WasiHttpClient {
             Err(e) => return Err(e),
         }
         read_whole(Box::new(start_call(request, true)?)).and_then(from_receiver)
+    }
+}
+
+/// Calls into other services over HTTP: each a request of its own to the address
+/// `service_url` gives (local service chaining on Spin, a listener's address on wasmCloud).
+pub struct HttpServices {
+    /// The base URL of a service, e.g. `http://orders.spin.internal`.
+    pub service_url: fn(&str) -> String,
+}
+
+impl HttpServices {
+    fn addressed(&self, service: &str, mut request: OutboundRequest) -> OutboundRequest {
+        request.url = format!("{}{}", (self.service_url)(service), request.url);
+        request
+    }
+}
+
+impl Services for HttpServices {
+    fn call(&self, service: &str, request: OutboundRequest) -> Result<Response, PortError> {
+        WasiHttpClient.send(self.addressed(service, request))
+    }
+
+    fn open(
+        &self,
+        service: &str,
+        request: OutboundRequest,
+    ) -> Result<Box<dyn ResponseStream>, PortError> {
+        WasiHttpClient.open(self.addressed(service, request))
     }
 }
 

@@ -48,27 +48,106 @@ pub mod spin;
 pub mod wasmcloud;
 
 #[cfg(feature = "spin")]
-pub use spin::{serve, service_url};
+pub use spin::{serve, serve_gateway, service_url};
 #[cfg(feature = "wasmcloud")]
-pub use wasmcloud::{handle_message, serve, service_url};
+pub use wasmcloud::{handle_message, serve, serve as serve_gateway, service_url};
+
+/// The bindings generator, for the worlds components generate themselves ([`export_api`]).
+#[doc(hidden)]
+pub use wit_bindgen;
 
 /// Exports `$service` (a `service_kit::Service + Default`) as this component's
-/// `wasi:http/incoming-handler` and, on wasmCloud, its `wasmcloud:messaging/handler`.
+/// `wasi:http/incoming-handler`, on wasmCloud also as its `wasmcloud:messaging/handler`, and
+/// on Spin as its API for the gateway: the export of world `$world` (e.g.
+/// `"shop:orders/service"`, package `shop::orders` in `wit/services.wit`).
 #[macro_export]
 macro_rules! export_service {
+    ($service:ty, $world:literal, $namespace:ident :: $package:ident) => {
+        $crate::export_http!($service, $crate::serve::<$service>);
+        $crate::export_api!($service, $world, $namespace::$package);
+    };
+}
+
+/// Exports the gateway `$service`: as [`export_service`], with its calls into the services
+/// composed with it on Spin, and no API of its own.
+#[macro_export]
+macro_rules! export_gateway {
     ($service:ty) => {
+        $crate::export_http!($service, $crate::serve_gateway::<$service>);
+    };
+}
+
+/// The HTTP export (and a host's other handlers), answered by `$serve`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! export_http {
+    ($service:ty, $serve:expr) => {
         struct ShopComponent;
         impl $crate::bindings::exports::wasi::http::incoming_handler::Guest for ShopComponent {
             fn handle(
                 request: $crate::bindings::wasi::http::types::IncomingRequest,
                 out: $crate::bindings::wasi::http::types::ResponseOutparam,
             ) {
-                $crate::serve::<$service>(request, out)
+                $serve(request, out)
             }
         }
         $crate::export_host_handlers!(ShopComponent, $service);
         $crate::bindings::export_host_bindings!(ShopComponent with_types_in $crate::bindings);
     };
+}
+
+/// A service's API on Spin: world `$world` generated in the component, its
+/// `shop:<package>/api` export answered by `$service`.
+#[cfg(feature = "spin")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! export_api {
+    ($service:ty, $world:literal, $namespace:ident :: $package:ident) => {
+        mod service_api {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $crate::wit_bindgen::generate!({
+                world: $world,
+                path: "../../wit",
+                runtime_path: "host_bindings::wit_bindgen::rt",
+            });
+
+            use exports::$namespace::$package::api;
+
+            struct ServiceApi;
+
+            impl api::Guest for ServiceApi {
+                fn call(request: api::Request) -> api::Response {
+                    let answer = $crate::spin::call::<$service>(
+                        request.method,
+                        &request.path_with_query,
+                        request.headers,
+                        request.body,
+                    );
+                    api::Response {
+                        status: answer.status,
+                        headers: answer.headers,
+                        body: answer.body,
+                    }
+                }
+
+                fn finish() {
+                    $crate::spin::finish::<$service>()
+                }
+            }
+
+            export!(ServiceApi);
+        }
+    };
+}
+
+/// A service's API on wasmCloud: none yet (the gateway calls the services over HTTP).
+#[cfg(feature = "wasmcloud")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! export_api {
+    ($service:ty, $world:literal, $namespace:ident :: $package:ident) => {};
 }
 
 /// The handlers a host exports besides HTTP: none on Spin.

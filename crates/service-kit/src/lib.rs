@@ -19,7 +19,9 @@ pub mod sql_text;
 pub mod stream;
 pub mod worker;
 
-pub use ports::{Config, Delivery, Env, HttpClient, KeyValue, PortError, Sql, SqlValue, Transport};
+pub use ports::{
+    Config, Delivery, Env, HttpClient, KeyValue, PortError, Services, Sql, SqlValue, Transport,
+};
 
 /// A shop service: one component's request handling, written against ports only.
 pub trait Service {

@@ -99,7 +99,8 @@ pub trait Sql {
 pub struct OutboundRequest {
     /// Method, e.g. "POST".
     pub method: String,
-    /// Absolute URL, e.g. "http://orders.spin.internal/internal/events".
+    /// Absolute URL, e.g. "http://orders.spin.internal/internal/events" (for [`Services`],
+    /// the path and query only).
     pub url: String,
     /// Header names and values.
     pub headers: Vec<(String, String)>,
@@ -145,6 +146,33 @@ pub fn read_whole(mut stream: Box<dyn ResponseStream>) -> Result<crate::http::Re
         headers: stream.headers().to_vec(),
         body,
     })
+}
+
+/// Calls into the app's other services: the gateway's forwards and orders' price lookups.
+///
+/// A request's `url` is the path with its query (`/orders?limit=10`); the host decides how
+/// it reaches the service (on Spin, a function call into the service composed with the
+/// gateway, or local service chaining; on wasmCloud, HTTP to the service's listener).
+pub trait Services {
+    /// Sends `request` to `service` and reads its whole answer.
+    fn call(
+        &self,
+        service: &str,
+        request: OutboundRequest,
+    ) -> Result<crate::http::Response, PortError>;
+
+    /// Sends `request` to `service`; the answer's body is read as it arrives (an event
+    /// stream).
+    fn open(
+        &self,
+        service: &str,
+        request: OutboundRequest,
+    ) -> Result<Box<dyn ResponseStream>, PortError>;
+
+    /// Lets every service called so far do its after-response work (see
+    /// [`crate::Service::after_response`]) now that the caller has its answer. Nothing to do
+    /// where each call is a request of its own.
+    fn finish(&self) {}
 }
 
 /// How far a [`Transport`] got with one batch of events.
@@ -199,12 +227,10 @@ pub trait Config {
 pub struct Env<'a> {
     /// The service's SQL database.
     pub sql: &'a dyn Sql,
-    /// Outbound HTTP.
-    pub http: &'a dyn HttpClient,
+    /// Calls into the other services.
+    pub services: &'a dyn Services,
     /// Configuration.
     pub config: &'a dyn Config,
-    /// How other services are addressed on this host (e.g. `http://{name}.spin.internal`).
-    pub service_url: fn(&str) -> String,
     /// How events reach other services.
     pub transport: &'a dyn Transport,
     /// The key-value store.

@@ -12,7 +12,8 @@ use service_kit::messaging::{
     Acknowledgement, DeliveryAnswer, EnvelopeResult, HandlerError, Messaging, Outcome,
 };
 use service_kit::ports::{OutboundRequest, ResponseStream};
-use service_kit::{Config, Delivery, Env, HttpClient, KeyValue, PortError, Transport};
+use service_kit::http::Response;
+use service_kit::{Config, Delivery, Env, KeyValue, PortError, Services, Transport};
 use shop_domain::envelope::Envelope;
 use support::Sqlite;
 
@@ -88,10 +89,6 @@ fn results(response: &service_kit::http::Response) -> Vec<EnvelopeResult> {
     serde_json::from_slice::<DeliveryAnswer>(&response.body)
         .unwrap()
         .results
-}
-
-fn url(service: &str) -> String {
-    format!("http://{service}.test")
 }
 
 fn open(dir: &tempfile::TempDir, service: &str) -> Sqlite {
@@ -174,9 +171,8 @@ fn with_wiring(failures: u32, test: impl FnOnce(Wiring)) {
 fn env_of<'a>(sql: &'a Sqlite, config: &'a Settings, transport: &'a dyn Transport) -> Env<'a> {
     Env {
         sql,
-        http: &NoNetwork,
+        services: &NoNetwork,
         config,
-        service_url: url,
         transport,
         kv: &NoNetwork,
     }
@@ -347,9 +343,17 @@ impl Transport for Nowhere {
 /// A client for services that must not send anything.
 struct NoNetwork;
 
-impl HttpClient for NoNetwork {
-    fn open(&self, request: OutboundRequest) -> Result<Box<dyn ResponseStream>, PortError> {
-        Err(PortError(format!("unexpected request to {}", request.url)))
+impl Services for NoNetwork {
+    fn call(&self, service: &str, request: OutboundRequest) -> Result<Response, PortError> {
+        Err(PortError(format!("unexpected call to {service}{}", request.url)))
+    }
+
+    fn open(
+        &self,
+        service: &str,
+        request: OutboundRequest,
+    ) -> Result<Box<dyn ResponseStream>, PortError> {
+        Err(PortError(format!("unexpected call to {service}{}", request.url)))
     }
 }
 

@@ -27,6 +27,7 @@
 
 mod allowed_hosts;
 mod bindings;
+mod compose;
 mod faults;
 mod keyvalue;
 mod manifest;

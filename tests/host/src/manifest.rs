@@ -86,8 +86,35 @@ struct RawComponent {
     variables: BTreeMap<String, String>,
     #[serde(default)]
     environment: BTreeMap<String, String>,
+    #[serde(default)]
+    dependencies: BTreeMap<String, RawDependency>,
     #[serde(flatten)]
     other: toml::Table,
+}
+
+/// A component dependency the test host composes: a local `.wasm` file
+/// (`"shop:orders" = { path = "...", inherit_configuration = true }`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDependency {
+    path: String,
+    #[serde(default)]
+    inherit_configuration: Option<toml::Value>,
+    #[serde(default)]
+    export: Option<String>,
+}
+
+/// A component dependency: composed into its component when the app is loaded, as Spin
+/// 4.0.2 does (`crates/compose`).
+#[derive(Debug, Clone)]
+pub(crate) struct Dependency {
+    /// The dependency's name in the manifest: a package (`shop:orders`, optionally with an
+    /// interface and a version) or a plain name.
+    pub(crate) name: String,
+    /// The resolved path of its `.wasm` file.
+    pub(crate) source: PathBuf,
+    /// The export that satisfies the import, when not the import's own name.
+    pub(crate) export: Option<String>,
 }
 
 /// A component the HTTP trigger runs.
@@ -107,6 +134,8 @@ pub(crate) struct ComponentConfig {
     pub(crate) variables: BTreeMap<String, String>,
     /// `environment` entries, passed as WASI environment variables.
     pub(crate) environment: Vec<(String, String)>,
+    /// `[component.ID.dependencies]`, composed into the component.
+    pub(crate) dependencies: Vec<Dependency>,
 }
 
 /// The parts of a manifest the host needs.
@@ -286,9 +315,26 @@ fn load_component(
             crate::keyvalue::DEFAULT_STORE
         );
     }
+    let mut dependencies = Vec::new();
+    for (name, dependency) in &raw.dependencies {
+        // Spin puts a deny-all adapter in front of every capability a dependency does not
+        // inherit; the test host composes only dependencies that inherit everything.
+        if dependency.inherit_configuration != Some(toml::Value::Boolean(true)) {
+            bail!(
+                "component {id:?}: dependency {name:?} must set `inherit_configuration = true`: \
+                 the test host does not restrict a dependency's capabilities"
+            );
+        }
+        dependencies.push(Dependency {
+            name: name.clone(),
+            source: base_dir.join(&dependency.path),
+            export: dependency.export.clone(),
+        });
+    }
     Ok(ComponentConfig {
         id: id.to_owned(),
         source: base_dir.join(source),
+        dependencies,
         allowed_hosts,
         sqlite_databases,
         key_value_stores,

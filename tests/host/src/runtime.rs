@@ -69,16 +69,21 @@ pub(crate) struct Runtime {
 /// The engine both flavours use: Cranelift, the pooling allocator, the compilation cache.
 pub(crate) fn engine() -> Result<Engine> {
     let mut pool = PoolingAllocationConfig::new();
+    // Spin 4.0.2's pooling limits (`crates/core/src/lib.rs`): a composed component counts
+    // every inner component's memory, tables and core instances, so the gateway composed
+    // with the four services takes five memories of the pool's total.
     pool.total_component_instances(POOL_INSTANCES)
-        .total_core_instances(POOL_INSTANCES * 8)
-        .total_memories(POOL_INSTANCES * 2)
-        .total_tables(POOL_INSTANCES * 4)
+        .total_core_instances(POOL_INSTANCES * 4)
+        .total_memories(POOL_INSTANCES)
+        .total_tables(POOL_INSTANCES * 2)
         .total_stacks(POOL_INSTANCES)
         .max_component_instance_size(MAX_INSTANCE_SIZE)
         .max_core_instance_size(MAX_INSTANCE_SIZE)
-        .max_core_instances_per_component(32)
-        .max_memories_per_component(4)
-        .max_tables_per_component(16)
+        .max_core_instances_per_component(200)
+        .max_memories_per_component(32)
+        .max_tables_per_component(64)
+        .max_tables_per_module(2)
+        .max_memories_per_module(2)
         .table_elements(100_000)
         .max_memory_size(MAX_LINEAR_MEMORY);
 
@@ -121,8 +126,18 @@ impl Runtime {
         let mut components = HashMap::new();
         for (id, config) in app.components {
             let component = match compiled.get(&config.source) {
-                Some(component) => component.clone(),
-                None => {
+                Some(component) if config.dependencies.is_empty() => component.clone(),
+                _ if !config.dependencies.is_empty() => {
+                    let root = std::fs::read(&config.source).with_context(|| {
+                        format!("component {id:?}: cannot load {}", config.source.display())
+                    })?;
+                    let composed = crate::compose::compose(&id, root, &config.dependencies)
+                        .with_context(|| format!("component {id:?}: composing its dependencies"))?;
+                    Component::new(&engine, &composed)
+                        .map_err(anyhow::Error::from)
+                        .with_context(|| format!("component {id:?}: composed with its dependencies"))?
+                }
+                _ => {
                     let component = Component::from_file(&engine, &config.source)
                         .map_err(anyhow::Error::from)
                         .with_context(|| {

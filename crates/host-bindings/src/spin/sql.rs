@@ -1,6 +1,8 @@
 //! SQL through Spin: the service's own SQLite database, labelled with its name
 //! (`spin:sqlite/sqlite@3.0.0`, defined in `infra/spin/runtime-config.toml`), or, when the
-//! `database_url` variable is set, Postgres (`spin:postgres/postgres@4.1.0`)
+//! service's `<service>_database_url` variable is set (e.g. `orders_database_url`: a service
+//! composed into the gateway reads the gateway's variables, so each has its own name),
+//! Postgres (`spin:postgres/postgres@4.1.0`)
 //! so that many instances share one database.
 //!
 //! Every SQLite connection runs `PRAGMA synchronous = NORMAL` (see [`SQLITE_SYNCHRONOUS`]).
@@ -59,9 +61,10 @@ enum Connection {
 }
 
 impl SpinSql {
-    /// Postgres when `database_url` is set, else the SQLite database labelled `sqlite_label`.
+    /// Postgres when `<sqlite_label>_database_url` is set, else the SQLite database labelled
+    /// `sqlite_label` (the service's name).
     pub fn from_config(config: &dyn Config, sqlite_label: &'static str) -> SpinSql {
-        let variable = |key| {
+        let variable = |key: &str| {
             config
                 .get(key)
                 .ok()
@@ -70,7 +73,8 @@ impl SpinSql {
         };
         SpinSql {
             sqlite_label,
-            postgres: variable("database_url").map(|url| PostgresAddress {
+            postgres: variable(&format!("{}_database_url", sqlite_label.replace('-', "_")))
+                .map(|url| PostgresAddress {
                 url,
                 ca_cert: variable("database_ca_cert"),
             }),

@@ -45,9 +45,8 @@ fn with_env<T>(service: &'static str, work: impl FnOnce(&Env) -> T) -> T {
     let kv = kv::ProviderKeyValue::default();
     let env = Env {
         sql: &sql,
-        http: &crate::http::WasiHttpClient,
+        services: &crate::http::HttpServices { service_url },
         config: &config::WasmcloudConfig,
-        service_url,
         transport: &transport,
         kv: &kv,
     };
