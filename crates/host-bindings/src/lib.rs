@@ -1,10 +1,13 @@
-//! Binds shop services to their host. A component crate only writes
-//! `host_bindings::export_service!(MyService);` and picks the host with a feature:
+//! Binds shop services to their host. A service's crate only writes
+//! `host_bindings::export_service!(Orders, "shop:orders/service", shop::orders);` (the
+//! gateway's `host_bindings::export_gateway!(Gateway);`) and picks the host with a feature:
 //!
 //! - `spin` (Spin 4.0.2, world `spin-service` in `wit/world.wit`): `wasi:http@0.2.6` in and
 //!   out, `spin:sqlite/sqlite@3.0.0` or `spin:postgres/postgres@4.1.0` (when the
-//!   `database_url` variable is set), `wasi:config/store@0.2.0-draft-2024-09-27`; events go
-//!   by local service chaining.
+//!   service's `<service>_database_url` variable is set),
+//!   `wasi:config/store@0.2.0-draft-2024-09-27`; each service also exports its API
+//!   (`shop:<service>/api`, `wit/services.wit`), which the gateway imports: Spin composes
+//!   the services into the gateway. Events go by local service chaining.
 //! - `wasmcloud` (wasmCloud 1.9.2, world `wasmcloud-service`): `wasi:http@0.2.6` in and out,
 //!   `wasmcloud:postgres/query@0.1.1-draft`, `wasmcloud:messaging@0.2.0` (events as NATS
 //!   requests, and a handler for them), `wasi:config/store@0.2.0-draft` and

@@ -275,6 +275,23 @@ impl TestHost {
         Ok(times)
     }
 
+    /// How many instances of each component were started to serve requests (public ones and
+    /// chained calls between components; ticks are not counted) since the host started. A component
+    /// composed into another is part of that one's instance, not counted on its own.
+    pub fn instances_started(&self) -> std::collections::BTreeMap<String, u64> {
+        self.runtime
+            .components()
+            .map(|component| {
+                (
+                    component.config.id.clone(),
+                    component
+                        .instances_started
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
     /// The fault-injection switches for this host.
     pub fn faults(&self) -> &Faults {
         &self.faults

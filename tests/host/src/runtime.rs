@@ -51,6 +51,8 @@ pub(crate) struct LoadedComponent {
     pub(crate) variables: Arc<BTreeMap<String, String>>,
     pub(crate) sqlite_databases: Arc<BTreeSet<String>>,
     pub(crate) key_value_stores: Arc<BTreeSet<String>>,
+    /// Instances started to serve requests, public and chained (ticks not counted).
+    pub(crate) instances_started: std::sync::atomic::AtomicU64,
 }
 
 /// Everything requests need: engine, components, routes, faults.
@@ -159,6 +161,7 @@ impl Runtime {
                 variables: Arc::new(config.variables.clone()),
                 sqlite_databases: Arc::new(config.sqlite_databases.clone()),
                 key_value_stores: Arc::new(config.key_value_stores.clone()),
+                instances_started: Default::default(),
                 config,
                 pre,
             };
@@ -222,6 +225,11 @@ impl Runtime {
     }
 
     /// Components with a private trigger.
+    /// Every component by id.
+    pub(crate) fn components(&self) -> impl Iterator<Item = &Arc<LoadedComponent>> {
+        self.components.values()
+    }
+
     pub(crate) fn private_components(&self) -> impl Iterator<Item = &Arc<LoadedComponent>> {
         self.private_components
             .iter()
@@ -314,6 +322,11 @@ impl Runtime {
         let faults = self
             .faults
             .for_request(&component.config.id, req.uri().path());
+        if req.uri().path() != crate::ticker::TICK_PATH {
+            component
+                .instances_started
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let store = self.fresh_store(component, faults);
         handle_on_fresh_instance(store, &component.pre, req, &component.config.id, ()).await
     }

@@ -944,6 +944,41 @@ async fn placements_are_shed_while_orders_write_lock_stays_taken(flavour: Flavou
     app.place(&order).await;
 }
 
+/// On Spin the services are composed into the gateway: an API request, whichever services
+/// it calls, is one instance of the gateway and none of any service. (Events still reach
+/// the services by local service chaining, each delivery an instance of its receiver.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_an_api_request_is_one_instance() {
+    let app = start(Flavour::Spin).await;
+    let buyer = customer("one-instance");
+    let sku = format!("ONE-{}", support::run_id());
+    app.product(&sku, 1_000, 5).await;
+    app.credit(&buyer, 10_000).await;
+    let order = app
+        .place(&json!({"customer": buyer, "items": [{"sku": sku, "quantity": 1}]}))
+        .await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    app.wait_status(&id, "confirmed").await;
+    app.wait_quiet().await;
+
+    let before = app.instances_started();
+    // Orders (the order), balance-checker (the account), stock-checker (the product) and
+    // vouchers (the list), each asked once.
+    let buyer_token = token(&buyer, Role::Customer);
+    assert_eq!(app.get(&format!("/api/v1/orders/{id}"), &buyer_token).await.status, 200);
+    assert_eq!(app.get(&format!("/api/v1/accounts/{buyer}"), &buyer_token).await.status, 200);
+    assert_eq!(app.get(&format!("/api/v1/products/{sku}"), &buyer_token).await.status, 200);
+    assert_eq!(app.get("/api/v1/vouchers", &buyer_token).await.status, 200);
+    let after = app.instances_started();
+
+    let started: Vec<(String, u64)> = after
+        .iter()
+        .map(|(id, count)| (id.clone(), count - before.get(id).copied().unwrap_or(0)))
+        .filter(|(_, count)| *count > 0)
+        .collect();
+    assert_eq!(started, vec![("gateway".to_owned(), 4)], "instances started: {started:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spin_placements_are_shed_while_orders_write_lock_stays_taken() {
     placements_are_shed_while_orders_write_lock_stays_taken(Flavour::Spin).await;

@@ -555,6 +555,14 @@ impl App {
         }
     }
 
+    /// How many instances of each component the Spin flavour started so far.
+    pub fn instances_started(&self) -> std::collections::BTreeMap<String, u64> {
+        match self.host() {
+            Host::Spin(host, _) => host.instances_started(),
+            _ => panic!("only the Spin flavour of the test host counts instances"),
+        }
+    }
+
     /// The host's fault-injection switches.
     pub fn faults(&self) -> &Faults {
         match self.host() {
