@@ -13,8 +13,8 @@ use shop_domain::auth::{Claims, Role};
 use shop_domain::cursor::decode_cursor;
 use shop_domain::order::OrderStatus;
 use shop_domain::validation::{
-    ValidationError, parse_compat_order, parse_credit, parse_email, parse_limit, parse_place_order,
-    parse_product, parse_sku,
+    OrderContent, ValidationError, parse_compat_order, parse_credit, parse_email, parse_limit,
+    parse_place_order, parse_product, parse_sku,
 };
 
 use crate::auth::{authenticate, forbidden, require_admin, require_self_or_staff, require_staff};
@@ -260,15 +260,14 @@ impl Call<'_> {
 
     /// As [`Call::forward`] for a `GET` of an event stream, relayed chunk by chunk.
     fn forward_stream(&self, service: &str, path: &str) -> Streamed {
-        let mut upstream =
-            match self
-                .env
-                .services
-                .open(service, self.outbound("GET", path, Vec::new(), None))
-            {
-                Ok(upstream) => upstream,
-                Err(e) => return Streamed::whole(unreachable(service, &e.to_string())),
-            };
+        let mut upstream = match self
+            .env
+            .services
+            .open(service, self.outbound("GET", path, Vec::new(), None))
+        {
+            Ok(upstream) => upstream,
+            Err(e) => return Streamed::whole(unreachable(service, &e.to_string())),
+        };
         let keep = ["content-type", "cache-control", "x-accel-buffering"];
         let headers = upstream
             .headers()
@@ -395,10 +394,51 @@ impl Call<'_> {
         self.place(&body)
     }
 
+    /// Places one order: checked here, its skus priced by stock-checker, then stored by
+    /// orders (the order as the client sent it, with `prices`).
     fn place(&self, body: &Value) -> Answer {
         let order = parse_place_order(body).map_err(|e| Response::invalid(&e))?;
         require_self_or_staff(self.claims, &order.customer)?;
-        self.forward_idempotent("orders", "/orders", body.to_string().into_bytes())
+        let skus = match &order.content {
+            OrderContent::Items(lines) => lines.iter().map(|line| line.sku.clone()).collect(),
+            OrderContent::Value(_) => Vec::new(),
+        };
+        let mut priced = body.clone();
+        priced["prices"] = self.prices(skus)?;
+        self.forward_idempotent("orders", "/orders", priced.to_string().into_bytes())
+    }
+
+    /// The unit prices (sku to cents) of `skus` in stock-checker's catalogue; a sku it does
+    /// not have is left out. A price list changes nothing: asked once more when the call
+    /// fails without an answer.
+    fn prices(&self, mut skus: Vec<String>) -> Result<Value, Response> {
+        skus.sort();
+        skus.dedup();
+        if skus.is_empty() {
+            return Ok(json!({}));
+        }
+        let request = self.outbound(
+            "POST",
+            "/internal/prices",
+            json!({"skus": skus}).to_string().into_bytes(),
+            None,
+        );
+        let ask = || self.env.services.call("stock-checker", request.clone());
+        let unavailable = |detail: &str| {
+            Response::problem(503, "unavailable", "Catalogue unavailable", detail)
+                .with_header("retry-after", NO_ANSWER_RETRY_AFTER_S)
+        };
+        match ask().or_else(|_| ask()) {
+            Ok(answer) if answer.is_success() => match answer.json_body() {
+                Some(list) if list["prices"].is_object() => Ok(list["prices"].clone()),
+                _ => Err(unavailable("stock-checker answered without a price list")),
+            },
+            Ok(answer) => Err(unavailable(&format!(
+                "stock-checker answered {}",
+                answer.status
+            ))),
+            Err(e) => Err(unavailable(&format!("stock-checker: {e}"))),
+        }
     }
 
     /// A write the receiver deduplicates by `Idempotency-Key`, under the caller's key or,
@@ -433,8 +473,8 @@ impl Call<'_> {
         let order = parse_compat_order(email.as_deref(), value.as_deref())
             .map_err(|e| Response::invalid(&e))?;
         let cents = match order.content {
-            shop_domain::validation::OrderContent::Value(value) => value.cents(),
-            shop_domain::validation::OrderContent::Items(_) => return Err(not_found()),
+            OrderContent::Value(value) => value.cents(),
+            OrderContent::Items(_) => return Err(not_found()),
         };
         self.place(&json!({"customer": order.customer, "value_cents": cents}))
     }
@@ -464,11 +504,21 @@ impl Call<'_> {
                 return Err(forbidden("customers may only place orders for themselves"));
             }
         }
+        let skus = orders
+            .iter()
+            .filter_map(|order| order.get("items").and_then(Value::as_array))
+            .flatten()
+            .filter_map(|line| line.get("sku").and_then(Value::as_str))
+            .filter_map(|sku| parse_sku("sku", sku).ok())
+            .collect();
+        let prices = self.prices(skus)?;
         self.forward(
             "orders",
             "POST",
             "/orders/batch",
-            json!({"orders": orders}).to_string().into_bytes(),
+            json!({"orders": orders, "prices": prices})
+                .to_string()
+                .into_bytes(),
         )
     }
 

@@ -8,15 +8,12 @@ mod saga;
 
 use serde_json::{Value, json};
 use service_kit::db::{Db, DbError, Migration};
-use service_kit::http::{
-    ACTOR_HEADER, CORRELATION_HEADER, ROLE_HEADER, Request, Response, method_not_allowed,
-};
+use service_kit::http::{ACTOR_HEADER, ROLE_HEADER, Request, Response, method_not_allowed};
 use service_kit::ids::{new_id, now_ms};
 use service_kit::messaging::{HandlerError, Messaging};
-use service_kit::ports::OutboundRequest;
 use service_kit::stream::Streamed;
 use service_kit::worker::{Worker, WorkerService, unavailable};
-use service_kit::{Env, caller, settings};
+use service_kit::{Env, settings};
 use shop_domain::cursor::{decode_cursor, encode_cursor};
 use shop_domain::envelope::{Envelope, event_types};
 use shop_domain::money::Money;
@@ -128,20 +125,34 @@ fn accepted(view: &OrderView) -> Response {
     Response::json(202, view).with_header("location", &format!("/api/v1/orders/{}", view.id))
 }
 
+/// `POST /orders`: the order as the client sent it, and the gateway's `prices` of its skus.
 fn place_one(request: &Request, env: &Env, messaging: &Messaging) -> Response {
-    let body = match request.json() {
+    let mut body = match request.json() {
         Ok(body) => body,
         Err(problem) => return problem,
     };
+    let prices = take_prices(&mut body);
     let key = request.scoped_idempotency_key();
-    place(request, env, messaging, &body, key.as_deref())
+    place(request, env, messaging, (&body, &prices), key.as_deref())
 }
 
+/// Removes the gateway's `prices` (sku to cents) from a placement's body: what remains is
+/// the client's order, checked as such (a client cannot send prices: the gateway refuses
+/// unknown fields).
+fn take_prices(body: &mut Value) -> Value {
+    body.as_object_mut()
+        .and_then(|fields| fields.remove("prices"))
+        .unwrap_or(Value::Null)
+}
+
+/// `POST /orders/batch`: the orders as the client sent them, and the gateway's `prices` of
+/// all their skus.
 fn place_batch(request: &Request, env: &Env, messaging: &Messaging) -> Response {
-    let body = match request.json() {
+    let mut body = match request.json() {
         Ok(body) => body,
         Err(problem) => return problem,
     };
+    let prices = take_prices(&mut body);
     let Some(items) = body.get("orders").and_then(Value::as_array) else {
         return Response::invalid(&[ValidationError {
             field: "orders".into(),
@@ -151,7 +162,7 @@ fn place_batch(request: &Request, env: &Env, messaging: &Messaging) -> Response 
     let results: Vec<Value> = items
         .iter()
         .map(|item| {
-            let answer = place(request, env, messaging, item, None);
+            let answer = place(request, env, messaging, (item, &prices), None);
             let body = answer.json_body().unwrap_or(Value::Null);
             if answer.status == 202 {
                 json!({"status": 202, "order": body})
@@ -163,13 +174,13 @@ fn place_batch(request: &Request, env: &Env, messaging: &Messaging) -> Response 
     Response::json(200, &json!({ "results": results }))
 }
 
-/// Places one order: validates, prices the lines, and stores the order together with its
-/// `order.placed` event (and idempotency key) in one transaction.
+/// Places one order: validates, prices the lines with `prices`, and stores the order together
+/// with its `order.placed` event (and idempotency key) in one transaction.
 fn place(
     request: &Request,
     env: &Env,
     messaging: &Messaging,
-    body: &Value,
+    (body, prices): (&Value, &Value),
     key: Option<&str>,
 ) -> Response {
     let order = match parse_place_order(body) {
@@ -195,7 +206,7 @@ fn place(
         }
     }
     let correlation_id = correlation(request);
-    let (items, total) = match price(&order, env, &correlation_id) {
+    let (items, total) = match price(&order, prices) {
         Ok(priced) => priced,
         Err(problem) => return problem,
     };
@@ -259,64 +270,19 @@ fn canonical_request(order: &PlaceOrder) -> String {
     json!({"customer": order.customer, "content": content}).to_string()
 }
 
-/// Prices the order's lines with stock-checker's catalogue: the lines with unit prices, and
-/// the total.
-fn price(order: &PlaceOrder, env: &Env, correlation_id: &str) -> Result<(Value, Money), Response> {
+/// Prices the order's lines with the unit prices the gateway looked up in stock-checker's
+/// catalogue (`prices`: sku to cents, sent with the order): the lines with unit prices, and
+/// the total. A sku without a price is not in the catalogue.
+fn price(order: &PlaceOrder, prices: &Value) -> Result<(Value, Money), Response> {
     let lines = match &order.content {
         OrderContent::Value(value) => return Ok((Value::Array(Vec::new()), *value)),
         OrderContent::Items(lines) => lines,
-    };
-    let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
-    let request = caller::signed(
-        OutboundRequest {
-            method: "POST".into(),
-            url: "/internal/prices".into(),
-            headers: vec![
-                ("content-type".into(), "application/json".into()),
-                (CORRELATION_HEADER.into(), correlation_id.into()),
-            ],
-            body: json!({"skus": skus}).to_string().into_bytes(),
-        },
-        env.config,
-    );
-    // A price list changes nothing: asked once more when the call fails without an answer
-    // (lost, or its answer cut short by the transport).
-    env.sql.release();
-    let ask = || env.services.call("stock-checker", request.clone());
-    let prices = match ask().or_else(|_| ask()) {
-        Ok(response) if response.is_success() => match response.json_body() {
-            Some(prices) if prices["prices"].is_object() => prices,
-            _ => {
-                return Err(Response::problem(
-                    503,
-                    "unavailable",
-                    "Catalogue unavailable",
-                    "stock-checker answered without a price list",
-                ));
-            }
-        },
-        Ok(response) => {
-            return Err(Response::problem(
-                503,
-                "unavailable",
-                "Catalogue unavailable",
-                &format!("stock-checker answered {}", response.status),
-            ));
-        }
-        Err(e) => {
-            return Err(Response::problem(
-                503,
-                "unavailable",
-                "Catalogue unavailable",
-                &e.to_string(),
-            ));
-        }
     };
     let mut priced = Vec::new();
     let mut total = Money::ZERO;
     let mut unknown = Vec::new();
     for line in lines {
-        let Some(unit) = prices["prices"][&line.sku].as_i64() else {
+        let Some(unit) = prices[&line.sku].as_i64() else {
             unknown.push(ValidationError {
                 field: "items".into(),
                 message: format!("unknown sku {}", line.sku),

@@ -25,7 +25,11 @@ use shop_domain::voucher::{VoucherPolicy, voucher_code};
 #[derive(Default)]
 pub struct Vouchers;
 
-host_bindings::export_service!(WorkerService<Vouchers>, "shop:vouchers/service", shop::vouchers);
+host_bindings::export_service!(
+    WorkerService<Vouchers>,
+    "shop:vouchers/service",
+    shop::vouchers
+);
 
 /// A voucher as the API shows it.
 #[derive(Debug, Serialize)]

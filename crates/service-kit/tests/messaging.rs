@@ -8,11 +8,11 @@ mod support;
 
 use serde_json::{Value, json};
 use service_kit::db::{Db, DbError, migrate};
+use service_kit::http::Response;
 use service_kit::messaging::{
     Acknowledgement, DeliveryAnswer, EnvelopeResult, HandlerError, Messaging, Outcome,
 };
 use service_kit::ports::{OutboundRequest, ResponseStream};
-use service_kit::http::Response;
 use service_kit::{Config, Delivery, Env, KeyValue, PortError, Services, Transport};
 use shop_domain::envelope::Envelope;
 use support::Sqlite;
@@ -345,7 +345,10 @@ struct NoNetwork;
 
 impl Services for NoNetwork {
     fn call(&self, service: &str, request: OutboundRequest) -> Result<Response, PortError> {
-        Err(PortError(format!("unexpected call to {service}{}", request.url)))
+        Err(PortError(format!(
+            "unexpected call to {service}{}",
+            request.url
+        )))
     }
 
     fn open(
@@ -353,7 +356,10 @@ impl Services for NoNetwork {
         service: &str,
         request: OutboundRequest,
     ) -> Result<Box<dyn ResponseStream>, PortError> {
-        Err(PortError(format!("unexpected call to {service}{}", request.url)))
+        Err(PortError(format!(
+            "unexpected call to {service}{}",
+            request.url
+        )))
     }
 }
 

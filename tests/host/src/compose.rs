@@ -14,7 +14,11 @@ use wac_graph::{CompositionGraph, EncodeOptions};
 use crate::manifest::Dependency;
 
 /// The composition of `root` (a component's bytes) with `dependencies`.
-pub(crate) fn compose(component_id: &str, root: Vec<u8>, dependencies: &[Dependency]) -> Result<Vec<u8>> {
+pub(crate) fn compose(
+    component_id: &str,
+    root: Vec<u8>,
+    dependencies: &[Dependency],
+) -> Result<Vec<u8>> {
     let mut graph = CompositionGraph::new();
     let root_package = Package::from_bytes(component_id, None, root, graph.types_mut())?;
     let root_world = root_package.ty();
@@ -35,7 +39,11 @@ pub(crate) fn compose(component_id: &str, root: Vec<u8>, dependencies: &[Depende
             );
         }
         let bytes = std::fs::read(&dependency.source).with_context(|| {
-            format!("dependency '{}': cannot read {}", dependency.name, dependency.source.display())
+            format!(
+                "dependency '{}': cannot read {}",
+                dependency.name,
+                dependency.source.display()
+            )
         })?;
         let package_name = dependency
             .name

@@ -137,7 +137,9 @@ impl Runtime {
                         .with_context(|| format!("component {id:?}: composing its dependencies"))?;
                     Component::new(&engine, &composed)
                         .map_err(anyhow::Error::from)
-                        .with_context(|| format!("component {id:?}: composed with its dependencies"))?
+                        .with_context(|| {
+                            format!("component {id:?}: composed with its dependencies")
+                        })?
                 }
                 _ => {
                     let component = Component::from_file(&engine, &config.source)

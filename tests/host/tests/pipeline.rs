@@ -965,9 +965,24 @@ async fn spin_an_api_request_is_one_instance() {
     // Orders (the order), balance-checker (the account), stock-checker (the product) and
     // vouchers (the list), each asked once.
     let buyer_token = token(&buyer, Role::Customer);
-    assert_eq!(app.get(&format!("/api/v1/orders/{id}"), &buyer_token).await.status, 200);
-    assert_eq!(app.get(&format!("/api/v1/accounts/{buyer}"), &buyer_token).await.status, 200);
-    assert_eq!(app.get(&format!("/api/v1/products/{sku}"), &buyer_token).await.status, 200);
+    assert_eq!(
+        app.get(&format!("/api/v1/orders/{id}"), &buyer_token)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/accounts/{buyer}"), &buyer_token)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/products/{sku}"), &buyer_token)
+            .await
+            .status,
+        200
+    );
     assert_eq!(app.get("/api/v1/vouchers", &buyer_token).await.status, 200);
     let after = app.instances_started();
 
@@ -976,7 +991,11 @@ async fn spin_an_api_request_is_one_instance() {
         .map(|(id, count)| (id.clone(), count - before.get(id).copied().unwrap_or(0)))
         .filter(|(_, count)| *count > 0)
         .collect();
-    assert_eq!(started, vec![("gateway".to_owned(), 4)], "instances started: {started:?}");
+    assert_eq!(
+        started,
+        vec![("gateway".to_owned(), 4)],
+        "instances started: {started:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,11 @@ pub fn service_url(component: &str) -> String {
 
 /// Runs `work` with the ports bound to Spin for service `S`, calling other services
 /// through `services`.
-fn with_env<S: Service, T>(service: &S, services: &dyn Services, work: impl FnOnce(&Env) -> T) -> T {
+fn with_env<S: Service, T>(
+    service: &S,
+    services: &dyn Services,
+    work: impl FnOnce(&Env) -> T,
+) -> T {
     let sql = sql::SpinSql::from_config(&config::SpinConfig, service.name());
     let kv = kv::SpinKeyValue::default();
     let env = Env {

@@ -73,11 +73,12 @@ impl SpinSql {
         };
         SpinSql {
             sqlite_label,
-            postgres: variable(&format!("{}_database_url", sqlite_label.replace('-', "_")))
-                .map(|url| PostgresAddress {
-                url,
-                ca_cert: variable("database_ca_cert"),
-            }),
+            postgres: variable(&format!("{}_database_url", sqlite_label.replace('-', "_"))).map(
+                |url| PostgresAddress {
+                    url,
+                    ca_cert: variable("database_ca_cert"),
+                },
+            ),
             connection: RefCell::new(None),
         }
     }
