@@ -75,10 +75,6 @@ pub struct ChaosSettings {
     /// (`pg_terminate_backend`) just before one of its statements, chosen at random: an open
     /// transaction is rolled back, and the statement fails as the connection is gone.
     pub disconnect_rate: f64,
-    /// Share of the other calls between services that are not reads (the gateway's writes
-    /// into a service, orders' price request, the admin's ticks) lost: half before the receiver gets them, half after
-    /// it answered (it may have committed). The caller sees a connection error.
-    pub call_drop_rate: f64,
 }
 
 impl ChaosSettings {
@@ -93,7 +89,6 @@ impl ChaosSettings {
             trap_rate: 0.0,
             serialization_failure_rate: 0.0,
             disconnect_rate: 0.0,
-            call_drop_rate: 0.0,
         }
     }
 }
@@ -119,10 +114,6 @@ pub struct ChaosFigures {
     pub serialization_failures: u64,
     /// PostgreSQL connections ended by the server before one of their statements.
     pub disconnects: u64,
-    /// Calls between services (not event messages) lost before the receiver got them.
-    pub dropped_call_requests: u64,
-    /// Calls between services whose receiver answered, and the answer was lost.
-    pub dropped_call_replies: u64,
     /// Event messages a sender sent again after a failed attempt (seen while chaos mode
     /// is on, from the envelope's `attempt` field).
     pub redeliveries: u64,
@@ -362,28 +353,6 @@ impl Faults {
         figures.delays += u64::from(fate.delay.is_some());
         figures.duplicates += u64::from(fate.duplicate_after.is_some());
         Some(fate)
-    }
-
-    /// Draws whether one call between services (not an event message) is lost, and how;
-    /// counts it. `None` when it goes through or chaos mode is off.
-    pub(crate) fn call_loss(&self) -> Option<Loss> {
-        let mut chaos = lock(&self.chaos);
-        let Chaos { settings, rng } = chaos.as_mut()?;
-        if !rng.chance(settings.call_drop_rate) {
-            return None;
-        }
-        let loss = if rng.chance(0.5) {
-            Loss::Request
-        } else {
-            Loss::Reply
-        };
-        drop(chaos);
-        let mut figures = lock(&self.figures);
-        match loss {
-            Loss::Request => figures.dropped_call_requests += 1,
-            Loss::Reply => figures.dropped_call_replies += 1,
-        }
-        Some(loss)
     }
 
     /// Counts an event message a sender sent again.

@@ -95,16 +95,13 @@ impl WasiHttpHooks for OutboundHttp {
                 return Box::new(async { Err(Error::ConnectionRefused) });
             }
             let runtime = self.runtime.clone();
+            // Chaos acts on event messages. The gateway's calls into the services are
+            // function calls in one instance (component dependencies): what fails there is
+            // the instance (a trap), not a transport.
             let fate = if uri.path() == EVENT_HANDLER_PATH {
                 runtime.faults().message_fate()
-            } else if request.method() == http::Method::GET {
-                // A read changes nothing, and a live stream's lost reply would never end.
-                None
             } else {
-                runtime.faults().call_loss().map(|loss| MessageFate {
-                    loss: Some(loss),
-                    ..MessageFate::default()
-                })
+                None
             };
             if let Some(fate) = fate {
                 return Box::new(deliver_with_chaos(runtime, target, request, fate));
