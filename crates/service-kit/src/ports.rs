@@ -148,7 +148,7 @@ pub fn read_whole(mut stream: Box<dyn ResponseStream>) -> Result<crate::http::Re
     })
 }
 
-/// Calls into the app's other services: the gateway's forwards and orders' price lookups.
+/// Calls into the app's services: the gateway's forwards and price lookups.
 ///
 /// A request's `url` is the path with its query (`/orders?limit=10`); the host decides how
 /// it reaches the service (on Spin, a function call into the service composed with the
