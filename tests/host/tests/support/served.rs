@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -177,9 +178,7 @@ impl ServedApp {
     pub async fn crash_and_restart(&self, instance: usize) {
         {
             let mut processes = self.processes.lock().unwrap();
-            let child = &mut processes[instance];
-            child.kill().expect("SIGKILL");
-            child.wait().expect("the killed process is reaped");
+            kill_group(&mut processes[instance]);
         }
         let launch = &self.launches[instance];
         let restarted = launch.spawn();
@@ -193,7 +192,9 @@ impl Launch {
         self.state_dir.path().join("server.log")
     }
 
-    /// Starts the program in the instance's state directory, appending to its log.
+    /// Starts the program in the instance's state directory, appending to its log, in a
+    /// process group of its own: `spin up` serves from a child process (`spin trigger
+    /// http`), which must die with it.
     fn spawn(&self) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -202,6 +203,7 @@ impl Launch {
             .expect("a log file");
         Command::new(&self.program)
             .args(&self.args)
+            .process_group(0)
             .current_dir(self.state_dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -233,13 +235,26 @@ impl Launch {
     }
 }
 
+/// Kills `child` and every process of its group (SIGKILL, in whatever they were doing) and
+/// reaps it.
+fn kill_group(child: &mut Child) {
+    let killed = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status();
+    assert!(
+        killed.is_ok_and(|status| status.success()) || child.try_wait().is_ok_and(|e| e.is_some()),
+        "kill -KILL the process group of {}",
+        child.id()
+    );
+    let _ = child.wait();
+}
+
 impl Drop for ServedApp {
     /// Stops the ticker and every server; prints the tail of each log when the test failed.
     fn drop(&mut self) {
         self.ticker.abort();
         for child in self.processes.get_mut().unwrap().iter_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_group(child);
         }
         if std::thread::panicking() {
             for launch in &self.launches {
