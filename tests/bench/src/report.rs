@@ -337,7 +337,12 @@ impl Report {
         };
         let accept_p99_ceiling = hello_at_target.map_or_else(
             || "—".to_owned(),
-            |hello| format!("p99 {:.2} ms (one instance)", millis(hello.percentile(0.99))),
+            |hello| {
+                format!(
+                    "p99 {:.2} ms (one instance)",
+                    millis(hello.percentile(0.99))
+                )
+            },
         );
         let saga_ceiling = self.chain(crate::SAGA_CHAIN_HOPS).map_or_else(
             || "—".to_owned(),

@@ -28,8 +28,9 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// Concurrent component instances the pool holds: Spin's default
-/// (`SPIN_WASMTIME_INSTANCE_COUNT`). Requests, chained calls and open event streams each
-/// hold one; beyond the limit a request fails with 500, as on Spin.
+/// (`SPIN_WASMTIME_INSTANCE_COUNT`, read as Spin reads it). Requests, chained calls and open
+/// event streams each hold one; beyond the limit (or the pool's memories or tables) a
+/// request fails with 500, as on Spin.
 const POOL_INSTANCES: u32 = 1000;
 /// Largest linear memory a component may grow to, and each memory's reservation.
 const MAX_LINEAR_MEMORY: usize = 256 << 20;
@@ -71,19 +72,27 @@ pub(crate) struct Runtime {
 /// The engine both flavours use: Cranelift, the pooling allocator, the compilation cache.
 pub(crate) fn engine() -> Result<Engine> {
     let mut pool = PoolingAllocationConfig::new();
-    // Spin 4.0.2's pooling limits (`crates/core/src/lib.rs`): a composed component counts
-    // every inner component's memory, tables and core instances, so the gateway composed
-    // with the four services takes five memories of the pool's total.
-    pool.total_component_instances(POOL_INSTANCES)
-        .total_core_instances(POOL_INSTANCES * 4)
-        .total_memories(POOL_INSTANCES)
-        .total_tables(POOL_INSTANCES * 2)
-        .total_stacks(POOL_INSTANCES)
+    // Spin 4.0.2's pooling limits (`crates/core/src/lib.rs`), with Spin's environment
+    // variables to raise them: a composed component counts every inner component's
+    // memories, tables and core instances, so the gateway composed with the four services
+    // takes five memories and the tables of all five of the pool's totals.
+    let limit = |name: &str, default: u32| {
+        std::env::var(name)
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(default)
+    };
+    let instances = limit("SPIN_WASMTIME_INSTANCE_COUNT", POOL_INSTANCES);
+    pool.total_component_instances(instances)
+        .total_core_instances(limit("SPIN_WASMTIME_TOTAL_CORE_INSTANCES", 4 * instances))
+        .total_memories(limit("SPIN_WASMTIME_TOTAL_MEMORIES", instances))
+        .total_tables(limit("SPIN_WASMTIME_TOTAL_TABLES", 2 * instances))
+        .total_stacks(limit("SPIN_WASMTIME_TOTAL_STACKS", instances))
         .max_component_instance_size(MAX_INSTANCE_SIZE)
         .max_core_instance_size(MAX_INSTANCE_SIZE)
-        .max_core_instances_per_component(200)
-        .max_memories_per_component(32)
-        .max_tables_per_component(64)
+        .max_core_instances_per_component(limit("SPIN_WASMTIME_CORE_INSTANCE_COUNT", 200))
+        .max_memories_per_component(limit("SPIN_WASMTIME_INSTANCE_MEMORIES", 32))
+        .max_tables_per_component(limit("SPIN_WASMTIME_INSTANCE_TABLES", 64))
         .max_tables_per_module(2)
         .max_memories_per_module(2)
         .table_elements(100_000)
