@@ -13,11 +13,13 @@ fi
 port=${BENCH_SPIN_PORT:-3310}
 dir=$(mktemp -d /tmp/shop-bench-spin.XXXXXX)
 # Spin takes the runtime config's relative SQLite paths from its working directory.
-(cd "$dir" && exec spin up --from "$OLDPWD/spin.toml" --listen "127.0.0.1:$port" \
+# In a session of its own: spin up serves from a child (spin trigger http), which must stop
+# with it.
+(cd "$dir" && exec setsid spin up --from "$OLDPWD/spin.toml" --listen "127.0.0.1:$port" \
   --state-dir "$dir/.spin" --runtime-config-file "$OLDPWD/infra/spin/runtime-config.toml" \
   --variable rate_limit_per_minute=0 >"$dir/spin.log" 2>&1) &
 spin_pid=$!
-trap 'kill $spin_pid 2>/dev/null; wait $spin_pid 2>/dev/null; rm -rf "$dir"' EXIT
+trap 'kill -- -$spin_pid 2>/dev/null; wait $spin_pid 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 120); do curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 1; done
 curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" || { tail -20 "$dir/spin.log"; exit 1; }
 SHOP_URL="http://127.0.0.1:$port" SHOP_SPIN_DIR="$dir" SHOP_DESCRIPTION="$version, SQLite" \
