@@ -5,7 +5,7 @@ use service_kit::http::{
     ACTOR_HEADER, CORRELATION_HEADER, ROLE_HEADER, Request, Response, method_not_allowed,
     not_found, percent_encode,
 };
-use service_kit::ids::new_id;
+use service_kit::ids::{new_id, now_ms};
 use service_kit::ports::{OutboundRequest, ResponseStream};
 use service_kit::stream::{BodyStream, ChunkSink, Streamed};
 use service_kit::{Env, caller};
@@ -23,6 +23,8 @@ use crate::auth::{authenticate, forbidden, require_admin, require_self_or_staff,
 const MESSAGING_SERVICES: [&str; 4] = ["orders", "balance-checker", "stock-checker", "vouchers"];
 /// The most orders one batch may place.
 const MAX_BATCH: usize = 100;
+/// A price lookup that failed within this many milliseconds is asked once more.
+const PRICES_RETRY_WITHIN_MS: i64 = 2_000;
 /// When a caller whose keyed write got no answer should send it again, in seconds.
 const NO_ANSWER_RETRY_AFTER_S: &str = "1";
 
@@ -410,7 +412,8 @@ impl Call<'_> {
 
     /// The unit prices (sku to cents) of `skus` in stock-checker's catalogue; a sku it does
     /// not have is left out. A price list changes nothing: asked once more when the call
-    /// fails without an answer.
+    /// failed at once without an answer (cut short, refused); one that got no answer in its
+    /// whole time-out is not waited for twice (503, the client sends the order again).
     fn prices(&self, mut skus: Vec<String>) -> Result<Value, Response> {
         skus.sort();
         skus.dedup();
@@ -428,7 +431,12 @@ impl Call<'_> {
             Response::problem(503, "unavailable", "Catalogue unavailable", detail)
                 .with_header("retry-after", NO_ANSWER_RETRY_AFTER_S)
         };
-        match ask().or_else(|_| ask()) {
+        let asked_at = now_ms();
+        let answer = match ask() {
+            Err(_) if now_ms() - asked_at < PRICES_RETRY_WITHIN_MS => ask(),
+            first => first,
+        };
+        match answer {
             Ok(answer) if answer.is_success() => match answer.json_body() {
                 Some(list) if list["prices"].is_object() => Ok(list["prices"].clone()),
                 _ => Err(unavailable("stock-checker answered without a price list")),
