@@ -14,16 +14,9 @@ use crate::http::HttpServices;
 
 /// Calls the services composed with the gateway, and remembers which were called so that
 /// [`Services::finish`] lets each of them deliver what the calls wrote.
+#[derive(Default)]
 pub struct ComposedServices {
     called: RefCell<Vec<&'static str>>,
-}
-
-impl Default for ComposedServices {
-    fn default() -> Self {
-        ComposedServices {
-            called: RefCell::new(Vec::new()),
-        }
-    }
 }
 
 /// Calls `$module::call` with `$request` converted to that package's record type.

@@ -4,9 +4,9 @@
 use service_kit::http::CORRELATION_HEADER;
 use service_kit::messaging::EVENTS_PATH;
 use service_kit::ports::OutboundRequest;
-use service_kit::{Delivery, HttpClient, Transport};
+use service_kit::{Delivery, Services, Transport};
 
-use crate::http::WasiHttpClient;
+use crate::http::HttpServices;
 
 /// Delivers events by local service chaining; the receiver's answer says, per envelope,
 /// what it did.
@@ -21,16 +21,18 @@ impl Transport for ChainingTransport {
     ) -> Result<Delivery, String> {
         let request = OutboundRequest {
             method: "POST".into(),
-            url: format!("{}{EVENTS_PATH}", super::service_url(destination)),
+            url: EVENTS_PATH.into(),
             headers: vec![
                 ("content-type".into(), "application/json".into()),
                 (CORRELATION_HEADER.into(), correlation_id.into()),
             ],
             body: batch,
         };
-        WasiHttpClient
-            .send(request)
-            .map(Delivery::Answered)
-            .map_err(|e| format!("{destination} unreachable: {e}"))
+        HttpServices {
+            service_url: super::service_url,
+        }
+        .call(destination, request)
+        .map(Delivery::Answered)
+        .map_err(|e| format!("{destination} unreachable: {e}"))
     }
 }
