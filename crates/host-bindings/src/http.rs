@@ -150,8 +150,8 @@ fn length_mismatch(headers: &[(String, String)], received: usize) -> Option<Stri
     }
 }
 
-/// Answers `request` with `service` (streamed when it streams that route), then runs the
-/// service's after-response work while the caller already has its answer.
+/// Answers `request` with `service` (streamed when it streams that route); the caller has
+/// its answer when this returns.
 pub fn answer<S: Service>(service: &S, request: IncomingRequest, out: ResponseOutparam, env: &Env) {
     match read_request(request) {
         Ok(request) => match service.stream(&request, env) {
@@ -167,7 +167,6 @@ pub fn answer<S: Service>(service: &S, request: IncomingRequest, out: ResponseOu
         },
         Err(problem) => write_response(out, problem),
     }
-    service.after_response(env);
 }
 
 /// Answers one call made as a function (a service composed with its caller): the request

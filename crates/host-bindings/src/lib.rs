@@ -7,7 +7,7 @@
 //!   service's `<service>_database_url` variable is set),
 //!   `wasi:config/store@0.2.0-draft-2024-09-27`; each service also exports its API
 //!   (`shop:<service>/api`, `wit/services.wit`), which the gateway imports: Spin composes
-//!   the services into the gateway. Events go by local service chaining.
+//!   the services into the gateway, which also relays the events between them.
 //! - `wasmcloud` (wasmCloud 1.9.2, world `wasmcloud-service`): `wasi:http@0.2.6` in and out,
 //!   `wasmcloud:postgres/query@0.1.1-draft`, `wasmcloud:messaging@0.2.0` (events as NATS
 //!   requests, and a handler for them), `wasi:config/store@0.2.0-draft` and
@@ -135,8 +135,15 @@ macro_rules! export_api {
                     }
                 }
 
-                fn finish() {
+                fn finish() -> Vec<api::Delivery> {
                     $crate::spin::finish::<$service>()
+                        .into_iter()
+                        .map(|taken| api::Delivery {
+                            destination: taken.destination,
+                            batch: taken.batch,
+                            correlation_id: taken.correlation_id,
+                        })
+                        .collect()
                 }
             }
 

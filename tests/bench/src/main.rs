@@ -239,13 +239,13 @@ fn main() -> Result<()> {
     servers.block_on(hello.shutdown());
 
     // Order accept on the shop, letting the pipeline settle between runs.
-    let shop = Shop::TestHost(servers.block_on(targets::start_shop(
+    let shop = servers.block_on(targets::start_shop(
         manifest.clone(),
         runtime_config.clone(),
         scratch.path().join("shop-accept"),
-    ))?);
+    ))?;
     report.order_accept = clients.block_on(order_accept(&shop, timed))?;
-    let Shop::TestHost(host) = &shop else {
+    let Shop::TestHost(host, _) = &shop else {
         unreachable!("started on the test host")
     };
     for component in ["gateway", "orders"] {
@@ -258,11 +258,11 @@ fn main() -> Result<()> {
     servers.block_on(shop.shutdown());
 
     // End to end on a fresh database.
-    let shop = Shop::TestHost(servers.block_on(targets::start_shop(
+    let shop = servers.block_on(targets::start_shop(
         manifest,
         runtime_config.clone(),
         scratch.path().join("shop-end-to-end"),
-    ))?);
+    ))?;
     report.end_to_end = Some(clients.block_on(end_to_end(&shop, options.end_to_end_orders))?);
     servers.block_on(shop.shutdown());
 
@@ -332,7 +332,7 @@ async fn end_to_end(shop: &Shop, orders: usize) -> Result<EndToEnd> {
     targets::wait_until_settled(shop, Duration::from_secs(60)).await?;
     let confirmed_sql = format!("SELECT COUNT(*) FROM orders WHERE status = 'confirmed' AND {run}");
     let before = targets::count(shop, "orders", &confirmed_sql)?;
-    if let Shop::TestHost(host) = shop {
+    if let Shop::TestHost(host, _) = shop {
         host.sqlite_usage();
     }
     let per_connection = orders.div_ceil(END_TO_END_CONNECTIONS);
@@ -368,7 +368,7 @@ async fn end_to_end(shop: &Shop, orders: usize) -> Result<EndToEnd> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let sqlite = match shop {
-        Shop::TestHost(host) => Some(host.sqlite_usage()),
+        Shop::TestHost(host, _) => Some(host.sqlite_usage()),
         Shop::Running(_) => None,
     };
     let confirmation_ms: Vec<i64> = shop

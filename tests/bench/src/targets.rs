@@ -24,8 +24,8 @@ use tokio::task::JoinHandle;
 const AUTH_SECRET: &[u8] = b"dev-auth-secret-change-me";
 /// The price of the product every benchmark order buys.
 const PRICE_CENTS: i64 = 100;
-/// How often the bench ticks an app it did not start, as `infra/spin/ticker.sh` does.
-const RUNNING_APP_TICK: Duration = Duration::from_secs(1);
+/// How often the bench ticks the shop, as `infra/spin/ticker.sh` does.
+const TICK_EVERY: Duration = Duration::from_secs(1);
 
 /// Starts a native hyper HTTP/1.1 server on `127.0.0.1:0` answering every request with
 /// 200 `hello` (keep-alive, no Nagle: as the test host's listener), on the current runtime.
@@ -70,28 +70,30 @@ pub async fn start_hello_component(wasm: &Path, dir: &Path) -> Result<TestHost> 
         ),
     )?;
     let mut config = TestHostConfig::new(manifest);
-    config.tick_interval = None;
     config.data_dir = Some(dir.join("hello-data"));
     TestHost::start(config).await
 }
 
-/// Starts the shop from `manifest` on the test host as `make serve` runs it (100 ms tick,
-/// each service's SQLite file as `runtime_config` defines it, under `data_dir`) but without
-/// the gateway's rate limit, which a load test would hit. `data_dir` must be new for each
+/// Starts the shop from `manifest` on the test host as `make serve` runs it (each service's
+/// SQLite file as `runtime_config` defines it, under `data_dir`) but without the gateway's
+/// rate limit, which a load test would hit, and ticks it every second (on the current
+/// runtime). `data_dir` must be new for each
 /// host and outlive it: work still in flight after [`TestHost::shutdown`] (a tick, a
 /// delivery) then finds its database instead of a deleted temporary directory.
 pub async fn start_shop(
     manifest: PathBuf,
     runtime_config: PathBuf,
     data_dir: PathBuf,
-) -> Result<TestHost> {
+) -> Result<Shop> {
     let mut config = TestHostConfig::new(manifest);
     config.runtime_config = Some(runtime_config);
     config.data_dir = Some(data_dir);
     config
         .variables
         .insert("rate_limit_per_minute".to_owned(), "0".to_owned());
-    TestHost::start(config).await
+    let host = TestHost::start(config).await?;
+    let ticker = Ticker::start(host.addr())?;
+    Ok(Shop::TestHost(host, ticker))
 }
 
 /// A bearer token for `email` with `role`, valid for a day.
@@ -112,8 +114,8 @@ fn token(email: &str, role: Role) -> String {
 
 /// The shop a run loads.
 pub enum Shop {
-    /// The test host, started by [`start_shop`].
-    TestHost(TestHost),
+    /// The test host, started by [`start_shop`], and its ticker.
+    TestHost(TestHost, Ticker),
     /// An app the bench did not start, e.g. a real `spin up` (`SHOP_URL`).
     Running(RunningApp),
 }
@@ -125,7 +127,7 @@ pub struct RunningApp {
     base_url: String,
     working_dir: PathBuf,
     runtime_config: PathBuf,
-    ticker: JoinHandle<()>,
+    _ticker: Ticker,
 }
 
 impl RunningApp {
@@ -137,6 +139,22 @@ impl RunningApp {
             .trim_start_matches("http://")
             .parse()
             .with_context(|| format!("SHOP_URL {base_url:?} is not http://IP:PORT"))?;
+        Ok(Self {
+            base_url,
+            working_dir,
+            runtime_config,
+            _ticker: Ticker::start(addr)?,
+        })
+    }
+}
+
+/// Posts the admin tick to a shop every [`TICK_EVERY`] until dropped, as
+/// `infra/spin/ticker.sh` does beside `spin up`: only ticks send retries.
+pub struct Ticker(JoinHandle<()>);
+
+impl Ticker {
+    /// Starts ticking the shop at `addr` (on the current runtime).
+    pub fn start(addr: SocketAddr) -> Result<Ticker> {
         let tick = Workload {
             method: Method::POST,
             path: "/api/v1/admin/tick".to_owned(),
@@ -147,25 +165,19 @@ impl RunningApp {
             body: Bytes::new(),
             expect: StatusCode::OK,
         };
-        let ticker = tokio::spawn(async move {
+        Ok(Ticker(tokio::spawn(async move {
             loop {
                 let _ =
                     crate::load::run(addr, vec![tick.clone()], crate::load::Stop::Count(1)).await;
-                tokio::time::sleep(RUNNING_APP_TICK).await;
+                tokio::time::sleep(TICK_EVERY).await;
             }
-        });
-        Ok(Self {
-            base_url,
-            working_dir,
-            runtime_config,
-            ticker,
-        })
+        })))
     }
 }
 
-impl Drop for RunningApp {
+impl Drop for Ticker {
     fn drop(&mut self) {
-        self.ticker.abort();
+        self.0.abort();
     }
 }
 
@@ -173,7 +185,7 @@ impl Shop {
     /// The app's base URL, `http://IP:PORT`.
     pub fn base_url(&self) -> String {
         match self {
-            Shop::TestHost(host) => host.base_url(),
+            Shop::TestHost(host, _) => host.base_url(),
             Shop::Running(app) => app.base_url.clone(),
         }
     }
@@ -189,7 +201,7 @@ impl Shop {
     /// Rows of `sql` on `service`'s own SQLite database.
     pub fn query(&self, service: &str, sql: &str) -> Result<Vec<Vec<serde_json::Value>>> {
         match self {
-            Shop::TestHost(host) => host.sqlite_query(service, sql),
+            Shop::TestHost(host, _) => host.sqlite_query(service, sql),
             Shop::Running(app) => test_host::query_sqlite_file(
                 &test_host::spin_sqlite_file(&app.runtime_config, &app.working_dir, service)?,
                 sql,
@@ -199,7 +211,8 @@ impl Shop {
 
     /// Stops the test host; an app the bench did not start keeps running.
     pub async fn shutdown(self) {
-        if let Shop::TestHost(host) = self {
+        if let Shop::TestHost(host, ticker) = self {
+            drop(ticker);
             host.shutdown().await;
         }
     }

@@ -13,9 +13,9 @@
 //!   `sslmode=disable`), to addresses `allowed_outbound_hosts` allows;
 //! - `wasi:config/store@0.2.0-draft-2024-09-27` serving `[component.ID.variables]`.
 //!
-//! On top of Spin it offers a timer that posts `/internal/tick` to every private
-//! component, direct calls into components ([`TestHost::call_component`]), direct
-//! reads of the database ([`TestHost::sqlite_query`]) and fault injection
+//! Like Spin it has no timer (the app's ticker posts its admin tick, as beside `spin up`).
+//! On top of Spin it offers direct calls into components ([`TestHost::call_component`]),
+//! direct reads of the database ([`TestHost::sqlite_query`]) and fault injection
 //! ([`Faults`]).
 //!
 //! The second flavour, [`Lattice`], stands in for a wasmCloud 1.9.2 lattice: it runs the
@@ -78,9 +78,6 @@ pub struct TestHostConfig {
     /// `.spin/sqlite_db.db`); `None` uses a fresh temporary directory that lives as
     /// long as the host.
     pub data_dir: Option<PathBuf>,
-    /// `None`: no timer. `Some(d)`: every `d`, `POST /internal/tick` to every private
-    /// component (one tick at a time per component).
-    pub tick_interval: Option<Duration>,
     /// A Spin runtime configuration file (`spin up --runtime-config-file`); the host reads
     /// its `[key_value_store.default]` (`type = "redis"` with `url`) and its
     /// `[sqlite_database.<label>]` entries. `None`: embedded stores, SQLite `default` only.
@@ -92,14 +89,12 @@ pub struct TestHostConfig {
 }
 
 impl TestHostConfig {
-    /// Defaults for `manifest`: no variable overrides, a temporary data directory and
-    /// a 100 ms tick.
+    /// Defaults for `manifest`: no variable overrides and a temporary data directory.
     pub fn new(manifest: impl Into<PathBuf>) -> Self {
         Self {
             manifest: manifest.into(),
             variables: HashMap::new(),
             data_dir: None,
-            tick_interval: Some(Duration::from_millis(100)),
             runtime_config: None,
             working_dir: None,
         }
@@ -115,7 +110,6 @@ pub struct TestHost {
     data_dir: PathBuf,
     shutdown: watch::Sender<bool>,
     server: Option<JoinHandle<()>>,
-    tickers: Vec<JoinHandle<()>>,
     _temp_dir: Option<tempfile::TempDir>,
 }
 
@@ -175,16 +169,6 @@ impl TestHost {
             },
             shutdown_rx,
         ));
-        let tickers = match config.tick_interval {
-            Some(period) => runtime
-                .private_components()
-                .map(|component| {
-                    tokio::spawn(ticker::run(runtime.clone(), component.clone(), period))
-                })
-                .collect(),
-            None => Vec::new(),
-        };
-
         Ok(TestHost {
             runtime,
             faults,
@@ -192,7 +176,6 @@ impl TestHost {
             data_dir,
             shutdown,
             server: Some(server),
-            tickers,
             _temp_dir: temp_dir,
         })
     }
@@ -200,6 +183,11 @@ impl TestHost {
     /// The listener's base URL, `http://127.0.0.1:PORT`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// The directory holding the application's SQLite file.
@@ -276,7 +264,7 @@ impl TestHost {
     }
 
     /// How many instances of each component were started to serve requests (public ones and
-    /// chained calls between components; ticks are not counted) since the host started. A component
+    /// chained calls between components) since the host started. A component
     /// composed into another is part of that one's instance, not counted on its own.
     pub fn instances_started(&self) -> std::collections::BTreeMap<String, u64> {
         self.runtime
@@ -316,12 +304,8 @@ impl TestHost {
         query_sqlite_file(&self.sqlite_file(label)?, sql)
     }
 
-    /// Stops accepting connections, lets open ones finish (up to 5 s), and stops the
-    /// timer.
+    /// Stops accepting connections and lets open ones finish (up to 5 s).
     pub async fn shutdown(mut self) {
-        for ticker in self.tickers.drain(..) {
-            ticker.abort();
-        }
         let _ = self.shutdown.send(true);
         if let Some(server) = self.server.take() {
             let _ = server.await;
@@ -332,8 +316,8 @@ impl TestHost {
 impl Drop for TestHost {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
-        for task in self.tickers.drain(..).chain(self.server.take()) {
-            task.abort();
+        if let Some(server) = self.server.take() {
+            server.abort();
         }
     }
 }

@@ -3,21 +3,19 @@
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 use test_host::{TestHost, TestHostConfig};
 
 const USAGE: &str = "\
 usage: test-host serve [--manifest spin.toml] [--listen 127.0.0.1:3000]
                        [--data-dir .spin] [--variable key=value]...
-                       [--tick-interval-ms 100] [--runtime-config-file FILE]
+                       [--runtime-config-file FILE]
 
 Runs the components of a Spin manifest the way Spin 4.0.2 would, until Ctrl-C.
+Like Spin it has no timer: run infra/spin/ticker.sh beside it.
   --manifest          the Spin manifest (default: spin.toml)
   --listen            address to listen on (default: 127.0.0.1:3000)
   --data-dir          where sqlite_db.db lives (default: .spin next to the manifest)
   --variable k=v      application variable override (repeatable)
-  --tick-interval-ms  POST /internal/tick to private components this often;
-                      0 disables (default: 100)
   --runtime-config-file  a Spin runtime config: its [sqlite_database.<label>]
                       entries define SQLite labels (relative paths from the current
                       directory, as Spin takes them), its [key_value_store.default]
@@ -28,7 +26,6 @@ struct Args {
     listen: SocketAddr,
     data_dir: Option<PathBuf>,
     variables: Vec<(String, String)>,
-    tick_interval_ms: u64,
     runtime_config: Option<PathBuf>,
 }
 
@@ -43,7 +40,6 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args> {
         listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
         data_dir: None,
         variables: Vec::new(),
-        tick_interval_ms: 100,
         runtime_config: None,
     };
     while let Some(flag) = args.next() {
@@ -68,11 +64,6 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args> {
                 };
                 parsed.variables.push((key.to_owned(), val.to_owned()));
             }
-            "--tick-interval-ms" => {
-                parsed.tick_interval_ms = value
-                    .parse()
-                    .with_context(|| format!("--tick-interval-ms {value:?} is not a number"))?;
-            }
             other => bail!("unknown option {other:?}\n\n{USAGE}"),
         }
     }
@@ -93,8 +84,6 @@ async fn main() -> Result<()> {
     config.data_dir = Some(data_dir);
     config.runtime_config = args.runtime_config;
     config.working_dir = Some(std::env::current_dir().context("no current directory")?);
-    config.tick_interval =
-        (args.tick_interval_ms > 0).then(|| Duration::from_millis(args.tick_interval_ms));
 
     let host = TestHost::start_on(config, args.listen).await?;
     println!("Serving {}", host.base_url());
@@ -127,8 +116,6 @@ mod tests {
             "a=b=c",
             "--variable",
             "x=",
-            "--tick-interval-ms",
-            "0",
         ])
         .unwrap();
         assert_eq!(args.manifest, PathBuf::from("app/spin.toml"));
@@ -140,7 +127,6 @@ mod tests {
                 ("x".to_string(), String::new())
             ]
         );
-        assert_eq!(args.tick_interval_ms, 0);
         assert!(args.data_dir.is_none());
     }
 

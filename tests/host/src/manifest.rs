@@ -145,8 +145,6 @@ pub(crate) struct AppConfig {
     pub(crate) components: BTreeMap<String, ComponentConfig>,
     /// Public `(component, route)` pairs in manifest order.
     pub(crate) public_routes: Vec<(String, String)>,
-    /// Components with a `route = { private = true }` trigger.
-    pub(crate) private_components: BTreeSet<String>,
     /// Things the host noticed but accepted (printed at start).
     pub(crate) warnings: Vec<String>,
 }
@@ -204,7 +202,6 @@ impl AppConfig {
         let app_values = variables::resolve_application_variables(&declared, overrides, env)?;
 
         let mut public_routes = Vec::new();
-        let mut private_components = BTreeSet::new();
         let mut triggered = BTreeSet::new();
         for (kind, triggers) in &raw.trigger {
             if kind != "http" {
@@ -234,9 +231,8 @@ impl AppConfig {
                 }
                 match trigger.route {
                     RawRoute::Path(route) => public_routes.push((component.to_owned(), route)),
-                    RawRoute::Private(RawPrivateRoute { private: true }) => {
-                        private_components.insert(component.to_owned());
-                    }
+                    // Reachable only by local service chaining: not routed.
+                    RawRoute::Private(RawPrivateRoute { private: true }) => {}
                     RawRoute::Private(RawPrivateRoute { private: false }) => bail!(
                         "component {component:?}: route must be a path or `{{ private = true }}`"
                     ),
@@ -270,7 +266,6 @@ impl AppConfig {
         Ok(Self {
             components,
             public_routes,
-            private_components,
             warnings,
         })
     }
@@ -401,7 +396,7 @@ source = "unused.wasm"
             app.public_routes,
             vec![("gateway".to_string(), "/api/...".to_string())]
         );
-        assert!(app.private_components.contains("orders"));
+        assert!(app.components.contains_key("orders"));
         assert_eq!(app.components.len(), 2);
         let gateway = &app.components["gateway"];
         assert_eq!(gateway.source, Path::new("/app/gateway.wasm"));

@@ -3,17 +3,11 @@
 //! are dispatched in-process to that component (local service chaining);
 //! `self.alt` requests go through the application's own router; anything else is
 //! sent over the network by wasmtime-wasi-http's default client.
-//!
-//! Fault injection acts on service chaining here: a transport [`Outage`] refuses every
-//! chained request, and chaos mode loses, delays and duplicates event messages
-//! (`POST /internal/events`) as a network would (see [`MessageFate`]).
 
 use crate::allowed_hosts::service_chaining_target;
-use crate::faults::{EVENT_HANDLER_PATH, Loss, MessageFate, Outage};
 use crate::runtime::{LoadedComponent, Runtime};
-use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -87,25 +81,7 @@ impl WasiHttpHooks for OutboundHttp {
             let Some(target) = self.runtime.component(target).cloned() else {
                 return self.deny(&uri, "no such component in the application");
             };
-            if self
-                .runtime
-                .faults()
-                .refuse_during_outage(Outage::Transport)
-            {
-                return Box::new(async { Err(Error::ConnectionRefused) });
-            }
             let runtime = self.runtime.clone();
-            // Chaos acts on event messages. The gateway's calls into the services are
-            // function calls in one instance (component dependencies): what fails there is
-            // the instance (a trap), not a transport.
-            let fate = if uri.path() == EVENT_HANDLER_PATH {
-                runtime.faults().message_fate()
-            } else {
-                None
-            };
-            if let Some(fate) = fate {
-                return Box::new(deliver_with_chaos(runtime, target, request, fate));
-            }
             return Box::new(
                 async move { completed(runtime.serve_chained(&target, request).await) },
             );
@@ -126,58 +102,6 @@ impl WasiHttpHooks for OutboundHttp {
         }
         send_over_network(request, options)
     }
-}
-
-/// Delivers an event message, or another call between services, the way chaos mode
-/// decided: held back, lost before or after the receiver handled it (the sender then sees
-/// a connection error, as when a network drops a packet), or delivered and delivered again
-/// later (the late copy's answer is discarded).
-async fn deliver_with_chaos(
-    runtime: Arc<Runtime>,
-    target: Arc<LoadedComponent>,
-    request: Request<WasiBody>,
-    fate: MessageFate,
-) -> Result<(http::Response<WasiBody>, IoFuture), Error> {
-    let (parts, body) = request.into_parts();
-    let body = body.collect().await?.to_bytes();
-    let batch = serde_json::from_slice::<Vec<serde_json::Value>>(&body).unwrap_or_default();
-    let resent = batch.iter().any(|envelope| {
-        envelope["attempt"]
-            .as_i64()
-            .is_some_and(|attempt| attempt > 1)
-    });
-    if resent {
-        runtime.faults().count_redelivery();
-    }
-    if let Some(delay) = fate.delay {
-        tokio::time::sleep(delay).await;
-    }
-    if fate.loss == Some(Loss::Request) {
-        return Err(Error::ConnectionTimeout);
-    }
-    let copy = |body: Bytes| {
-        let mut request = Request::new(Full::new(body));
-        *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = parts.uri.clone();
-        *request.headers_mut() = parts.headers.clone();
-        request
-    };
-    if let Some(after) = fate.duplicate_after {
-        let duplicate = copy(body.clone());
-        let (runtime, target) = (runtime.clone(), target.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            let response = runtime.serve_chained(&target, duplicate).await;
-            let _ = response.into_body().collect().await;
-        });
-    }
-    let response = runtime.serve_chained(&target, copy(body)).await;
-    if fate.loss == Some(Loss::Reply) {
-        // The receiver ran to the end; only its answer is lost on the way back.
-        let _ = response.into_body().collect().await;
-        return Err(Error::ConnectionReadTimeout);
-    }
-    completed(response)
 }
 
 /// Sends `request` over the network with wasmtime-wasi-http's default client (plain

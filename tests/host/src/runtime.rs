@@ -52,7 +52,7 @@ pub(crate) struct LoadedComponent {
     pub(crate) variables: Arc<BTreeMap<String, String>>,
     pub(crate) sqlite_databases: Arc<BTreeSet<String>>,
     pub(crate) key_value_stores: Arc<BTreeSet<String>>,
-    /// Instances started to serve requests, public and chained (ticks not counted).
+    /// Instances started to serve requests, public and chained.
     pub(crate) instances_started: std::sync::atomic::AtomicU64,
 }
 
@@ -61,7 +61,6 @@ pub(crate) struct Runtime {
     engine: Engine,
     components: HashMap<String, Arc<LoadedComponent>>,
     router: Router,
-    private_components: BTreeSet<String>,
     faults: Arc<Faults>,
     sqlite_databases: Arc<SqliteDatabases>,
     sqlite_usage: Arc<SqliteUsage>,
@@ -191,7 +190,6 @@ impl Runtime {
             engine,
             components,
             router,
-            private_components: app.private_components,
             faults,
             sqlite_databases: Arc::new(sqlite_databases),
             sqlite_usage: Arc::default(),
@@ -239,12 +237,6 @@ impl Runtime {
     /// Every component by id.
     pub(crate) fn components(&self) -> impl Iterator<Item = &Arc<LoadedComponent>> {
         self.components.values()
-    }
-
-    pub(crate) fn private_components(&self) -> impl Iterator<Item = &Arc<LoadedComponent>> {
-        self.private_components
-            .iter()
-            .filter_map(|id| self.components.get(id))
     }
 
     /// Serves a request that arrived on the public listener: routes it, adds Spin's
@@ -330,14 +322,10 @@ impl Runtime {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let faults = self
-            .faults
-            .for_request(&component.config.id, req.uri().path());
-        if req.uri().path() != crate::ticker::TICK_PATH {
-            component
-                .instances_started
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        let faults = self.faults.for_request(req.uri().path());
+        component
+            .instances_started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let store = self.fresh_store(component, faults);
         handle_on_fresh_instance(store, &component.pre, req, &component.config.id, ()).await
     }

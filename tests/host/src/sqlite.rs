@@ -342,7 +342,7 @@ impl sqlite::HostConnection for InstanceState {
             self.database_faults.count(DatabaseFault::Trap);
             return Err(wasmtime::Error::msg(INJECTED_TRAP));
         }
-        if self.database_faults.faults.fail_executes {
+        if self.database_faults.host.fails_inbox_read(&statement) {
             return Ok(Err(Error::Io(INJECTED_FAULT.to_owned())));
         }
         if self

@@ -1,14 +1,12 @@
 //! The timer: `POST /internal/tick` to components on an interval, as a cron trigger or
 //! ticker process would. One tick at a time per component; failures are logged (once per
-//! change of outcome) and never stop the timer. Spin ticks every private component; the
-//! wasmCloud lattice ticks every worker.
+//! change of outcome) and never stop the timer. The wasmCloud lattice ticks every worker
+//! (Spin has no timer: the app's ticker posts the gateway's admin tick).
 
-use crate::runtime::{LoadedComponent, Runtime};
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Empty};
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -39,12 +37,6 @@ where
     }
 }
 
-/// Ticks the Spin component `component` every `period` until the task is aborted.
-pub(crate) async fn run(runtime: Arc<Runtime>, component: Arc<LoadedComponent>, period: Duration) {
-    let id = component.config.id.clone();
-    run_with(id, period, || tick(&runtime, &component)).await;
-}
-
 /// A tick request for `authority` (the body is empty).
 pub(crate) fn tick_request(authority: &str) -> Option<Request<Empty<Bytes>>> {
     Request::builder()
@@ -62,13 +54,4 @@ pub(crate) async fn outcome(response: Response<HyperOutgoingBody>) -> Option<Str
         Ok(_) if !status.is_success() => Some(format!("status {status}")),
         Ok(_) => None,
     }
-}
-
-/// Sends one tick through local service chaining and reads the whole response.
-async fn tick(runtime: &Arc<Runtime>, component: &Arc<LoadedComponent>) -> Option<String> {
-    let authority = format!("{}.spin.internal", component.config.id);
-    let Some(request) = tick_request(&authority) else {
-        return Some(format!("cannot build a request for {authority}"));
-    };
-    outcome(runtime.serve_chained(component, request).await).await
 }

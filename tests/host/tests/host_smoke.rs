@@ -6,7 +6,6 @@ mod common;
 use common::{call, config, get, request, start};
 use serde_json::json;
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 use test_host::TestHost;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,37 +191,6 @@ async fn service_chaining_follows_allowed_outbound_hosts() {
         host.call_component("ghost", "GET", "/", &[], Vec::new())
             .await
             .is_err()
-    );
-    host.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn timer_ticks_private_components_only() {
-    let mut cfg = config();
-    cfg.tick_interval = Some(Duration::from_millis(50));
-    let host = start(cfg).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ticks = host
-            .sqlite_query("default", "SELECT what, COUNT(*) FROM ticks GROUP BY what")
-            .unwrap_or_default();
-        if let [row] = ticks.as_slice()
-            && row[0] == "back"
-            && row[1].as_i64().is_some_and(|n| n >= 3)
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no ticks arrived: {ticks:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    host.shutdown().await;
-
-    let host = start(config()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        host.sqlite_query("default", "SELECT COUNT(*) FROM ticks")
-            .is_err(),
-        "no timer, no ticks table"
     );
     host.shutdown().await;
 }

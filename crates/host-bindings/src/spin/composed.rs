@@ -1,19 +1,35 @@
 //! The gateway's calls into the services on Spin: the services are the gateway's component
 //! dependencies (`spin.toml`), composed into it when Spin loads the app, so a call is a
 //! function call into the service's `shop:<service>/api` export within the same instance.
-//! Event streams still go by local service chaining: a function returns once.
+//!
+//! A composition has no cycles, so a service cannot call another: the gateway, the root,
+//! relays their events. After its response it asks each service it called for the event
+//! batches that service has due (`finish`), hands each batch to its destination's
+//! `POST /internal/events`, and answers the sender with the destination's answer on
+//! `POST /internal/acks/<destination>`; the destinations it called are asked in turn, so a
+//! placed order can run its whole saga in the request that placed it. Event streams still
+//! go by local service chaining: a function returns once.
 
 use std::cell::RefCell;
 
-use service_kit::http::Response;
+use service_kit::caller;
+use service_kit::http::{CORRELATION_HEADER, Response};
+use service_kit::messaging::{ACKS_PATH, Acknowledgement, EVENTS_PATH};
 use service_kit::ports::{OutboundRequest, ResponseStream};
 use service_kit::{PortError, Services};
 
+use super::config::SpinConfig;
+use super::transport::Taken;
 use crate::bindings::shop;
 use crate::http::HttpServices;
 
-/// Calls the services composed with the gateway, and remembers which were called so that
-/// [`Services::finish`] lets each of them deliver what the calls wrote.
+/// How many rounds the relay runs after one request at most (a round asks every service
+/// called in the round before). A placed order's saga takes four; what is left when the
+/// bound is reached stays due for the next request's relay or the tick.
+const MAX_RELAY_ROUNDS: usize = 16;
+
+/// Calls the services composed with the gateway, remembers which were called, and relays
+/// the events those calls caused ([`Services::finish`]).
 #[derive(Default)]
 pub struct ComposedServices {
     called: RefCell<Vec<&'static str>>,
@@ -37,21 +53,91 @@ macro_rules! call_api {
     }};
 }
 
+/// Calls `$module::finish` and converts the batches it hands over.
+macro_rules! finish_api {
+    ($module:path) => {{
+        use $module as api;
+        api::finish()
+            .into_iter()
+            .map(|delivery| Taken {
+                destination: delivery.destination,
+                batch: delivery.batch,
+                correlation_id: delivery.correlation_id,
+            })
+            .collect()
+    }};
+}
+
+/// Calls `service`'s API; its name as the composition knows it, and its answer.
+fn call_service(
+    service: &str,
+    request: OutboundRequest,
+) -> Result<(&'static str, Response), PortError> {
+    Ok(match service {
+        "orders" => ("orders", call_api!(shop::orders::api, request)),
+        "balance-checker" => (
+            "balance-checker",
+            call_api!(shop::balance_checker::api, request),
+        ),
+        "stock-checker" => (
+            "stock-checker",
+            call_api!(shop::stock_checker::api, request),
+        ),
+        "vouchers" => ("vouchers", call_api!(shop::vouchers::api, request)),
+        other => return Err(PortError(format!("no service {other:?} is composed"))),
+    })
+}
+
+/// Lets `service` do its after-response work and takes the event batches it hands over.
+fn finish_service(service: &'static str) -> Vec<Taken> {
+    match service {
+        "orders" => finish_api!(shop::orders::api),
+        "balance-checker" => finish_api!(shop::balance_checker::api),
+        "stock-checker" => finish_api!(shop::stock_checker::api),
+        _ => finish_api!(shop::vouchers::api),
+    }
+}
+
+impl ComposedServices {
+    /// Delivers `delivery`, handed over by `sender`, to its destination and answers the
+    /// sender with the destination's answer. A destination that is not composed fails every
+    /// envelope (the sender retries, then dead-letters them).
+    fn relay(&self, sender: &'static str, delivery: Taken) {
+        let headers = vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            (CORRELATION_HEADER.to_owned(), delivery.correlation_id),
+        ];
+        let events = OutboundRequest {
+            method: "POST".into(),
+            url: EVENTS_PATH.into(),
+            headers: headers.clone(),
+            body: delivery.batch,
+        };
+        let answer = self
+            .call(&delivery.destination, events.clone())
+            .unwrap_or_else(|e| {
+                Response::problem(503, "unavailable", "Destination unavailable", &e.0)
+            });
+        let acknowledgement = Acknowledgement::of(&events.body, &answer);
+        let ack = caller::signed(
+            OutboundRequest {
+                method: "POST".into(),
+                url: format!("{ACKS_PATH}/{}", delivery.destination),
+                headers,
+                body: serde_json::to_vec(&acknowledgement).unwrap_or_default(),
+            },
+            &SpinConfig,
+        );
+        // An acknowledgement that is not taken (the sender's database busy) leaves the
+        // batch leased: it is sent again after the lease, and the destination skips what
+        // it applied.
+        let _ = call_service(sender, ack);
+    }
+}
+
 impl Services for ComposedServices {
     fn call(&self, service: &str, request: OutboundRequest) -> Result<Response, PortError> {
-        let (name, answer) = match service {
-            "orders" => ("orders", call_api!(shop::orders::api, request)),
-            "balance-checker" => (
-                "balance-checker",
-                call_api!(shop::balance_checker::api, request),
-            ),
-            "stock-checker" => (
-                "stock-checker",
-                call_api!(shop::stock_checker::api, request),
-            ),
-            "vouchers" => ("vouchers", call_api!(shop::vouchers::api, request)),
-            other => return Err(PortError(format!("no service {other:?} is composed"))),
-        };
+        let (name, answer) = call_service(service, request)?;
         let mut called = self.called.borrow_mut();
         if !called.contains(&name) {
             called.push(name);
@@ -71,12 +157,15 @@ impl Services for ComposedServices {
     }
 
     fn finish(&self) {
-        for service in self.called.take() {
-            match service {
-                "orders" => shop::orders::api::finish(),
-                "balance-checker" => shop::balance_checker::api::finish(),
-                "stock-checker" => shop::stock_checker::api::finish(),
-                _ => shop::vouchers::api::finish(),
+        for _ in 0..MAX_RELAY_ROUNDS {
+            let called = self.called.take();
+            if called.is_empty() {
+                return;
+            }
+            for sender in called {
+                for delivery in finish_service(sender) {
+                    self.relay(sender, delivery);
+                }
             }
         }
     }

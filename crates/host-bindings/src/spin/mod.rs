@@ -1,6 +1,8 @@
-//! Spin 4.x: variables through `wasi:config`, SQLite or Postgres, the services composed
-//! into the gateway (calls are function calls, see [`composed`]), and events by local service
-//! chaining to the private routes of the other components.
+//! Spin 4.x: variables through `wasi:config`, SQLite or Postgres, and the services composed
+//! into the gateway: the gateway's calls are function calls into them, and the gateway
+//! relays the events they write between them (see [`composed`]), all in one instance.
+//! The services' own HTTP handlers (private components, reached by local service chaining)
+//! serve what a function cannot: the live event streams.
 
 mod composed;
 mod config;
@@ -12,6 +14,7 @@ use service_kit::{Env, Service, Services};
 
 use crate::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
 use crate::http::HttpServices;
+pub use transport::Taken;
 
 /// How services address each other on Spin: local service chaining.
 pub fn service_url(component: &str) -> String {
@@ -19,7 +22,7 @@ pub fn service_url(component: &str) -> String {
 }
 
 /// Runs `work` with the ports bound to Spin for service `S`, calling other services
-/// through `services`.
+/// through `services`; events go to the relay ([`transport::RelayTransport`]).
 fn with_env<S: Service, T>(
     service: &S,
     services: &dyn Services,
@@ -31,14 +34,15 @@ fn with_env<S: Service, T>(
         sql: &sql,
         services,
         config: &config::SpinConfig,
-        transport: &transport::ChainingTransport,
+        transport: &transport::RelayTransport,
         kv: &kv,
     };
     work(&env)
 }
 
-/// Serves one request with service `S`: converts it, answers it, then runs the
-/// service's after-response work while the caller already has its answer.
+/// Serves one request to service `S`'s own HTTP handler (a private component on Spin). No
+/// after-response work: nothing here relays events, so what the request wrote stays due
+/// in the outbox for the gateway's next relay or tick.
 pub fn serve<S: Service + Default>(request: IncomingRequest, out: ResponseOutparam) {
     let service = S::default();
     let services = HttpServices { service_url };
@@ -47,13 +51,15 @@ pub fn serve<S: Service + Default>(request: IncomingRequest, out: ResponseOutpar
     });
 }
 
-/// As [`serve`] for the gateway, whose calls into the services are function calls into
-/// the services composed with it.
+/// Serves one request to the gateway, whose calls into the services are function calls
+/// into the services composed with it; after the response, the gateway relays the events
+/// those calls caused ([`Service::after_response`]).
 pub fn serve_gateway<S: Service + Default>(request: IncomingRequest, out: ResponseOutparam) {
     let service = S::default();
     let services = composed::ComposedServices::default();
     with_env(&service, &services, |env| {
-        crate::http::answer(&service, request, out, env)
+        crate::http::answer(&service, request, out, env);
+        service.after_response(env);
     });
 }
 
@@ -71,9 +77,12 @@ pub fn call<S: Service + Default>(
     })
 }
 
-/// Runs service `S`'s after-response work once the gateway has answered its client.
-pub fn finish<S: Service + Default>() {
+/// Runs service `S`'s after-response work once the gateway has answered its client, and
+/// hands the gateway the event batches to relay: those this work took from the outbox and
+/// those the calls before it took (a tick's).
+pub fn finish<S: Service + Default>() -> Vec<Taken> {
     let service = S::default();
     let services = HttpServices { service_url };
     with_env(&service, &services, |env| service.after_response(env));
+    transport::take()
 }

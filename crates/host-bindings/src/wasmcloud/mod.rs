@@ -57,7 +57,8 @@ fn with_env<T>(service: &'static str, work: impl FnOnce(&Env) -> T) -> T {
 pub fn serve<S: Service + Default>(request: IncomingRequest, out: ResponseOutparam) {
     let service = S::default();
     with_env(service.name(), |env| {
-        crate::http::answer(&service, request, out, env)
+        crate::http::answer(&service, request, out, env);
+        service.after_response(env);
     });
 }
 

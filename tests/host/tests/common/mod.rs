@@ -56,7 +56,6 @@ pub fn config() -> TestHostConfig {
     config
         .variables
         .insert("secret_token".into(), "s3cret".into());
-    config.tick_interval = None;
     config
 }
 

@@ -313,7 +313,6 @@ pub async fn start_with(flavour: Flavour, extra: &[(&str, &str)]) -> App {
             let mut config = TestHostConfig::new(manifest());
             config.runtime_config = Some(runtime_config());
             config.variables = settings(extra);
-            config.tick_interval = Some(Duration::from_millis(50));
             let host = TestHost::start(config).await.expect("test host starts");
             App::new(Host::Spin(host, None), None)
         }
@@ -326,7 +325,6 @@ pub async fn start_with(flavour: Flavour, extra: &[(&str, &str)]) -> App {
             config.runtime_config = Some(runtime_config());
             config.variables = settings(extra);
             config.variables.extend(spin_postgres_variables(&url));
-            config.tick_interval = Some(Duration::from_millis(50));
             let host = TestHost::start(config).await.expect("test host starts");
             let cleanup = Cleanup {
                 database_url: url.clone(),
@@ -443,6 +441,18 @@ pub struct App {
     sent: std::sync::atomic::AtomicUsize,
     client: reqwest::Client,
     cleanup: Option<Cleanup>,
+    /// On the Spin flavour, the task that posts the admin tick every 50 ms, as
+    /// `infra/spin/ticker.sh` does beside `spin up` (the test host, like Spin, has no timer).
+    ticker: Option<AbortOnDrop>,
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A response: status, headers and JSON body (Null when empty or not JSON).
@@ -505,7 +515,10 @@ impl App {
             Host::Served(served) => served.bases.clone(),
             Host::RealLattice(lattice) => vec![lattice.base.clone()],
         };
+        let ticker = matches!(host, Host::Spin(..))
+            .then(|| AbortOnDrop(tokio::spawn(served::tick(bases.clone()))));
         App {
+            ticker,
             host: Some(host),
             base: bases[0].clone(),
             bases,
@@ -555,6 +568,11 @@ impl App {
         }
     }
 
+    /// Stops the Spin flavour's ticker (to count the instances requests start alone).
+    pub fn stop_ticker(&mut self) {
+        drop(self.ticker.take());
+    }
+
     /// How many instances of each component the Spin flavour started so far.
     pub fn instances_started(&self) -> std::collections::BTreeMap<String, u64> {
         match self.host() {
@@ -576,6 +594,7 @@ impl App {
 
     /// Stops the host and removes what the test created.
     pub async fn shutdown(mut self) {
+        drop(self.ticker.take());
         match self.host.take() {
             Some(Host::Spin(host, _)) => host.shutdown().await,
             Some(Host::WasmCloud(lattice)) => lattice.shutdown().await,
@@ -938,6 +957,7 @@ impl Drop for App {
     /// Stops the host, then removes the test's database and buckets on a helper thread
     /// (a failing test's database goes too: each run starts fresh).
     fn drop(&mut self) {
+        drop(self.ticker.take());
         drop(self.host.take());
         if let Some(cleanup) = self.cleanup.take() {
             let cleaner = std::thread::spawn(move || {

@@ -125,8 +125,6 @@ impl ServedApp {
                     manifest().display().to_string(),
                     "--data-dir".into(),
                     state_dir.path().display().to_string(),
-                    "--tick-interval-ms".into(),
-                    "0".into(),
                 ],
             };
             args.extend([
