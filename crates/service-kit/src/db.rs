@@ -199,7 +199,9 @@ impl<'a> Db<'a> {
     /// serializes writers (`BEGIN IMMEDIATE`); Postgres runs `REPEATABLE READ`, where two
     /// transactions updating the same row conflict (every write here is a read-modify-write
     /// of the rows read). A transaction that lost a conflict is run again, up to
-    /// [`TRANSACTION_TRIES`] times.
+    /// [`TRANSACTION_TRIES`] times, after a random pause that grows with each try (so that
+    /// writers of the same rows, which all retried at once, spread out instead of
+    /// conflicting again).
     ///
     /// `work` must do all its reads before its first write: on wasmCloud the writes are
     /// buffered until commit (see [`crate::optimistic`]), and a read after a write fails.
@@ -237,6 +239,7 @@ impl<'a> Db<'a> {
                     if tries >= TRANSACTION_TRIES || !again {
                         return Err(e);
                     }
+                    std::thread::sleep(conflict_pause(tries));
                     tries += 1;
                 }
             }
@@ -246,6 +249,13 @@ impl<'a> Db<'a> {
 
 /// How often a transaction that lost a serialization conflict is tried in all.
 pub const TRANSACTION_TRIES: u32 = 10;
+
+/// The pause before try `tries + 1` of a transaction that lost a conflict: random, up to
+/// 2^`tries` ms, at most 64 ms (about 250 ms over all tries at worst).
+fn conflict_pause(tries: u32) -> std::time::Duration {
+    let ceiling_ms = 1u64 << tries.min(6);
+    std::time::Duration::from_millis(crate::ids::random_u64() % (ceiling_ms + 1))
+}
 
 /// True for errors that mean "another transaction won; run again": a serialization
 /// failure, a deadlock, a unique violation from a concurrent insert (every insert is
