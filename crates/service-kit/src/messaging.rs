@@ -76,6 +76,17 @@ impl OutboxMessage {
 /// The columns [`OutboxMessage::from_row`] reads.
 const OUTBOX_COLUMNS: &str = "id, event_id, destination, envelope, attempts";
 
+/// The advisory lock key of the service whose tables start with `prefix`: FNV-1a of
+/// `shop-events:<prefix>`, as a Postgres `bigint`.
+fn events_lock_key(prefix: &str) -> i64 {
+    let hash = format!("shop-events:{prefix}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
 /// The outbox row of event `event_id` for `destination`.
 fn outbox_id(event_id: &str, destination: &str) -> String {
     format!("{event_id}:{destination}")
@@ -735,6 +746,7 @@ impl<'a> Messaging<'a> {
         handler: &mut impl FnMut(&Db, &Envelope) -> Result<(), HandlerError>,
     ) -> Result<Vec<Outcome>, BatchError> {
         self.db.transaction(|tx| {
+            self.take_events_lock(tx)?;
             let ids: Vec<&str> = valid.iter().map(|(_, e)| e.id.as_str()).collect();
             let mut seen: HashSet<String> = tx
                 .query(
@@ -764,6 +776,23 @@ impl<'a> Messaging<'a> {
         })
     }
 
+    /// On Postgres, makes transaction `tx` the service's only one applying events until it
+    /// ends (a transaction-level advisory lock keyed by the service), as SQLite's single
+    /// writer does: events of concurrent deliveries touch the same rows (a product, an
+    /// account) in any order, and without it their transactions deadlock (each found after
+    /// Postgres's 1 s `deadlock_timeout`) or lose serialization conflicts over and over.
+    fn take_events_lock(&self, tx: &Db) -> Result<(), DbError> {
+        // Where writes are buffered until commit (wasmCloud), no transaction holds a lock.
+        if tx.dialect() != crate::ports::Dialect::Postgres || !tx.reads_after_writes() {
+            return Ok(());
+        }
+        tx.query(
+            "SELECT 1 AS locked FROM pg_advisory_xact_lock($1)",
+            &[events_lock_key(&self.prefix).into()],
+        )
+        .map(drop)
+    }
+
     /// Applies one envelope in its own transaction.
     fn apply_one(
         &self,
@@ -771,6 +800,7 @@ impl<'a> Messaging<'a> {
         handler: &mut impl FnMut(&Db, &Envelope) -> Result<(), HandlerError>,
     ) -> EnvelopeResult {
         let outcome = self.db.transaction(|tx| {
+            self.take_events_lock(tx)?;
             let seen = tx.query_opt(
                 &format!(
                     "SELECT event_id FROM {}_inbox WHERE event_id = $1",
