@@ -53,7 +53,6 @@ impl App {
         .chain(overrides.iter().copied())
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect::<HashMap<_, _>>();
-        config.tick_interval = Some(Duration::from_millis(50));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -62,6 +61,7 @@ impl App {
         let host = runtime
             .block_on(TestHost::start(config))
             .expect("test host starts");
+        start_ticker(host.addr());
         App {
             url: host.base_url(),
             host: Some(host),
@@ -130,6 +130,34 @@ impl Drop for App {
             self.runtime.block_on(host.shutdown());
         }
     }
+}
+
+/// Posts the gateway's admin tick every 50 ms from a thread, as `infra/spin/ticker.sh` does
+/// beside `spin up` (the test host, like Spin, has no timer); it stops when the app is gone.
+fn start_ticker(addr: std::net::SocketAddr) {
+    use std::io::{Read, Write};
+    let token = shop_domain::auth::mint_token(
+        &shop_domain::auth::Claims {
+            sub: "ticker@shop.test".into(),
+            role: Role::Admin,
+            exp: (SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 3600) as i64,
+        },
+        b"dev-auth-secret-change-me",
+    );
+    thread::spawn(move || {
+        while let Ok(mut stream) = std::net::TcpStream::connect(addr) {
+            let request = format!(
+                "POST /api/v1/admin/tick HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(request.as_bytes());
+            let _ = stream.read_to_end(&mut Vec::new());
+            thread::sleep(Duration::from_millis(50));
+        }
+    });
 }
 
 /// The binary with `args` (split on whitespace) and none of the caller's SHOP_* variables.
