@@ -4,8 +4,8 @@
 //!
 //! Events travel in batches. A sender claims every due row of its outbox (up to
 //! [`PUMP_BATCH`]), its own fresh rows and those other instances wrote alike, and hands
-//! each destination one delivery: a JSON array of envelopes (on Spin, a `POST` to the
-//! destination's [`EVENTS_PATH`]). The receiver applies the batch in one transaction, with
+//! each destination one delivery: a JSON array of envelopes for the destination's
+//! [`EVENTS_PATH`] (on Spin relayed by the gateway, on wasmCloud a NATS request). The receiver applies the batch in one transaction, with
 //! the inbox dedupe intact, and answers per envelope ([`DeliveryAnswer`]). Under load the
 //! claims of concurrent instances gather what was written meanwhile, so a batch grows with
 //! the load and the write transactions per event fall.

@@ -152,7 +152,8 @@ pub fn read_whole(mut stream: Box<dyn ResponseStream>) -> Result<crate::http::Re
 ///
 /// A request's `url` is the path with its query (`/orders?limit=10`); the host decides how
 /// it reaches the service (on Spin, a function call into the service composed with the
-/// gateway, or local service chaining; on wasmCloud, HTTP to the service's listener).
+/// gateway, and local service chaining for an event stream; on wasmCloud, HTTP to the
+/// service's listener).
 pub trait Services {
     /// Sends `request` to `service` and reads its whole answer.
     fn call(
@@ -170,15 +171,16 @@ pub trait Services {
     ) -> Result<Box<dyn ResponseStream>, PortError>;
 
     /// Lets every service called so far do its after-response work (see
-    /// [`crate::Service::after_response`]) now that the caller has its answer. Nothing to do
-    /// where each call is a request of its own.
+    /// [`crate::Service::after_response`]) now that the caller has its answer, and, on Spin,
+    /// relays the events they hand over between the composed services. Nothing to do where
+    /// each call is a request of its own.
     fn finish(&self) {}
 }
 
 /// How far a [`Transport`] got with one batch of events.
 #[derive(Debug, Clone)]
 pub enum Delivery {
-    /// The receiver answered (on Spin, its HTTP response to the `POST`): its body is a
+    /// The receiver answered while the sender waited: its body is a
     /// [`crate::messaging::DeliveryAnswer`] when it could read the batch.
     Answered(crate::http::Response),
     /// Handed to the broker without waiting: the receiver's answer comes back later as an
@@ -187,8 +189,9 @@ pub enum Delivery {
     Sent,
 }
 
-/// Carries batches of signed events to other services (on Spin: local service chaining;
-/// on wasmCloud: a NATS publish answered by an acknowledgement).
+/// Carries batches of signed events to other services (on Spin: handed to the gateway,
+/// which relays them; on wasmCloud: a NATS publish); either way answered later by an
+/// acknowledgement.
 pub trait Transport {
     /// Hands `batch` (a JSON array of envelopes) to `destination`'s event handler; the
     /// reason when it could not. `correlation_id` is the first envelope's, for the logs.
