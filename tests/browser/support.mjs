@@ -57,7 +57,7 @@ export async function startApp(variables = {}) {
   // service) are taken from the working directory, as Spin takes them.
   const args = [
     'serve', '--manifest', join(ROOT, 'spin.toml'), '--listen', `127.0.0.1:${port}`,
-    '--data-dir', dataDir, '--tick-interval-ms', '50',
+    '--data-dir', dataDir,
     '--runtime-config-file', join(ROOT, 'infra/spin/runtime-config.toml'),
     ...Object.entries(variables).flatMap(([key, value]) => ['--variable', `${key}=${value}`]),
   ];
@@ -70,11 +70,22 @@ export async function startApp(variables = {}) {
   const exit = new Promise((done) => child.once('exit', (code, signal) => { exited = signal ?? code; done(); }));
   child.once('error', (error) => { exited = error.message; });
 
+  // The test host, like Spin, has no timer: tick the gateway every 50 ms, as
+  // infra/spin/ticker.sh does beside `spin up` (only ticks send retries).
+  const tickToken = mintToken('ticker@shop.test', 'admin');
+  const ticker = setInterval(() => {
+    fetch(`http://127.0.0.1:${port}/api/v1/admin/tick`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tickToken}` },
+    }).then((answer) => answer.arrayBuffer()).catch(() => {});
+  }, 50);
+  ticker.unref();
   const app = {
     url: `http://127.0.0.1:${port}`,
     own: true,
     log: () => output,
     async stop() {
+      clearInterval(ticker);
       if (exited === null) {
         child.kill('SIGINT');
         await Promise.race([exit, sleep(10_000)]);

@@ -38,7 +38,7 @@ async fn stderr_of_calls(variables: &[(&str, &str)], auth_secret: &[u8]) -> Stri
         .arg("serve")
         .arg("--manifest")
         .arg(manifest())
-        .args(["--listen", "127.0.0.1:0", "--tick-interval-ms", "0"])
+        .args(["--listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(data_dir.path())
         .arg("--runtime-config-file")
