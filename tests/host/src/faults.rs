@@ -61,6 +61,10 @@ pub struct ChaosSettings {
     /// a tick): a database call chosen at random returns a trap instead of running, so the
     /// instance dies mid-request, before, inside or after its transaction.
     pub trap_rate: f64,
+    /// The same share for instances serving a tick: ticks are fewer than calls and events
+    /// (one every 50 ms or so), so a run gives them a rate of their own, high enough that
+    /// every run traps some.
+    pub tick_trap_rate: f64,
     /// Share of service instances on PostgreSQL one of whose statements, chosen at random,
     /// fails with a serialization failure (SQLSTATE 40001), as under concurrent writers.
     pub serialization_failure_rate: f64,
@@ -76,6 +80,7 @@ impl ChaosSettings {
         Self {
             seed,
             trap_rate: 0.0,
+            tick_trap_rate: 0.0,
             serialization_failure_rate: 0.0,
             disconnect_rate: 0.0,
         }
@@ -266,10 +271,15 @@ impl Faults {
     /// Decides the faults of one request for `path` as it arrives: in chaos mode, whether
     /// the instance traps and at which database call.
     pub(crate) fn for_request(&self, path: &str) -> InstanceFaults {
+        let serving = Serving::of(path);
         let fault_at_call = lock(&self.chaos)
             .as_mut()
             .and_then(|Chaos { settings, rng }| {
-                let fault = if rng.chance(settings.trap_rate) {
+                let trap_rate = match serving {
+                    Serving::Tick => settings.tick_trap_rate,
+                    Serving::Events | Serving::Call => settings.trap_rate,
+                };
+                let fault = if rng.chance(trap_rate) {
                     DatabaseFault::Trap
                 } else if rng.chance(settings.serialization_failure_rate) {
                     DatabaseFault::SerializationFailure
@@ -282,7 +292,7 @@ impl Faults {
             });
         InstanceFaults {
             fault_at_call,
-            serving: Serving::of(path),
+            serving,
         }
     }
 
@@ -525,6 +535,7 @@ mod tests {
         let faults = Faults::default();
         faults.start_chaos(ChaosSettings {
             trap_rate: 1.0,
+            tick_trap_rate: 1.0,
             ..ChaosSettings::quiet(1)
         });
         for (path, serving) in [
