@@ -23,7 +23,7 @@ use shop_domain::validation::{
     OrderContent, PlaceOrder, ValidationError, parse_limit, parse_place_order,
 };
 
-use db::queries::{self, HistoryEntry, OrderRecord, OrderView};
+use db::queries::{self, HistoryEntry, IdempotencyKey, OrderRecord, OrderView};
 
 /// This component's id.
 const NAME: &str = "orders";
@@ -175,7 +175,7 @@ fn place_batch(request: &Request, env: &Env, messaging: &Messaging) -> Response 
 }
 
 /// Places one order: validates, prices the lines with `prices`, and stores the order together
-/// with its `order.placed` event (and idempotency key) in one transaction.
+/// with its `order.placed` event (and idempotency key) in one statement ([`queries::insert`]).
 fn place(
     request: &Request,
     env: &Env,
@@ -197,14 +197,6 @@ fn place(
         );
     }
     let canonical = canonical_request(&order);
-    let db = Db::new(env.sql);
-    if let Some(key) = key {
-        match replay(&db, key, &canonical) {
-            Ok(Some(answer)) => return answer,
-            Ok(None) => {}
-            Err(e) => return unavailable(&e),
-        }
-    }
     let correlation_id = correlation(request);
     let (items, total) = match price(&order, prices) {
         Ok(priced) => priced,
@@ -213,39 +205,53 @@ fn place(
     let now = now_ms();
     let id = new_id("ord");
     let timeout = settings::number(env.config, "check_timeout_ms", 30_000u64);
-    let stored = db.client_transaction(settings::client_lock_wait_ms(env.config), |tx| {
-        if let Some(key) = key {
-            if let Some(answer) = replay(tx, key, &canonical)? {
-                return Ok(answer);
-            }
-            queries::insert_idempotency_key(tx, key, &canonical, &id, now)?;
-        }
-        let data = json!({"order_id": id, "customer": order.customer, "items": items, "total_cents": total.cents()});
-        let placed = messaging.publish(tx, event_types::ORDER_PLACED, &id, &correlation_id, data, &CHECKERS)?;
-        let record = OrderRecord {
-            id: id.clone(),
-            customer: order.customer.clone(),
-            items: items.to_string(),
-            total_cents: total.cents(),
-            status: OrderStatus::Placed,
-            reason: None,
-            balance_check: None,
-            stock_check: None,
-            checks_deadline: saga::checks_deadline(now, timeout, 0),
-            check_resends: 0,
-            placed_event: serde_json::to_string(&placed).map_err(|e| DbError(e.to_string()))?,
-            voucher: None,
-            correlation_id: correlation_id.clone(),
-            created_at: now,
-        };
-        queries::insert(tx, &record)?;
-        let history = vec![HistoryEntry {
-            status: record.status.as_str().to_owned(),
-            at: rfc3339_from_millis(now),
-        }];
-        Ok::<_, DbError>(accepted(&queries::view_with(&record, history)))
+    let data = json!({"order_id": id, "customer": order.customer, "items": items, "total_cents": total.cents()});
+    let placed = messaging.envelope(event_types::ORDER_PLACED, &id, &correlation_id, data);
+    let placed_event = match serde_json::to_string(&placed) {
+        Ok(text) => text,
+        Err(e) => return unavailable(&DbError(e.to_string())),
+    };
+    let record = OrderRecord {
+        id,
+        customer: order.customer.clone(),
+        items: items.to_string(),
+        total_cents: total.cents(),
+        status: OrderStatus::Placed,
+        reason: None,
+        balance_check: None,
+        stock_check: None,
+        checks_deadline: saga::checks_deadline(now, timeout, 0),
+        check_resends: 0,
+        placed_event,
+        voucher: None,
+        correlation_id,
+        created_at: now,
+    };
+    let key = key.map(|scoped_key| IdempotencyKey {
+        scoped_key,
+        request: &canonical,
     });
-    stored.unwrap_or_else(|e| unavailable(&e))
+    let db = Db::new(env.sql);
+    let stored = db.with_lock_wait(settings::client_lock_wait_ms(env.config), || {
+        queries::insert(&db, &record, key.as_ref())
+    });
+    match (stored, key) {
+        (Ok(()), _) => {
+            messaging.note_written();
+            let history = vec![HistoryEntry {
+                status: record.status.as_str().to_owned(),
+                at: rfc3339_from_millis(now),
+            }];
+            accepted(&queries::view_with(&record, history))
+        }
+        // The key may be taken: by this same order placed before (replayed), or by another.
+        (Err(e), Some(key)) => match replay(&db, key.scoped_key, &canonical) {
+            Ok(Some(answer)) => answer,
+            Ok(None) => unavailable(&e),
+            Err(e) => unavailable(&e),
+        },
+        (Err(e), None) => unavailable(&e),
+    }
 }
 
 /// The same order placed again under the same key; a different order under it is a 422.

@@ -151,20 +151,30 @@ impl<'a> Db<'a> {
 
     /// As [`Db::transaction`], for a client waiting on the answer: on SQLite, the
     /// transaction waits at most `max_wait_ms` for the write lock and is not tried again
-    /// when it did not get it ([`DbError::is_busy`]; the caller answers 503), so that load
-    /// beyond what the lock can serve is shed rather than queued for seconds. The
-    /// connection's usual wait applies again afterwards. On Postgres, as
-    /// [`Db::transaction`].
+    /// when it did not get it ([`Db::with_lock_wait`]). On Postgres, as [`Db::transaction`].
     pub fn client_transaction<T, E: From<DbError> + fmt::Display>(
         &self,
         max_wait_ms: u32,
         work: impl FnMut(&Db<'a>) -> Result<T, E>,
     ) -> Result<T, E> {
+        self.with_lock_wait(max_wait_ms, || self.run_transaction(work, false))
+    }
+
+    /// Runs `work` (this connection's statements) for a client waiting on the answer: on
+    /// SQLite, a write waits at most `max_wait_ms` for the write lock and fails
+    /// ([`DbError::is_busy`]; the caller answers 503) when it did not get it, so that load
+    /// beyond what the lock can serve is shed rather than queued for seconds. The
+    /// connection's usual wait applies again afterwards. On Postgres, `work` runs as is.
+    pub fn with_lock_wait<T, E: From<DbError>>(
+        &self,
+        max_wait_ms: u32,
+        work: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
         if self.dialect() != Dialect::Sqlite {
-            return self.transaction(work);
+            return work();
         }
         self.set_lock_wait(max_wait_ms)?;
-        let outcome = self.run_transaction(work, false);
+        let outcome = work();
         self.set_lock_wait(DEFAULT_LOCK_WAIT_MS)?;
         outcome
     }
@@ -286,8 +296,12 @@ pub struct Migration {
     pub version: i64,
     /// Short name, e.g. "init".
     pub name: &'static str,
-    /// Statements separated by `;` at line ends.
+    /// Statements separated by `;` at line ends (a trigger's `BEGIN ... END` and a
+    /// `$$`-quoted function body stay whole).
     pub sql: Cow<'static, str>,
+    /// The Postgres text where it differs from `sql` (e.g. triggers, which the two
+    /// databases write differently).
+    pub postgres_sql: Option<Cow<'static, str>>,
 }
 
 impl Migration {
@@ -297,6 +311,30 @@ impl Migration {
             version,
             name,
             sql: Cow::Borrowed(sql),
+            postgres_sql: None,
+        }
+    }
+
+    /// A migration written once for SQLite and once for Postgres.
+    pub const fn per_dialect(
+        version: i64,
+        name: &'static str,
+        sqlite: &'static str,
+        postgres: &'static str,
+    ) -> Migration {
+        Migration {
+            version,
+            name,
+            sql: Cow::Borrowed(sqlite),
+            postgres_sql: Some(Cow::Borrowed(postgres)),
+        }
+    }
+
+    /// The text to run on `dialect`.
+    fn sql_for(&self, dialect: Dialect) -> &str {
+        match (&self.postgres_sql, dialect) {
+            (Some(postgres), Dialect::Postgres) => postgres,
+            _ => &self.sql,
         }
     }
 }
@@ -337,7 +375,7 @@ pub fn migrate(db: &Db, scope: &str, migrations: &[Migration]) -> Result<(), DbE
             if applied_version(tx, scope)? >= migration.version {
                 return Ok::<_, DbError>(());
             }
-            for statement in split_statements(&migration.sql) {
+            for statement in split_statements(migration.sql_for(tx.dialect())) {
                 tx.execute(statement, &[]).map_err(|e| {
                     DbError(format!("migration {scope} {} ({}): {}", migration.version, migration.name, e.0))
                 })?;
@@ -404,9 +442,23 @@ fn applied_version(db: &Db, scope: &str) -> Result<i64, DbError> {
     row.map_or(Ok(0), |r| r.i64("version"))
 }
 
-/// Splits a migration file into statements (`;` at the end of a line ends one).
+/// Splits a migration file into statements: `;` at the end of a line ends one, except
+/// inside a `$$`-quoted body (a Postgres function) or a SQLite trigger's `BEGIN ... END`.
 fn split_statements(sql: &str) -> Vec<&str> {
-    sql.split(";\n")
+    let mut statements = Vec::new();
+    let mut start = 0;
+    let mut searched = 0;
+    while let Some(found) = sql[searched..].find(";\n") {
+        let end = searched + found;
+        searched = end + 2;
+        if statement_is_whole(&sql[start..end]) {
+            statements.push(&sql[start..end]);
+            start = searched;
+        }
+    }
+    statements.push(&sql[start..]);
+    statements
+        .into_iter()
         .map(|s| s.trim().trim_end_matches(';').trim())
         .filter(|s| {
             !s.is_empty()
@@ -417,9 +469,39 @@ fn split_statements(sql: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Whether `text`, ended by a `;` at a line end, is a whole statement: not inside a
+/// `$$`-quoted body, nor inside a trigger's `BEGIN ... END`.
+fn statement_is_whole(text: &str) -> bool {
+    let code: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let open_body = code.matches("$$").count() % 2 == 1;
+    let words: Vec<String> = code
+        .split_whitespace()
+        .take(2)
+        .map(str::to_ascii_uppercase)
+        .collect();
+    let open_trigger = words == ["CREATE", "TRIGGER"]
+        && crate::sql_text::contains_keyword(&code, "BEGIN")
+        && !code.trim_end().to_ascii_uppercase().ends_with("END");
+    !open_body && !open_trigger
+}
+
 #[cfg(test)]
 mod tests {
     use super::split_statements;
+
+    #[test]
+    fn keeps_trigger_and_function_bodies_whole() {
+        let sql = "CREATE TRIGGER t AFTER INSERT ON a FOR EACH ROW BEGIN\n    INSERT INTO b VALUES (1);\n    INSERT INTO c VALUES (2);\nEND;\nCREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n    INSERT INTO b VALUES (1);\n    RETURN NULL;\nEND\n$$;\nCREATE TRIGGER u AFTER INSERT ON a FOR EACH ROW EXECUTE FUNCTION f();\n";
+        let statements = split_statements(sql);
+        assert_eq!(statements.len(), 3, "{statements:#?}");
+        assert!(statements[0].ends_with("INSERT INTO c VALUES (2);\nEND"));
+        assert!(statements[1].ends_with("RETURN NULL;\nEND\n$$"));
+        assert!(statements[2].starts_with("CREATE TRIGGER u"));
+    }
 
     #[test]
     fn splits_on_line_end_semicolons_and_skips_comments() {

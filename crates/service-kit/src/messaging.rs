@@ -304,6 +304,7 @@ impl<'a> Messaging<'a> {
                 include_str!("../migrations/0001_messaging.sql")
                     .replace("{prefix}", &table_prefix(service)),
             ),
+            postgres_sql: None,
         }]
     }
 
@@ -323,7 +324,22 @@ impl<'a> Messaging<'a> {
         data: Value,
         destinations: &[&str],
     ) -> Result<Envelope, DbError> {
-        let envelope = Envelope::new(
+        let envelope = self.envelope(event_type, subject, correlation_id, data);
+        self.store(tx, &envelope, destinations)?;
+        Ok(envelope)
+    }
+
+    /// A new signed event of `event_type` about `subject`, not stored: for a service whose
+    /// own schema writes it to the outbox (e.g. a trigger, so that one statement stores
+    /// the state and its event), which then calls [`Messaging::note_written`].
+    pub fn envelope(
+        &self,
+        event_type: &str,
+        subject: &str,
+        correlation_id: &str,
+        data: Value,
+    ) -> Envelope {
+        Envelope::new(
             new_id("evt"),
             event_type.to_owned(),
             subject.to_owned(),
@@ -331,9 +347,7 @@ impl<'a> Messaging<'a> {
             correlation_id.to_owned(),
             data,
         )
-        .signed(&self.secret());
-        self.store(tx, &envelope, destinations)?;
-        Ok(envelope)
+        .signed(&self.secret())
     }
 
     /// Publishes `reply` about `subject` to `destination` as the answer to event `cause`
@@ -378,8 +392,15 @@ impl<'a> Messaging<'a> {
                 ],
             )?;
         }
-        WROTE.with(|wrote| wrote.borrow_mut().insert(self.prefix.clone()));
+        self.note_written();
         Ok(())
+    }
+
+    /// Notes that this request wrote events to the outbox, so that they are sent after
+    /// its response ([`Messaging::send_written`]): done by [`Messaging::publish`], and by a
+    /// service whose schema stores its events (see [`Messaging::envelope`]).
+    pub fn note_written(&self) {
+        WROTE.with(|wrote| wrote.borrow_mut().insert(self.prefix.clone()));
     }
 
     /// After a request that wrote events (even in a transaction that rolled back), sends

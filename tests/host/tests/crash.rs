@@ -172,8 +172,7 @@ async fn a_crash_mid_load_loses_and_doubles_nothing(flavour: Flavour) {
         .count(
             "orders",
             &format!(
-                "SELECT COUNT(DISTINCT order_id) FROM order_idempotency_keys \
-                 WHERE order_id IN (SELECT id FROM orders WHERE {this_run})"
+                "SELECT COUNT(DISTINCT idempotency_key) FROM orders WHERE {this_run}"
             ),
         )
         .await;

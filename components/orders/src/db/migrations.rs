@@ -11,5 +11,11 @@ pub fn all() -> Vec<Migration> {
             "order_events",
             include_str!("../../migrations/0002_order_events.sql"),
         ),
+        Migration::per_dialect(
+            3,
+            "accept_in_one_statement",
+            include_str!("../../migrations/0003_accept_in_one_statement.sql"),
+            include_str!("../../migrations/0003_accept_in_one_statement.postgres.sql"),
+        ),
     ]
 }

@@ -163,10 +163,21 @@ pub fn view_with(order: &OrderRecord, history: Vec<HistoryEntry>) -> OrderView {
     }
 }
 
-/// Stores a new order in status `placed` with its first history entry.
-pub fn insert(tx: &Db, order: &OrderRecord) -> Result<(), DbError> {
-    tx.execute(
-        &format!("INSERT INTO orders ({COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)"),
+/// The idempotency key an order was placed under, and the request it answered.
+pub struct IdempotencyKey<'k> {
+    /// The client's key, scoped to its caller.
+    pub scoped_key: &'k str,
+    /// The request placed under it, in canonical form.
+    pub request: &'k str,
+}
+
+/// Stores a new order in status `placed`, under `key` when the client gave one, in one
+/// statement: the schema's trigger writes its first history entry and its `order.placed`
+/// outbox rows (migration 3). Fails when `key` is taken (the caller replays it) and, on
+/// SQLite, when the write lock is not had within the connection's lock wait.
+pub fn insert(db: &Db, order: &OrderRecord, key: Option<&IdempotencyKey>) -> Result<(), DbError> {
+    db.execute(
+        &format!("INSERT INTO orders ({COLUMNS}, updated_at, idempotency_key, idempotent_request) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16)"),
         &[
             order.id.as_str().into(),
             order.customer.as_str().into(),
@@ -182,9 +193,10 @@ pub fn insert(tx: &Db, order: &OrderRecord) -> Result<(), DbError> {
             order.voucher.clone().into(),
             order.correlation_id.as_str().into(),
             order.created_at.into(),
+            key.map(|k| k.scoped_key.to_owned()).into(),
+            key.map(|k| k.request.to_owned()).into(),
         ],
-    )?;
-    append_history(tx, &order.id, order.status, order.created_at)
+    )
 }
 
 /// Moves an order to `status` (with `reason` for rejections) and records it in the history.
@@ -395,23 +407,9 @@ pub fn find_idempotency_key(
     scoped_key: &str,
 ) -> Result<Option<(String, String)>, DbError> {
     db.query_opt(
-        "SELECT request, order_id FROM order_idempotency_keys WHERE scoped_key = $1",
+        "SELECT idempotent_request, id FROM orders WHERE idempotency_key = $1",
         &[scoped_key.into()],
     )?
-    .map(|row| Ok((row.text("request")?, row.text("order_id")?)))
+    .map(|row| Ok((row.text("idempotent_request")?, row.text("id")?)))
     .transpose()
-}
-
-/// Stores an idempotency key with the request it answered.
-pub fn insert_idempotency_key(
-    tx: &Db,
-    scoped_key: &str,
-    request: &str,
-    order_id: &str,
-    now: i64,
-) -> Result<(), DbError> {
-    tx.execute(
-        "INSERT INTO order_idempotency_keys (scoped_key, request, order_id, created_at) VALUES ($1, $2, $3, $4)",
-        &[scoped_key.into(), request.into(), order_id.into(), now.into()],
-    )
 }
