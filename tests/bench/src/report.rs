@@ -409,10 +409,13 @@ impl Report {
              handler answering 200 `hello`, wasip2 1.0.1 / WASI 0.2.4) served by the test host exactly as \
              it serves the shop (routing, Spin headers, a fresh instance per request, pooling allocator); \
              *order accept* is `POST /api/v1/orders` (one item, a customer's own token, 202) on the shop \
-             (`spin.toml`, `rate_limit_per_minute=0`, 100 ms tick): the gateway verifies the token and \
-             calls orders, which validates, prices and stores the order and its `order.placed` outbox \
-             row in one SQLite transaction. Each order then runs through the pipeline in the background \
-             while the run goes on; the next run starts once every order is settled.\n"
+             (`spin.toml`, `rate_limit_per_minute=0`, the admin tick every second): one instance, the \
+             gateway composed with the services, verifies the token, reads the prices from \
+             stock-checker and calls orders, which validates and stores the order in one statement (a \
+             trigger writes its first history entry and its `order.placed` outbox rows). After its \
+             response the instance relays the events the call caused, so each order runs through the \
+             pipeline in the background while the run goes on; the next run starts once every order \
+             is settled.\n"
         );
         let _ = writeln!(
             out,
@@ -466,12 +469,12 @@ impl Report {
             out,
             "*hello chain N* is `GET /chain/N` on the hello component above: each instance first calls \
              `/chain/N-1` on itself by local service chaining (`http://hello.spin.internal`, as the shop's \
-             services call each other) and answers with that answer, so a request is N + 1 fresh \
+             services called each other before they were composed) and answers with that answer, so a request is N + 1 fresh \
              instances and N chained calls with no other work, at {} connections. Order accept is one \
              instance: the gateway composed with the services (Spin component dependencies), whose \
-             calls into them are function calls; an order through the saga is seven (the accept, both \
-             checkers on `order.placed`, orders on each answer, both checkers on `order.confirmed`: \
-             N = 6). These rates are what the shop's topology allows on this host before any of its \
+             calls into them are function calls; an order's saga took seven instances when its services \
+             were apart (the accept, both checkers on `order.placed`, orders on each answer, both \
+             checkers on `order.confirmed`: N = 6). These rates are what the shop's topology allows on this host before any of its \
              own work: no SQL, no JSON, no signatures.\n",
             crate::CHAIN_CONNECTIONS
         );
@@ -513,10 +516,11 @@ impl Report {
             "On a fresh database, {} connections place {} orders (one item each) as fast as they are \
              accepted; the figure is orders accepted divided by the time from the first request until \
              the last of them is `confirmed` (the bench polls the `orders` table every 10 ms). Each \
-             order takes the whole saga: orders stores it and its outbox row, delivers `order.placed` \
-             to balance-checker and stock-checker (local service chaining), each holds credit or stock \
-             in its own transaction and answers with an event, and orders confirms, then tells both \
-             checkers to deduct.\n",
+             order takes the whole saga: orders stores it with its outbox rows in one statement; after \
+             the response the accepting instance relays `order.placed` to balance-checker and \
+             stock-checker (function calls into the composed services), each holds credit or stock in \
+             one transaction per batch and answers with an event, and orders confirms, then tells both \
+             checkers to deduct. What a relay leaves is sent by the next request's relay or the tick.\n",
             e2e.connections, e2e.orders
         );
         self.render_end_to_end_table(out, e2e);

@@ -171,9 +171,7 @@ async fn a_crash_mid_load_loses_and_doubles_nothing(flavour: Flavour) {
     let keys = app
         .count(
             "orders",
-            &format!(
-                "SELECT COUNT(DISTINCT idempotency_key) FROM orders WHERE {this_run}"
-            ),
+            &format!("SELECT COUNT(DISTINCT idempotency_key) FROM orders WHERE {this_run}"),
         )
         .await;
     assert_eq!(keys as usize, total, "one idempotency key per order");
