@@ -52,6 +52,15 @@ enum Failure {
     DeadLettered,
 }
 
+/// An outbox row to write: one event for one destination.
+struct OutboxRow {
+    id: String,
+    event_id: String,
+    event_type: String,
+    destination: String,
+    envelope: String,
+}
+
 /// One claimed outbox row.
 struct OutboxMessage {
     id: String,
@@ -275,6 +284,9 @@ pub struct Messaging<'a> {
     /// when an event is signed or verified, not on every tick).
     config: &'a dyn Config,
     retry: RetryPolicy,
+    /// Outbox rows the handlers of the batch being applied wrote, kept for one statement
+    /// before its commit; `None` outside [`Messaging::apply_together`].
+    pending: RefCell<Option<Vec<OutboxRow>>>,
 }
 
 impl<'a> Messaging<'a> {
@@ -287,6 +299,7 @@ impl<'a> Messaging<'a> {
             prefix: table_prefix(service),
             config: env.config,
             retry: crate::settings::retry_policy(env.config),
+            pending: RefCell::new(None),
         }
     }
 
@@ -371,29 +384,66 @@ impl<'a> Messaging<'a> {
     }
 
     /// Stores `envelope` in the outbox, one row per destination, due at once: the first
-    /// sender to claim it (usually the writer, right after its response) delivers it.
+    /// sender to claim it (usually the writer, right after its response) delivers it. While
+    /// a batch is applied ([`Messaging::apply_together`]) the rows wait and are written with
+    /// the batch's other events in one statement before its commit.
     fn store(&self, tx: &Db, envelope: &Envelope, destinations: &[&str]) -> Result<(), DbError> {
         let text = serde_json::to_string(envelope).map_err(|e| DbError(e.to_string()))?;
-        let now = now_ms();
-        for destination in destinations {
-            tx.execute(
-                &format!(
-                    "INSERT INTO {}_outbox (id, event_id, event_type, destination, envelope, attempts, next_attempt_at, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, 0, $6, $6) ON CONFLICT (id) DO NOTHING",
-                    self.prefix
-                ),
-                &[
-                    outbox_id(&envelope.id, destination).into(),
-                    envelope.id.as_str().into(),
-                    envelope.event_type.as_str().into(),
-                    (*destination).into(),
-                    text.as_str().into(),
-                    now.into(),
-                ],
-            )?;
+        let rows = destinations.iter().map(|destination| OutboxRow {
+            id: outbox_id(&envelope.id, destination),
+            event_id: envelope.id.clone(),
+            event_type: envelope.event_type.clone(),
+            destination: (*destination).to_owned(),
+            envelope: text.clone(),
+        });
+        let mut pending = self.pending.borrow_mut();
+        match pending.as_mut() {
+            Some(pending) => pending.extend(rows),
+            None => {
+                drop(pending);
+                self.insert_outbox_rows(tx, &rows.collect::<Vec<_>>())?;
+            }
         }
         self.note_written();
         Ok(())
+    }
+
+    /// Writes `rows` to the outbox in one statement, due at once.
+    fn insert_outbox_rows(&self, tx: &Db, rows: &[OutboxRow]) -> Result<(), DbError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // Numbered in order of first use: SQLite binds `$n` by its first appearance.
+        let values: Vec<String> = (0..rows.len())
+            .map(|i| {
+                let n = 6 * i + 1;
+                let [a, b, c, d, e, f] = [n, n + 1, n + 2, n + 3, n + 4, n + 5];
+                format!("(${a}, ${b}, ${c}, ${d}, ${e}, 0, ${f}, ${f})")
+            })
+            .collect();
+        let now = now_ms();
+        let params: Vec<_> = rows
+            .iter()
+            .flat_map(|row| {
+                [
+                    row.id.as_str().into(),
+                    row.event_id.as_str().into(),
+                    row.event_type.as_str().into(),
+                    row.destination.as_str().into(),
+                    row.envelope.as_str().into(),
+                    now.into(),
+                ]
+            })
+            .collect();
+        tx.execute(
+            &format!(
+                "INSERT INTO {}_outbox (id, event_id, event_type, destination, envelope, attempts, next_attempt_at, created_at) \
+                 VALUES {} ON CONFLICT (id) DO NOTHING",
+                self.prefix,
+                values.join(", ")
+            ),
+            &params,
+        )
     }
 
     /// Notes that this request wrote events to the outbox, so that they are sent after
@@ -783,15 +833,20 @@ impl<'a> Messaging<'a> {
                 .collect::<Result<_, _>>()?;
             let mut outcomes = Vec::with_capacity(valid.len());
             let mut fresh: Vec<&Envelope> = Vec::new();
-            for (_, envelope) in valid {
+            *self.pending.borrow_mut() = Some(Vec::new());
+            let handled = valid.iter().try_for_each(|(_, envelope)| {
                 if !seen.insert(envelope.id.clone()) {
                     outcomes.push(Outcome::Duplicate);
-                    continue;
+                    return Ok(());
                 }
                 handler(tx, envelope).map_err(|_| BatchError::Handler)?;
                 fresh.push(envelope);
                 outcomes.push(Outcome::Processed);
-            }
+                Ok::<_, BatchError>(())
+            });
+            let caused = self.pending.borrow_mut().take().unwrap_or_default();
+            handled?;
+            self.insert_outbox_rows(tx, &caused)?;
             self.record_applied(tx, &fresh)?;
             Ok(outcomes)
         })

@@ -579,3 +579,82 @@ fn a_writer_leaves_its_events_to_the_next_sender_when_the_outbox_lock_is_taken()
         },
     );
 }
+
+/// The `Sql` port of a [`Sqlite`] that keeps the text of every statement it ran.
+struct Recording<'a> {
+    sql: &'a Sqlite,
+    statements: RefCell<Vec<String>>,
+}
+
+impl service_kit::Sql for Recording<'_> {
+    fn execute(
+        &self,
+        statement: &str,
+        params: &[service_kit::SqlValue],
+    ) -> Result<service_kit::ports::Rows, PortError> {
+        self.statements.borrow_mut().push(statement.to_owned());
+        self.sql.execute(statement, params)
+    }
+}
+
+#[test]
+fn the_events_a_batch_causes_are_written_in_one_statement_before_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver_sql = open(&dir, "receiver");
+    let recording = Recording {
+        sql: &receiver_sql,
+        statements: RefCell::new(Vec::new()),
+    };
+    let config = settings();
+    let env = Env {
+        sql: &recording,
+        services: &NoNetwork,
+        config: &config,
+        transport: &Nowhere,
+        kv: &NoNetwork,
+    };
+    let messaging = Messaging::new(&env, "receiver");
+    let secret = service_kit::settings::event_secret(&config);
+    let event = |id: &str| {
+        Envelope::new(id, "order.placed", id, "t", "c", json!({})).signed(&secret)
+    };
+    let fails = Cell::new(false);
+    let mut answer_each = |tx: &Db, event: &Envelope| {
+        if fails.get() && event.id == "e5" {
+            return Err(HandlerError::Transient("injected".into()));
+        }
+        let reply = service_kit::messaging::Reply {
+            event_type: "stock.held",
+            data: json!({"order_id": event.subject}),
+        };
+        messaging.reply(tx, event, &event.subject, reply, "sender")?;
+        Ok(())
+    };
+
+    let batch = [event("e1"), event("e2"), event("e3")];
+    let answer = messaging.receive(&batch_of(&batch.iter().collect::<Vec<_>>()), &mut answer_each);
+    assert_eq!(answer.status, 200);
+    let outbox_inserts: Vec<String> = recording
+        .statements
+        .borrow()
+        .iter()
+        .filter(|s| s.starts_with("INSERT INTO receiver_outbox"))
+        .cloned()
+        .collect();
+    assert_eq!(outbox_inserts.len(), 1, "{outbox_inserts:?}");
+    let statements = recording.statements.borrow().clone();
+    let commit = statements.iter().rposition(|s| s == "COMMIT").unwrap();
+    let insert = statements
+        .iter()
+        .position(|s| s.starts_with("INSERT INTO receiver_outbox"))
+        .unwrap();
+    assert!(insert < commit, "inside the batch's transaction");
+    assert_eq!(count(&receiver_sql, "receiver_outbox"), 3, "one reply each");
+
+    // A batch that fails part-way is applied one event per transaction: the replies of
+    // the events that apply are written once, the failed one's not at all.
+    fails.set(true);
+    let answer = messaging.receive(&batch_of(&[&event("e4"), &event("e5")]), &mut answer_each);
+    assert_eq!(answer.status, 503);
+    assert_eq!(count(&receiver_sql, "receiver_outbox"), 4, "e4's reply only");
+}
