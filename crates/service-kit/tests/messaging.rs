@@ -615,9 +615,8 @@ fn the_events_a_batch_causes_are_written_in_one_statement_before_its_commit() {
     };
     let messaging = Messaging::new(&env, "receiver");
     let secret = service_kit::settings::event_secret(&config);
-    let event = |id: &str| {
-        Envelope::new(id, "order.placed", id, "t", "c", json!({})).signed(&secret)
-    };
+    let event =
+        |id: &str| Envelope::new(id, "order.placed", id, "t", "c", json!({})).signed(&secret);
     let fails = Cell::new(false);
     let mut answer_each = |tx: &Db, event: &Envelope| {
         if fails.get() && event.id == "e5" {
@@ -632,7 +631,10 @@ fn the_events_a_batch_causes_are_written_in_one_statement_before_its_commit() {
     };
 
     let batch = [event("e1"), event("e2"), event("e3")];
-    let answer = messaging.receive(&batch_of(&batch.iter().collect::<Vec<_>>()), &mut answer_each);
+    let answer = messaging.receive(
+        &batch_of(&batch.iter().collect::<Vec<_>>()),
+        &mut answer_each,
+    );
     assert_eq!(answer.status, 200);
     let outbox_inserts: Vec<String> = recording
         .statements
@@ -656,5 +658,9 @@ fn the_events_a_batch_causes_are_written_in_one_statement_before_its_commit() {
     fails.set(true);
     let answer = messaging.receive(&batch_of(&[&event("e4"), &event("e5")]), &mut answer_each);
     assert_eq!(answer.status, 503);
-    assert_eq!(count(&receiver_sql, "receiver_outbox"), 4, "e4's reply only");
+    assert_eq!(
+        count(&receiver_sql, "receiver_outbox"),
+        4,
+        "e4's reply only"
+    );
 }

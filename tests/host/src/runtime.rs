@@ -95,7 +95,14 @@ pub(crate) fn engine() -> Result<Engine> {
         .max_tables_per_module(2)
         .max_memories_per_module(2)
         .table_elements(100_000)
-        .max_memory_size(MAX_LINEAR_MEMORY);
+        .max_memory_size(MAX_LINEAR_MEMORY)
+        // As Spin: a freed slot's first pages are reset by `memset` and stay mapped, rather
+        // than returned to the kernel (`madvise`), whose page faults on the next instance and
+        // TLB shootdowns across cores took most of the CPU of a busy run without it.
+        .linear_memory_keep_resident(
+            limit("SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT", 2 << 20) as usize
+        )
+        .table_keep_resident(limit("SPIN_WASMTIME_TABLE_KEEP_RESIDENT", 1 << 19) as usize);
 
     let mut config = Config::new();
     config
