@@ -109,6 +109,15 @@ fn placeholders_from(from: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// `rows` rows of `width` placeholders each for a multi-row `VALUES`, numbered in order
+/// (`($1, $2), ($3, $4)`): SQLite binds `$n` by where it first appears, not by its number.
+fn value_rows(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|row| format!("({})", placeholders_from(row * width + 1, width)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `$1, $2, ..., $n`.
 fn placeholders(n: usize) -> String {
     placeholders_from(1, n)
@@ -413,14 +422,6 @@ impl<'a> Messaging<'a> {
         if rows.is_empty() {
             return Ok(());
         }
-        // Numbered in order of first use: SQLite binds `$n` by its first appearance.
-        let values: Vec<String> = (0..rows.len())
-            .map(|i| {
-                let n = 6 * i + 1;
-                let [a, b, c, d, e, f] = [n, n + 1, n + 2, n + 3, n + 4, n + 5];
-                format!("(${a}, ${b}, ${c}, ${d}, ${e}, 0, ${f}, ${f})")
-            })
-            .collect();
         let now = now_ms();
         let params: Vec<_> = rows
             .iter()
@@ -431,6 +432,8 @@ impl<'a> Messaging<'a> {
                     row.event_type.as_str().into(),
                     row.destination.as_str().into(),
                     row.envelope.as_str().into(),
+                    0_i64.into(),
+                    now.into(),
                     now.into(),
                 ]
             })
@@ -440,7 +443,7 @@ impl<'a> Messaging<'a> {
                 "INSERT INTO {}_outbox (id, event_id, event_type, destination, envelope, attempts, next_attempt_at, created_at) \
                  VALUES {} ON CONFLICT (id) DO NOTHING",
                 self.prefix,
-                values.join(", ")
+                value_rows(rows.len(), 8)
             ),
             &params,
         )
@@ -909,9 +912,6 @@ impl<'a> Messaging<'a> {
             return Ok(());
         }
         let now = now_ms();
-        let rows: Vec<String> = (0..envelopes.len())
-            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
-            .collect();
         let params: Vec<_> = envelopes
             .iter()
             .flat_map(|e| {
@@ -926,7 +926,7 @@ impl<'a> Messaging<'a> {
             &format!(
                 "INSERT INTO {}_inbox (event_id, event_type, processed_at) VALUES {}",
                 self.prefix,
-                rows.join(", ")
+                value_rows(envelopes.len(), 3)
             ),
             &params,
         )
