@@ -17,7 +17,7 @@ use shop_domain::envelope::{Envelope, event_types};
 use shop_domain::order::RejectReason;
 use shop_domain::validation::{ValidationError, parse_credit, parse_email};
 
-use db::queries::{self, Account, AccountView, Hold};
+use db::queries::{self, Account, AccountView, Hold, Ledger};
 
 /// The balance-checker worker.
 #[derive(Default)]
@@ -50,21 +50,33 @@ impl Worker for BalanceChecker {
     fn apply(
         &self,
         tx: &Db,
-        event: &Envelope,
+        events: &[&Envelope],
         _env: &Env,
         messaging: &Messaging,
     ) -> Result<(), HandlerError> {
-        let order_id = data_text(event, "order_id")?;
-        match event.event_type.as_str() {
-            event_types::ORDER_PLACED => check(tx, order_id, event, messaging),
-            event_types::ORDER_CONFIRMED => commit(tx, order_id),
-            event_types::ORDER_REJECTED | event_types::ORDER_CANCELLED => {
-                release(tx, order_id, event)
-            }
-            other => Err(HandlerError::Permanent(format!(
-                "balance-checker does not handle {other}"
-            ))),
+        let order_ids = events
+            .iter()
+            .map(|event| data_text(event, "order_id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let customers: Vec<&str> = events
+            .iter()
+            .filter_map(|event| event.data["customer"].as_str())
+            .collect();
+        let mut ledger = Ledger::load(tx, &order_ids, &customers)?;
+        for (event, order_id) in events.iter().zip(order_ids) {
+            match event.event_type.as_str() {
+                event_types::ORDER_PLACED => check(tx, &mut ledger, order_id, event, messaging),
+                event_types::ORDER_CONFIRMED => commit(tx, &mut ledger, order_id),
+                event_types::ORDER_REJECTED | event_types::ORDER_CANCELLED => {
+                    release(tx, &mut ledger, order_id, event)
+                }
+                other => Err(HandlerError::Permanent(format!(
+                    "balance-checker does not handle {other}"
+                ))),
+            }?;
         }
+        ledger.save(tx, now_ms())?;
+        Ok(())
     }
 }
 
@@ -113,7 +125,8 @@ fn credit(request: &Request, env: &Env, email: &str) -> Response {
                 return Ok(Response::json(200, &view(&email, &account))
                     .with_header("idempotent-replayed", "true"));
             }
-            let mut account = queries::account(tx, &email)?;
+            let mut ledger = Ledger::load(tx, &[], &[&email])?;
+            let mut account = ledger.account(tx, &email)?;
             let (Some(balance), Some(credited)) = (
                 account.balance_cents.checked_add(amount.cents()),
                 account.credited_cents.checked_add(amount.cents()),
@@ -125,7 +138,8 @@ fn credit(request: &Request, env: &Env, email: &str) -> Response {
             };
             account.balance_cents = balance;
             account.credited_cents = credited;
-            queries::save_account(tx, &email, &account, now_ms())?;
+            ledger.set_account(&email, account.clone());
+            ledger.save(tx, now_ms())?;
             if let Some(key) = &key {
                 queries::insert_credit_key(tx, key, &canonical, now_ms())?;
             }
@@ -138,18 +152,19 @@ fn credit(request: &Request, env: &Env, email: &str) -> Response {
 /// checked before (orders asks again when no answer came) gets the same answer again.
 fn check(
     tx: &Db,
+    ledger: &mut Ledger,
     order_id: &str,
     event: &Envelope,
     messaging: &Messaging,
 ) -> Result<(), HandlerError> {
-    let answer = match queries::hold(tx, order_id)? {
+    let answer = match ledger.hold(order_id) {
         Some(hold) => match hold.state.as_str() {
             "held" | "committed" => held(order_id, hold.amount_cents),
             "rejected" => rejected(order_id),
             // Released before it was checked: the order has ended, nothing to answer.
             _ => return Ok(()),
         },
-        None => hold_credit(tx, order_id, event)?,
+        None => hold_credit(tx, ledger, order_id, event)?,
     };
     messaging.reply(tx, event, order_id, answer, "orders")?;
     Ok(())
@@ -172,7 +187,12 @@ fn rejected(order_id: &str) -> Reply {
 
 /// Decides a first check: holds the total when the free credit suffices, and records the
 /// hold (or the rejection) so that the check is answered the same way when asked again.
-fn hold_credit(tx: &Db, order_id: &str, event: &Envelope) -> Result<Reply, HandlerError> {
+fn hold_credit(
+    tx: &Db,
+    ledger: &mut Ledger,
+    order_id: &str,
+    event: &Envelope,
+) -> Result<Reply, HandlerError> {
     let customer = data_text(event, "customer")?;
     let total = event.data["total_cents"]
         .as_i64()
@@ -180,24 +200,21 @@ fn hold_credit(tx: &Db, order_id: &str, event: &Envelope) -> Result<Reply, Handl
         .ok_or_else(|| {
             HandlerError::Permanent("order.placed without a valid total_cents".into())
         })?;
-    let now = now_ms();
-    let mut account = queries::account(tx, customer)?;
+    let mut account = ledger.account(tx, customer)?;
     let sufficient = account.balance_cents >= total;
     if sufficient {
         account.balance_cents -= total;
         account.held_cents += total;
-        queries::save_account(tx, customer, &account, now)?;
+        ledger.set_account(customer, account);
     }
-    queries::save_hold(
-        tx,
+    ledger.set_hold(
         order_id,
-        &Hold {
+        Hold {
             customer: customer.to_owned(),
             amount_cents: if sufficient { total } else { 0 },
             state: if sufficient { "held" } else { "rejected" }.into(),
         },
-        now,
-    )?;
+    );
     Ok(if sufficient {
         held(order_id, total)
     } else {
@@ -206,8 +223,8 @@ fn hold_credit(tx: &Db, order_id: &str, event: &Envelope) -> Result<Reply, Handl
 }
 
 /// The order is confirmed: held credit becomes spent.
-fn commit(tx: &Db, order_id: &str) -> Result<(), HandlerError> {
-    let Some(mut hold) = queries::hold(tx, order_id)? else {
+fn commit(tx: &Db, ledger: &mut Ledger, order_id: &str) -> Result<(), HandlerError> {
+    let Some(mut hold) = ledger.hold(order_id) else {
         return Err(HandlerError::Permanent(format!(
             "order.confirmed for {order_id} without a hold"
         )));
@@ -215,46 +232,47 @@ fn commit(tx: &Db, order_id: &str) -> Result<(), HandlerError> {
     if hold.state != "held" {
         return Ok(());
     }
-    let now = now_ms();
-    let mut account = queries::account(tx, &hold.customer)?;
+    let mut account = ledger.account(tx, &hold.customer)?;
     account.held_cents -= hold.amount_cents;
     account.spent_cents += hold.amount_cents;
-    queries::save_account(tx, &hold.customer, &account, now)?;
+    ledger.set_account(&hold.customer, account);
     hold.state = "committed".into();
-    queries::save_hold(tx, order_id, &hold, now)?;
+    ledger.set_hold(order_id, hold);
     Ok(())
 }
 
 /// The order is rejected or cancelled: held or spent credit goes back to the balance.
-fn release(tx: &Db, order_id: &str, event: &Envelope) -> Result<(), HandlerError> {
-    let now = now_ms();
-    let Some(mut hold) = queries::hold(tx, order_id)? else {
+fn release(
+    tx: &Db,
+    ledger: &mut Ledger,
+    order_id: &str,
+    event: &Envelope,
+) -> Result<(), HandlerError> {
+    let Some(mut hold) = ledger.hold(order_id) else {
         // The release overtook order.placed: remember it so the late placement holds nothing.
         let customer = event.data["customer"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        queries::save_hold(
-            tx,
+        ledger.set_hold(
             order_id,
-            &Hold {
+            Hold {
                 customer,
                 amount_cents: 0,
                 state: "released".into(),
             },
-            now,
-        )?;
+        );
         return Ok(());
     };
-    let mut account = queries::account(tx, &hold.customer)?;
+    let mut account = ledger.account(tx, &hold.customer)?;
     match hold.state.as_str() {
         "held" => account.held_cents -= hold.amount_cents,
         "committed" => account.spent_cents -= hold.amount_cents,
         _ => return Ok(()),
     }
     account.balance_cents += hold.amount_cents;
-    queries::save_account(tx, &hold.customer, &account, now)?;
+    ledger.set_account(&hold.customer, account);
     hold.state = "released".into();
-    queries::save_hold(tx, order_id, &hold, now)?;
+    ledger.set_hold(order_id, hold);
     Ok(())
 }

@@ -23,7 +23,7 @@ use shop_domain::validation::{
     OrderContent, PlaceOrder, ValidationError, parse_limit, parse_place_order,
 };
 
-use db::queries::{self, HistoryEntry, IdempotencyKey, OrderRecord, OrderView};
+use db::queries::{self, HistoryEntry, IdempotencyKey, OrderRecord, OrderSet, OrderView};
 
 /// This component's id.
 const NAME: &str = "orders";
@@ -64,11 +64,11 @@ impl Worker for Orders {
     fn apply(
         &self,
         tx: &Db,
-        event: &Envelope,
+        events: &[&Envelope],
         env: &Env,
         messaging: &Messaging,
     ) -> Result<(), HandlerError> {
-        saga::apply(tx, event, env, messaging)
+        saga::apply(tx, events, env, messaging)
     }
 
     fn on_tick(&self, env: &Env, messaging: &Messaging) -> Result<(), DbError> {
@@ -414,7 +414,8 @@ fn act(request: &Request, env: &Env, messaging: &Messaging, id: &str, action: &s
     let correlation_id = correlation(request);
     let db = Db::new(env.sql);
     let outcome = db.client_transaction(settings::client_lock_wait_ms(env.config), |tx| {
-        let Some(order) = queries::load(tx, id)? else {
+        let mut orders = OrderSet::load(tx, &[id])?;
+        let Some(order) = orders.get(id).cloned() else {
             return Ok(order_not_found(id));
         };
         if !caller.may_see(&order) {
@@ -438,7 +439,7 @@ fn act(request: &Request, env: &Env, messaging: &Messaging, id: &str, action: &s
         // Every read before the first write (see service_kit::db::Db::transaction).
         let mut view = queries::view(tx, &order)?;
         let now = now_ms();
-        queries::set_status(tx, id, next, None, now)?;
+        orders.set_status(id, next, None, now);
         let data =
             json!({"order_id": id, "customer": order.customer, "total_cents": order.total_cents});
         match next {
@@ -464,6 +465,7 @@ fn act(request: &Request, env: &Env, messaging: &Messaging, id: &str, action: &s
             }
             _ => {}
         }
+        orders.save(tx, now)?;
         view.status = next.as_str();
         view.history.push(HistoryEntry {
             status: next.as_str().to_owned(),

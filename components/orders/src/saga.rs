@@ -14,20 +14,40 @@ use shop_domain::envelope::{Envelope, event_types};
 use shop_domain::order::{OrderAction, OrderStatus, RejectReason, transition};
 
 use crate::CHECKERS;
-use crate::db::queries::{self, Check, OrderRecord};
+use crate::db::queries::{self, Check, OrderRecord, OrderSet};
 
 /// How many overdue orders one tick handles at most.
 const TICK_BATCH: i64 = 50;
 
-/// Applies one event addressed to orders, inside transaction `tx`.
+/// Applies a batch of events addressed to orders, inside transaction `tx`: the orders they
+/// name are read at once, changed in memory and written back at once ([`OrderSet`]).
 pub fn apply(
     tx: &Db,
-    event: &Envelope,
+    events: &[&Envelope],
     _env: &Env,
     messaging: &Messaging,
 ) -> Result<(), HandlerError> {
-    let order_id = data_text(event, "order_id")?;
-    let order = queries::load(tx, order_id)?.ok_or_else(|| {
+    let ids = events
+        .iter()
+        .map(|event| data_text(event, "order_id"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut orders = OrderSet::load(tx, &ids)?;
+    for (event, order_id) in events.iter().zip(ids) {
+        apply_event(tx, &mut orders, order_id, event, messaging)?;
+    }
+    orders.save(tx, now_ms())?;
+    Ok(())
+}
+
+/// Applies one event to the order it names.
+fn apply_event(
+    tx: &Db,
+    orders: &mut OrderSet,
+    order_id: &str,
+    event: &Envelope,
+    messaging: &Messaging,
+) -> Result<(), HandlerError> {
+    let order = orders.get(order_id).cloned().ok_or_else(|| {
         HandlerError::Permanent(format!("{} for unknown order {order_id}", event.event_type))
     })?;
     let check_result = [
@@ -42,17 +62,17 @@ pub fn apply(
         return Ok(());
     }
     match event.event_type.as_str() {
-        event_types::BALANCE_HELD => held(tx, &order, Check::Balance, event, messaging)?,
-        event_types::STOCK_HELD => held(tx, &order, Check::Stock, event, messaging)?,
+        event_types::BALANCE_HELD => held(tx, orders, &order, Check::Balance, event, messaging)?,
+        event_types::STOCK_HELD => held(tx, orders, &order, Check::Stock, event, messaging)?,
         event_types::BALANCE_REJECTED | event_types::STOCK_REJECTED => {
             let check = if event.event_type == event_types::BALANCE_REJECTED {
                 Check::Balance
             } else {
                 Check::Stock
             };
-            queries::set_check(tx, &order.id, check, "rejected")?;
+            orders.set_check(&order.id, check, "rejected");
             let reason = event.data["reason"].as_str().unwrap_or("rejected");
-            reject(tx, &order, reason, &event.correlation_id, messaging)?;
+            reject(tx, orders, &order, reason, &event.correlation_id, messaging)?;
         }
         event_types::VOUCHER_ISSUED if order.status != OrderStatus::Delivered => {
             return Err(HandlerError::Permanent(format!(
@@ -69,7 +89,7 @@ pub fn apply(
                 "value_cents": event.data["value_cents"],
                 "issued_at": event.data["issued_at"],
             });
-            queries::set_voucher(tx, &order.id, &voucher)?;
+            orders.set_voucher(&order.id, &voucher);
         }
         other => {
             return Err(HandlerError::Permanent(format!(
@@ -82,12 +102,13 @@ pub fn apply(
 
 fn held(
     tx: &Db,
+    orders: &mut OrderSet,
     order: &OrderRecord,
     check: Check,
     event: &Envelope,
     messaging: &Messaging,
 ) -> Result<(), DbError> {
-    queries::set_check(tx, &order.id, check, "held")?;
+    orders.set_check(&order.id, check, "held");
     let (balance, stock) = match check {
         Check::Balance => (Some("held"), order.stock_check.as_deref()),
         Check::Stock => (order.balance_check.as_deref(), Some("held")),
@@ -96,7 +117,7 @@ fn held(
         return Ok(());
     }
     if let Ok(next) = transition(order.status, OrderAction::Confirm) {
-        queries::set_status(tx, &order.id, next, None, now_ms())?;
+        orders.set_status(&order.id, next, None, now_ms());
         let data = json!({"order_id": order.id, "customer": order.customer, "total_cents": order.total_cents});
         messaging.publish(
             tx,
@@ -113,6 +134,7 @@ fn held(
 /// Rejects a placed order (first reason wins) and tells both checkers to release.
 fn reject(
     tx: &Db,
+    orders: &mut OrderSet,
     order: &OrderRecord,
     reason: &str,
     correlation_id: &str,
@@ -121,7 +143,7 @@ fn reject(
     let Ok(next) = transition(order.status, OrderAction::Reject) else {
         return Ok(());
     };
-    queries::set_status(tx, &order.id, next, Some(reason), now_ms())?;
+    orders.set_status(&order.id, next, Some(reason), now_ms());
     let data = json!({"order_id": order.id, "customer": order.customer, "reason": reason});
     messaging.publish(
         tx,
@@ -146,7 +168,8 @@ pub fn time_out_checks(env: &Env, messaging: &Messaging) -> Result<(), DbError> 
     for overdue in queries::overdue(&db, now_ms(), TICK_BATCH)? {
         db.transaction(|tx| {
             // Re-read inside the transaction: another instance may have handled it.
-            let Some(order) = queries::load(tx, &overdue.id)? else {
+            let mut orders = OrderSet::load(tx, &[&overdue.id])?;
+            let Some(order) = orders.get(&overdue.id).cloned() else {
                 return Ok(());
             };
             let now = now_ms();
@@ -194,7 +217,15 @@ pub fn time_out_checks(env: &Env, messaging: &Messaging) -> Result<(), DbError> 
                 );
             } else {
                 let reason = RejectReason::ChecksTimedOut.to_string();
-                reject(tx, &order, &reason, &order.correlation_id, messaging)?;
+                reject(
+                    tx,
+                    &mut orders,
+                    &order,
+                    &reason,
+                    &order.correlation_id,
+                    messaging,
+                )?;
+                orders.save(tx, now)?;
                 log::write(
                     Level::Warn,
                     "orders",

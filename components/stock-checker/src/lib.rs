@@ -18,7 +18,7 @@ use shop_domain::envelope::{Envelope, event_types};
 use shop_domain::order::RejectReason;
 use shop_domain::validation::{ValidationError, parse_limit, parse_product, parse_sku};
 
-use db::queries::{self, HeldLine, StockHold};
+use db::queries::{self, HeldLine, StockHold, Stockroom};
 
 /// The stock-checker worker.
 #[derive(Default)]
@@ -53,19 +53,38 @@ impl Worker for StockChecker {
     fn apply(
         &self,
         tx: &Db,
-        event: &Envelope,
+        events: &[&Envelope],
         _env: &Env,
         messaging: &Messaging,
     ) -> Result<(), HandlerError> {
-        let order_id = data_text(event, "order_id")?;
-        match event.event_type.as_str() {
-            event_types::ORDER_PLACED => reserve(tx, order_id, event, messaging),
-            event_types::ORDER_CONFIRMED => commit(tx, order_id),
-            event_types::ORDER_REJECTED | event_types::ORDER_CANCELLED => release(tx, order_id),
-            other => Err(HandlerError::Permanent(format!(
-                "stock-checker does not handle {other}"
-            ))),
+        let order_ids = events
+            .iter()
+            .map(|event| data_text(event, "order_id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let skus: Vec<&str> = events
+            .iter()
+            .filter_map(|event| event.data["items"].as_array())
+            .flatten()
+            .filter_map(|line| line["sku"].as_str())
+            .collect();
+        let mut stockroom = Stockroom::load(tx, &order_ids, &skus)?;
+        for (event, order_id) in events.iter().zip(order_ids) {
+            match event.event_type.as_str() {
+                event_types::ORDER_PLACED => {
+                    reserve(tx, &mut stockroom, order_id, event, messaging)
+                }
+                event_types::ORDER_CONFIRMED => commit(&mut stockroom, order_id),
+                event_types::ORDER_REJECTED | event_types::ORDER_CANCELLED => {
+                    release(&mut stockroom, order_id);
+                    Ok(())
+                }
+                other => Err(HandlerError::Permanent(format!(
+                    "stock-checker does not handle {other}"
+                ))),
+            }?;
         }
+        stockroom.save(tx, now_ms())?;
+        Ok(())
     }
 }
 
@@ -174,11 +193,12 @@ fn prices(request: &Request, env: &Env) -> Response {
 /// (orders asks again when no answer came) gets the same answer again.
 fn reserve(
     tx: &Db,
+    stockroom: &mut Stockroom,
     order_id: &str,
     event: &Envelope,
     messaging: &Messaging,
 ) -> Result<(), HandlerError> {
-    let answer = match queries::hold(tx, order_id)? {
+    let answer = match stockroom.hold(order_id) {
         Some(hold) => match hold.state.as_str() {
             "held" | "committed" => held(order_id),
             "rejected" => rejected(
@@ -193,7 +213,7 @@ fn reserve(
             // Released before it was checked: the order has ended, nothing to answer.
             _ => return Ok(()),
         },
-        None => reserve_lines(tx, order_id, event)?,
+        None => reserve_lines(tx, stockroom, order_id, event)?,
     };
     messaging.reply(tx, event, order_id, answer, "orders")?;
     Ok(())
@@ -216,13 +236,17 @@ fn rejected(order_id: &str, reason: String) -> Reply {
 /// Decides a first check: reserves every line when all are in stock, and records the hold
 /// (or the rejection and its reason) so that the check is answered the same way when asked
 /// again.
-fn reserve_lines(tx: &Db, order_id: &str, event: &Envelope) -> Result<Reply, HandlerError> {
+fn reserve_lines(
+    tx: &Db,
+    stockroom: &mut Stockroom,
+    order_id: &str,
+    event: &Envelope,
+) -> Result<Reply, HandlerError> {
     let lines: Vec<HeldLine> = serde_json::from_value(event.data["items"].clone())
         .map_err(|e| HandlerError::Permanent(format!("order.placed with invalid items: {e}")))?;
-    let now = now_ms();
     let mut short = None;
     for line in &lines {
-        let free = queries::find(tx, &line.sku)?.map_or(0, |p| p.stock);
+        let free = stockroom.free(tx, &line.sku)?;
         if line.quantity <= 0 || free < line.quantity {
             short = Some(line.sku.clone());
             break;
@@ -231,7 +255,7 @@ fn reserve_lines(tx: &Db, order_id: &str, event: &Envelope) -> Result<Reply, Han
     let (hold, answer) = match short {
         None => {
             for line in &lines {
-                queries::adjust(tx, &line.sku, -line.quantity, line.quantity, 0, now)?;
+                stockroom.adjust(&line.sku, -line.quantity, line.quantity, 0);
             }
             let hold = StockHold {
                 lines,
@@ -250,13 +274,13 @@ fn reserve_lines(tx: &Db, order_id: &str, event: &Envelope) -> Result<Reply, Han
             (hold, rejected(order_id, reason))
         }
     };
-    queries::save_hold(tx, order_id, &hold, now)?;
+    stockroom.set_hold(order_id, hold);
     Ok(answer)
 }
 
 /// The order is confirmed: reserved units are sold.
-fn commit(tx: &Db, order_id: &str) -> Result<(), HandlerError> {
-    let Some(mut hold) = queries::hold(tx, order_id)? else {
+fn commit(stockroom: &mut Stockroom, order_id: &str) -> Result<(), HandlerError> {
+    let Some(mut hold) = stockroom.hold(order_id) else {
         return Err(HandlerError::Permanent(format!(
             "order.confirmed for {order_id} without a hold"
         )));
@@ -264,44 +288,39 @@ fn commit(tx: &Db, order_id: &str) -> Result<(), HandlerError> {
     if hold.state != "held" {
         return Ok(());
     }
-    let now = now_ms();
     for line in &hold.lines {
-        queries::adjust(tx, &line.sku, 0, -line.quantity, line.quantity, now)?;
+        stockroom.adjust(&line.sku, 0, -line.quantity, line.quantity);
     }
     hold.state = "committed".into();
-    queries::save_hold(tx, order_id, &hold, now)?;
+    stockroom.set_hold(order_id, hold);
     Ok(())
 }
 
 /// The order is rejected or cancelled: reserved or sold units become free again.
-fn release(tx: &Db, order_id: &str) -> Result<(), HandlerError> {
-    let now = now_ms();
-    let Some(mut hold) = queries::hold(tx, order_id)? else {
+fn release(stockroom: &mut Stockroom, order_id: &str) {
+    let Some(mut hold) = stockroom.hold(order_id) else {
         // The release overtook order.placed: remember it so the late placement reserves nothing.
         let hold = StockHold {
             lines: Vec::new(),
             state: "released".into(),
             reason: None,
         };
-        queries::save_hold(tx, order_id, &hold, now)?;
-        return Ok(());
+        stockroom.set_hold(order_id, hold);
+        return;
     };
     let (free, reserved, sold) = match hold.state.as_str() {
         "held" => (1, -1, 0),
         "committed" => (1, 0, -1),
-        _ => return Ok(()),
+        _ => return,
     };
     for line in &hold.lines {
-        queries::adjust(
-            tx,
+        stockroom.adjust(
             &line.sku,
             free * line.quantity,
             reserved * line.quantity,
             sold * line.quantity,
-            now,
-        )?;
+        );
     }
     hold.state = "released".into();
-    queries::save_hold(tx, order_id, &hold, now)?;
-    Ok(())
+    stockroom.set_hold(order_id, hold);
 }

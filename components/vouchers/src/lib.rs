@@ -57,58 +57,66 @@ impl Worker for Vouchers {
         Some(response)
     }
 
+    /// Vouchers are few (delivered orders over the threshold): each is issued on its own.
     fn apply(
         &self,
         tx: &Db,
-        event: &Envelope,
+        events: &[&Envelope],
         env: &Env,
         messaging: &Messaging,
     ) -> Result<(), HandlerError> {
-        if event.event_type != event_types::ORDER_DELIVERED {
-            return Err(HandlerError::Permanent(format!(
-                "vouchers does not handle {}",
-                event.event_type
-            )));
-        }
-        let (Some(order_id), Some(customer), Some(total)) = (
-            event.data["order_id"].as_str(),
-            event.data["customer"].as_str(),
-            event.data["total_cents"].as_i64(),
-        ) else {
-            return Err(HandlerError::Permanent(
-                "order.delivered without order_id, customer or total_cents".into(),
-            ));
-        };
-        let policy = policy(env);
-        let Some(value) = policy.voucher_for(Money::from_cents(total)) else {
-            return Ok(());
-        };
-        let existing = tx.query_opt(
-            "SELECT code FROM vouchers WHERE order_id = $1",
-            &[order_id.into()],
-        )?;
-        if existing.is_some() {
-            return Ok(());
-        }
-        let code = voucher_code(order_id, &settings::event_secret(env.config));
-        let now = now_ms();
-        tx.execute(
+        events
+            .iter()
+            .try_for_each(|event| issue(tx, event, env, messaging))
+    }
+}
+
+/// Issues the voucher `event` (an `order.delivered`) earns, once per order, and tells orders.
+fn issue(tx: &Db, event: &Envelope, env: &Env, messaging: &Messaging) -> Result<(), HandlerError> {
+    if event.event_type != event_types::ORDER_DELIVERED {
+        return Err(HandlerError::Permanent(format!(
+            "vouchers does not handle {}",
+            event.event_type
+        )));
+    }
+    let (Some(order_id), Some(customer), Some(total)) = (
+        event.data["order_id"].as_str(),
+        event.data["customer"].as_str(),
+        event.data["total_cents"].as_i64(),
+    ) else {
+        return Err(HandlerError::Permanent(
+            "order.delivered without order_id, customer or total_cents".into(),
+        ));
+    };
+    let policy = policy(env);
+    let Some(value) = policy.voucher_for(Money::from_cents(total)) else {
+        return Ok(());
+    };
+    let existing = tx.query_opt(
+        "SELECT code FROM vouchers WHERE order_id = $1",
+        &[order_id.into()],
+    )?;
+    if existing.is_some() {
+        return Ok(());
+    }
+    let code = voucher_code(order_id, &settings::event_secret(env.config));
+    let now = now_ms();
+    tx.execute(
             "INSERT INTO vouchers (code, order_id, customer, value_cents, issued_at) VALUES ($1, $2, $3, $4, $5)",
             &[code.as_str().into(), order_id.into(), customer.into(), value.cents().into(), now.into()],
         )?;
-        let issued = Reply {
-            event_type: event_types::VOUCHER_ISSUED,
-            data: json!({
-                "order_id": order_id,
-                "customer": customer,
-                "code": code,
-                "value_cents": value.cents(),
-                "issued_at": rfc3339_from_millis(now),
-            }),
-        };
-        messaging.reply(tx, event, order_id, issued, "orders")?;
-        Ok(())
-    }
+    let issued = Reply {
+        event_type: event_types::VOUCHER_ISSUED,
+        data: json!({
+            "order_id": order_id,
+            "customer": customer,
+            "code": code,
+            "value_cents": value.cents(),
+            "issued_at": rfc3339_from_millis(now),
+        }),
+    };
+    messaging.reply(tx, event, order_id, issued, "orders")?;
+    Ok(())
 }
 
 fn policy(env: &Env) -> VoucherPolicy {

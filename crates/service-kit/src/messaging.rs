@@ -27,6 +27,7 @@ use crate::http::Response;
 use crate::ids::{new_id, now_ms, random_u64};
 use crate::log::{self, Level};
 use crate::ports::{Config, Delivery, Env, Transport};
+use crate::sql_text::{placeholders, placeholders_from, value_rows};
 
 /// The path every service receives event batches on.
 pub const EVENTS_PATH: &str = "/internal/events";
@@ -99,28 +100,6 @@ fn events_lock_key(prefix: &str) -> i64 {
 /// The outbox row of event `event_id` for `destination`.
 fn outbox_id(event_id: &str, destination: &str) -> String {
     format!("{event_id}:{destination}")
-}
-
-/// `$from, $from+1, ..., $from+n-1`.
-fn placeholders_from(from: usize, n: usize) -> String {
-    (from..from + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `rows` rows of `width` placeholders each for a multi-row `VALUES`, numbered in order
-/// (`($1, $2), ($3, $4)`): SQLite binds `$n` by where it first appears, not by its number.
-fn value_rows(rows: usize, width: usize) -> String {
-    (0..rows)
-        .map(|row| format!("({})", placeholders_from(row * width + 1, width)))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `$1, $2, ..., $n`.
-fn placeholders(n: usize) -> String {
-    placeholders_from(1, n)
 }
 
 /// Why a handler could not apply an event.
@@ -742,12 +721,14 @@ impl<'a> Messaging<'a> {
     }
 
     /// Handles a `POST /internal/events` body, a JSON array of envelopes: verifies each
-    /// signature, dead-letters what can never apply, and applies the rest with `handler`
-    /// in ONE transaction together with their inbox records and the events they cause,
-    /// skipping event ids already applied. When a handler fails inside that transaction,
-    /// the batch is applied again one event per transaction, so that one bad event does
-    /// not hold back the others. Where the database cannot read after a write inside a
-    /// transaction (wasmCloud's, see [`crate::optimistic`]), every event has its own.
+    /// signature, dead-letters what can never apply, and applies the rest with ONE call of
+    /// `handler`, in ONE transaction together with their inbox records and the events they
+    /// cause, skipping event ids already applied. When the handler fails inside that
+    /// transaction, the batch is applied again one event per transaction, so that one bad event does
+    /// not hold back the others. Where a transaction cannot read after it wrote (wasmCloud's,
+    /// see [`crate::optimistic`]), a batch still applies together when its handler reads
+    /// everything first, as [`crate::worker::Worker::apply`] asks; one that reads after a
+    /// write fails there and its events are applied one per transaction.
     ///
     /// Answers 200 with a [`DeliveryAnswer`] when every event was settled, 503 with one
     /// when some failed for a reason that may pass (the sender retries those), and 202
@@ -755,7 +736,7 @@ impl<'a> Messaging<'a> {
     pub fn receive(
         &self,
         body: &[u8],
-        mut handler: impl FnMut(&Db, &Envelope) -> Result<(), HandlerError>,
+        mut handler: impl FnMut(&Db, &[&Envelope]) -> Result<(), HandlerError>,
     ) -> Response {
         let items = match serde_json::from_slice::<Value>(body) {
             Ok(Value::Array(items)) => items,
@@ -785,8 +766,7 @@ impl<'a> Messaging<'a> {
                 Ok(envelope) => valid.push((index, envelope)),
             }
         }
-        let together = (valid.len() > 1 && self.db.reads_after_writes())
-            .then(|| self.apply_together(&valid, &mut handler));
+        let together = (valid.len() > 1).then(|| self.apply_together(&valid, &mut handler));
         match together {
             Some(Ok(outcomes)) => {
                 for ((index, envelope), outcome) in valid.iter().zip(outcomes) {
@@ -817,7 +797,7 @@ impl<'a> Messaging<'a> {
     fn apply_together(
         &self,
         valid: &[(usize, Envelope)],
-        handler: &mut impl FnMut(&Db, &Envelope) -> Result<(), HandlerError>,
+        handler: &mut impl FnMut(&Db, &[&Envelope]) -> Result<(), HandlerError>,
     ) -> Result<Vec<Outcome>, BatchError> {
         self.db.transaction(|tx| {
             self.take_events_lock(tx)?;
@@ -836,17 +816,20 @@ impl<'a> Messaging<'a> {
                 .collect::<Result<_, _>>()?;
             let mut outcomes = Vec::with_capacity(valid.len());
             let mut fresh: Vec<&Envelope> = Vec::new();
-            *self.pending.borrow_mut() = Some(Vec::new());
-            let handled = valid.iter().try_for_each(|(_, envelope)| {
-                if !seen.insert(envelope.id.clone()) {
+            for (_, envelope) in valid {
+                if seen.insert(envelope.id.clone()) {
+                    fresh.push(envelope);
+                    outcomes.push(Outcome::Processed);
+                } else {
                     outcomes.push(Outcome::Duplicate);
-                    return Ok(());
                 }
-                handler(tx, envelope).map_err(|_| BatchError::Handler)?;
-                fresh.push(envelope);
-                outcomes.push(Outcome::Processed);
-                Ok::<_, BatchError>(())
-            });
+            }
+            *self.pending.borrow_mut() = Some(Vec::new());
+            let handled = if fresh.is_empty() {
+                Ok(())
+            } else {
+                handler(tx, &fresh).map_err(|_| BatchError::Handler)
+            };
             let caused = self.pending.borrow_mut().take().unwrap_or_default();
             handled?;
             self.insert_outbox_rows(tx, &caused)?;
@@ -876,7 +859,7 @@ impl<'a> Messaging<'a> {
     fn apply_one(
         &self,
         envelope: &Envelope,
-        handler: &mut impl FnMut(&Db, &Envelope) -> Result<(), HandlerError>,
+        handler: &mut impl FnMut(&Db, &[&Envelope]) -> Result<(), HandlerError>,
     ) -> EnvelopeResult {
         let outcome = self.db.transaction(|tx| {
             self.take_events_lock(tx)?;
@@ -890,7 +873,7 @@ impl<'a> Messaging<'a> {
             if seen.is_some() {
                 return Ok(Outcome::Duplicate);
             }
-            handler(tx, envelope)?;
+            handler(tx, &[envelope])?;
             self.record_applied(tx, &[envelope])?;
             Ok(Outcome::Processed)
         });

@@ -1,5 +1,5 @@
 //! Reading a SQL statement's text: its first keyword, keywords outside literals, and
-//! whether it returns rows. Hosts that run row statements and commands through different
+//! whether it returns rows; and writing the `$n` placeholders of lists and multi-row `VALUES`. Hosts that run row statements and commands through different
 //! calls (Spin's Postgres `query` and `execute`, wasmCloud's buffered writes) decide with
 //! these.
 
@@ -48,6 +48,52 @@ fn outside_literals(statement: &str) -> String {
     out
 }
 
+/// `$from, $from+1, ..., $from+n-1`.
+pub fn placeholders_from(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `rows` rows of `width` placeholders each for a multi-row `VALUES`, numbered in order
+/// (`($1, $2), ($3, $4)`): SQLite binds `$n` by where it first appears, not by its number.
+pub fn value_rows(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|row| format!("({})", placeholders_from(row * width + 1, width)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `rows` rows for a `VALUES` list that stands as a table (`FROM (VALUES ...)`), numbered
+/// from `$first`, the first row's placeholders cast to `types` (`CAST($2 AS BIGINT)`):
+/// Postgres gives a bare `$n` there no type. SQLite and Postgres both name such a list's
+/// columns column1, column2, ...
+pub fn typed_value_rows(first: usize, rows: usize, types: &[&str]) -> String {
+    (0..rows)
+        .map(|row| {
+            let from = first + row * types.len();
+            let cells: Vec<String> = (from..from + types.len())
+                .zip(types)
+                .map(|(n, ty)| {
+                    if row == 0 {
+                        format!("CAST(${n} AS {ty})")
+                    } else {
+                        format!("${n}")
+                    }
+                })
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `$1, $2, ..., $n`.
+pub fn placeholders(n: usize) -> String {
+    placeholders_from(1, n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +131,14 @@ mod tests {
         ] {
             assert!(!returns_rows(command), "{command}");
         }
+    }
+
+    #[test]
+    fn value_rows_are_numbered_in_order_and_a_table_of_values_types_its_first_row() {
+        assert_eq!(value_rows(2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(
+            typed_value_rows(2, 2, &["TEXT", "BIGINT"]),
+            "(CAST($2 AS TEXT), CAST($3 AS BIGINT)), ($4, $5)"
+        );
     }
 }

@@ -29,12 +29,15 @@ pub trait Worker: Default {
         None
     }
 
-    /// Applies one verified, not yet applied event inside transaction `tx`; events it
-    /// causes are published through `messaging` in the same transaction.
+    /// Applies verified, not yet applied events, in delivery order, inside transaction
+    /// `tx`; events they cause are published through `messaging` in the same transaction.
+    /// A batch is applied as a whole or not at all: an implementation reads the rows the
+    /// batch needs in a few statements, changes them in memory and writes them in a few,
+    /// so that the write lock is held for a handful of host calls whatever the batch's size.
     fn apply(
         &self,
         tx: &Db,
-        event: &Envelope,
+        events: &[&Envelope],
         env: &Env,
         messaging: &Messaging,
     ) -> Result<(), HandlerError>;
@@ -86,8 +89,8 @@ impl<W: Worker> Service for WorkerService<W> {
         let segments = request.segments();
         match (request.method.as_str(), segments.as_slice()) {
             ("POST", _) if request.path == EVENTS_PATH => messaging
-                .receive(&request.body, |tx, event| {
-                    self.0.apply(tx, event, env, &messaging)
+                .receive(&request.body, |tx, events| {
+                    self.0.apply(tx, events, env, &messaging)
                 }),
             (_, _) if request.path == EVENTS_PATH => method_not_allowed(),
             ("POST", ["internal", "tick"]) => {

@@ -41,19 +41,21 @@ impl Receiver<'_> {
         let messaging = Messaging::new(&self.env, "receiver");
         let size = serde_json::from_slice::<Vec<Value>>(batch).map_or(0, |b| b.len());
         self.batches.borrow_mut().push(size);
-        messaging.receive(batch, |tx, event| {
-            if self.failures.get() > 0 {
-                self.failures.set(self.failures.get() - 1);
-                return Err(HandlerError::Transient("injected".into()));
+        messaging.receive(batch, |tx, events| {
+            for event in events {
+                if self.failures.get() > 0 {
+                    self.failures.set(self.failures.get() - 1);
+                    return Err(HandlerError::Transient("injected".into()));
+                }
+                if event.subject == "refused" {
+                    return Err(HandlerError::Permanent("refused".into()));
+                }
+                tx.execute(
+                    "INSERT INTO applied (event_id) VALUES ($1)",
+                    &[event.id.as_str().into()],
+                )?;
+                self.applied.borrow_mut().push(event.id.clone());
             }
-            if event.subject == "refused" {
-                return Err(HandlerError::Permanent("refused".into()));
-            }
-            tx.execute(
-                "INSERT INTO applied (event_id) VALUES ($1)",
-                &[event.id.as_str().into()],
-            )?;
-            self.applied.borrow_mut().push(event.id.clone());
             Ok(())
         })
     }
@@ -618,15 +620,17 @@ fn the_events_a_batch_causes_are_written_in_one_statement_before_its_commit() {
     let event =
         |id: &str| Envelope::new(id, "order.placed", id, "t", "c", json!({})).signed(&secret);
     let fails = Cell::new(false);
-    let mut answer_each = |tx: &Db, event: &Envelope| {
-        if fails.get() && event.id == "e5" {
-            return Err(HandlerError::Transient("injected".into()));
+    let mut answer_each = |tx: &Db, events: &[&Envelope]| {
+        for event in events {
+            if fails.get() && event.id == "e5" {
+                return Err(HandlerError::Transient("injected".into()));
+            }
+            let reply = service_kit::messaging::Reply {
+                event_type: "stock.held",
+                data: json!({"order_id": event.subject}),
+            };
+            messaging.reply(tx, event, &event.subject, reply, "sender")?;
         }
-        let reply = service_kit::messaging::Reply {
-            event_type: "stock.held",
-            data: json!({"order_id": event.subject}),
-        };
-        messaging.reply(tx, event, &event.subject, reply, "sender")?;
         Ok(())
     };
 

@@ -1,7 +1,11 @@
 //! Reads and writes of accounts and credit holds.
 
+use std::collections::{BTreeMap, HashMap};
+
 use serde::Serialize;
-use service_kit::db::{Db, DbError};
+use service_kit::SqlValue;
+use service_kit::db::{Db, DbError, Row};
+use service_kit::sql_text::{placeholders, value_rows};
 
 /// A customer's credit as the API shows it.
 #[derive(Debug, Serialize)]
@@ -15,7 +19,7 @@ pub struct AccountView {
 }
 
 /// The full account row.
-#[derive(Debug)]
+#[derive(Debug, Clone, Default)]
 pub struct Account {
     /// Free credit.
     pub balance_cents: i64,
@@ -28,7 +32,7 @@ pub struct Account {
 }
 
 /// A hold's state and amount.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Hold {
     /// Customer whose credit it holds.
     pub customer: String,
@@ -40,66 +44,170 @@ pub struct Hold {
 
 /// The account of `customer` (all zero when it never got credit).
 pub fn account(db: &Db, customer: &str) -> Result<Account, DbError> {
-    let row = db.query_opt(
-        "SELECT balance_cents, held_cents, spent_cents, credited_cents FROM accounts WHERE customer = $1",
-        &[customer.into()],
-    )?;
-    Ok(match row {
-        Some(row) => Account {
-            balance_cents: row.i64("balance_cents")?,
-            held_cents: row.i64("held_cents")?,
-            spent_cents: row.i64("spent_cents")?,
-            credited_cents: row.i64("credited_cents")?,
-        },
-        None => Account {
-            balance_cents: 0,
-            held_cents: 0,
-            spent_cents: 0,
-            credited_cents: 0,
-        },
-    })
+    Ok(accounts(db, &[customer])?
+        .remove(customer)
+        .unwrap_or_default())
 }
 
-/// Writes an account row.
-pub fn save_account(tx: &Db, customer: &str, account: &Account, now: i64) -> Result<(), DbError> {
-    tx.execute(
-        "INSERT INTO accounts (customer, balance_cents, held_cents, spent_cents, credited_cents, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (customer) DO UPDATE SET balance_cents = $2, held_cents = $3, \
-         spent_cents = $4, credited_cents = $5, updated_at = $6",
-        &[
-            customer.into(),
-            account.balance_cents.into(),
-            account.held_cents.into(),
-            account.spent_cents.into(),
-            account.credited_cents.into(),
-            now.into(),
-        ],
-    )
-}
-
-/// The hold of `order_id`, if the order was seen.
-pub fn hold(db: &Db, order_id: &str) -> Result<Option<Hold>, DbError> {
-    db.query_opt(
-        "SELECT customer, amount_cents, state FROM credit_holds WHERE order_id = $1",
-        &[order_id.into()],
+/// The accounts of `customers` that have a row, by customer.
+fn accounts(db: &Db, customers: &[&str]) -> Result<HashMap<String, Account>, DbError> {
+    if customers.is_empty() {
+        return Ok(HashMap::new());
+    }
+    db.query(
+        &format!(
+            "SELECT customer, balance_cents, held_cents, spent_cents, credited_cents FROM accounts \
+             WHERE customer IN ({})",
+            placeholders(customers.len())
+        ),
+        &customers.iter().map(|c| (*c).into()).collect::<Vec<_>>(),
     )?
-    .map(|row| {
-        Ok(Hold {
-            customer: row.text("customer")?,
-            amount_cents: row.i64("amount_cents")?,
-            state: row.text("state")?,
-        })
-    })
-    .transpose()
+    .iter()
+    .map(|row| Ok((row.text("customer")?, account_of(row)?)))
+    .collect()
 }
 
-/// Writes the hold of `order_id`.
-pub fn save_hold(tx: &Db, order_id: &str, hold: &Hold, now: i64) -> Result<(), DbError> {
-    tx.execute(
-        "INSERT INTO credit_holds (order_id, customer, amount_cents, state, updated_at) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (order_id) DO UPDATE SET state = $4, updated_at = $5",
-        &[order_id.into(), hold.customer.as_str().into(), hold.amount_cents.into(), hold.state.as_str().into(), now.into()],
-    )
+fn account_of(row: &Row) -> Result<Account, DbError> {
+    Ok(Account {
+        balance_cents: row.i64("balance_cents")?,
+        held_cents: row.i64("held_cents")?,
+        spent_cents: row.i64("spent_cents")?,
+        credited_cents: row.i64("credited_cents")?,
+    })
+}
+
+/// The holds and accounts one batch of events reads and changes: read in two statements
+/// ([`Ledger::load`]), changed in memory, written back in two ([`Ledger::save`]), so that
+/// a batch holds the write lock for a few host calls whatever its size.
+#[derive(Default)]
+pub struct Ledger {
+    holds: HashMap<String, Hold>,
+    accounts: HashMap<String, Account>,
+    changed_holds: BTreeMap<String, Hold>,
+    changed_accounts: BTreeMap<String, Account>,
+}
+
+impl Ledger {
+    /// Reads the holds of `order_ids`, and the accounts of `customers` and of those holds.
+    pub fn load(db: &Db, order_ids: &[&str], customers: &[&str]) -> Result<Ledger, DbError> {
+        let holds: HashMap<String, Hold> = if order_ids.is_empty() {
+            HashMap::new()
+        } else {
+            db.query(
+                &format!(
+                    "SELECT order_id, customer, amount_cents, state FROM credit_holds WHERE order_id IN ({})",
+                    placeholders(order_ids.len())
+                ),
+                &order_ids.iter().map(|id| (*id).into()).collect::<Vec<_>>(),
+            )?
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.text("order_id")?,
+                    Hold {
+                        customer: row.text("customer")?,
+                        amount_cents: row.i64("amount_cents")?,
+                        state: row.text("state")?,
+                    },
+                ))
+            })
+            .collect::<Result<_, DbError>>()?
+        };
+        let mut wanted: Vec<&str> = customers.to_vec();
+        wanted.extend(holds.values().map(|hold| hold.customer.as_str()));
+        wanted.sort_unstable();
+        wanted.dedup();
+        let accounts = accounts(db, &wanted)?;
+        Ok(Ledger {
+            holds,
+            accounts,
+            ..Ledger::default()
+        })
+    }
+
+    /// The hold of `order_id`, if the order was seen.
+    pub fn hold(&self, order_id: &str) -> Option<Hold> {
+        self.changed_holds
+            .get(order_id)
+            .or_else(|| self.holds.get(order_id))
+            .cloned()
+    }
+
+    /// Changes the hold of `order_id`.
+    pub fn set_hold(&mut self, order_id: &str, hold: Hold) {
+        self.changed_holds.insert(order_id.to_owned(), hold);
+    }
+
+    /// The account of `customer` (read now if [`Ledger::load`] did not).
+    pub fn account(&mut self, db: &Db, customer: &str) -> Result<Account, DbError> {
+        if let Some(account) = self.changed_accounts.get(customer) {
+            return Ok(account.clone());
+        }
+        if !self.accounts.contains_key(customer) {
+            let account = account(db, customer)?;
+            self.accounts.insert(customer.to_owned(), account);
+        }
+        Ok(self.accounts[customer].clone())
+    }
+
+    /// Changes the account of `customer`.
+    pub fn set_account(&mut self, customer: &str, account: Account) {
+        self.changed_accounts.insert(customer.to_owned(), account);
+    }
+
+    /// Writes every changed account and hold: one statement each.
+    pub fn save(&self, tx: &Db, now: i64) -> Result<(), DbError> {
+        if !self.changed_accounts.is_empty() {
+            let params: Vec<SqlValue> = self
+                .changed_accounts
+                .iter()
+                .flat_map(|(customer, account)| {
+                    [
+                        customer.as_str().into(),
+                        account.balance_cents.into(),
+                        account.held_cents.into(),
+                        account.spent_cents.into(),
+                        account.credited_cents.into(),
+                        now.into(),
+                    ]
+                })
+                .collect();
+            tx.execute(
+                &format!(
+                    "INSERT INTO accounts (customer, balance_cents, held_cents, spent_cents, credited_cents, updated_at) \
+                     VALUES {} ON CONFLICT (customer) DO UPDATE SET balance_cents = excluded.balance_cents, \
+                     held_cents = excluded.held_cents, spent_cents = excluded.spent_cents, \
+                     credited_cents = excluded.credited_cents, updated_at = excluded.updated_at",
+                    value_rows(self.changed_accounts.len(), 6)
+                ),
+                &params,
+            )?;
+        }
+        if !self.changed_holds.is_empty() {
+            let params: Vec<SqlValue> = self
+                .changed_holds
+                .iter()
+                .flat_map(|(order_id, hold)| {
+                    [
+                        order_id.as_str().into(),
+                        hold.customer.as_str().into(),
+                        hold.amount_cents.into(),
+                        hold.state.as_str().into(),
+                        now.into(),
+                    ]
+                })
+                .collect();
+            tx.execute(
+                &format!(
+                    "INSERT INTO credit_holds (order_id, customer, amount_cents, state, updated_at) VALUES {} \
+                     ON CONFLICT (order_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                    value_rows(self.changed_holds.len(), 5)
+                ),
+                &params,
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// The request a credit's idempotency key was first used with, if it was.

@@ -1,9 +1,12 @@
 //! Reads and writes of the orders tables.
 
+use std::collections::{BTreeSet, HashMap};
+
 use serde::Serialize;
 use serde_json::Value;
 use service_kit::SqlValue;
 use service_kit::db::{Db, DbError, Row};
+use service_kit::sql_text::{placeholders, typed_value_rows, value_rows};
 use shop_domain::envelope::Envelope;
 use shop_domain::order::OrderStatus;
 use shop_domain::time::rfc3339_from_millis;
@@ -15,15 +18,6 @@ pub enum Check {
     Balance,
     /// stock-checker's answer.
     Stock,
-}
-
-impl Check {
-    fn column(self) -> &'static str {
-        match self {
-            Check::Balance => "balance_check",
-            Check::Stock => "stock_check",
-        }
-    }
 }
 
 /// An order row.
@@ -199,29 +193,6 @@ pub fn insert(db: &Db, order: &OrderRecord, key: Option<&IdempotencyKey>) -> Res
     )
 }
 
-/// Moves an order to `status` (with `reason` for rejections) and records it in the history.
-pub fn set_status(
-    tx: &Db,
-    id: &str,
-    status: OrderStatus,
-    reason: Option<&str>,
-    now: i64,
-) -> Result<(), DbError> {
-    tx.execute(
-        "UPDATE orders SET status = $1, reason = COALESCE($2, reason), updated_at = $3 WHERE id = $4",
-        &[status.as_str().into(), reason.map(str::to_owned).into(), now.into(), id.into()],
-    )?;
-    append_history(tx, id, status, now)
-}
-
-fn append_history(tx: &Db, id: &str, status: OrderStatus, at: i64) -> Result<(), DbError> {
-    tx.execute(
-        "INSERT INTO order_history (order_id, seq, status, at) \
-         VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM order_history WHERE order_id = $1), $2, $3)",
-        &[id.into(), status.as_str().into(), at.into()],
-    )
-}
-
 /// One status change, as live tracking sends it.
 #[derive(Debug, Clone)]
 pub struct StatusEvent {
@@ -322,14 +293,6 @@ pub fn view_as_of(db: &Db, order: &OrderRecord, seq: i64) -> Result<OrderView, D
     Ok(view)
 }
 
-/// Records a checker's answer ("held" or "rejected").
-pub fn set_check(tx: &Db, id: &str, check: Check, answer: &str) -> Result<(), DbError> {
-    tx.execute(
-        &format!("UPDATE orders SET {} = $1 WHERE id = $2", check.column()),
-        &[answer.into(), id.into()],
-    )
-}
-
 /// Records that the checks were asked again with event `asked`, and the new deadline.
 pub fn set_asked_again(
     tx: &Db,
@@ -350,14 +313,6 @@ pub fn set_deadline(tx: &Db, id: &str, deadline: i64) -> Result<(), DbError> {
     tx.execute(
         "UPDATE orders SET checks_deadline = $1 WHERE id = $2",
         &[deadline.into(), id.into()],
-    )
-}
-
-/// Attaches the issued voucher.
-pub fn set_voucher(tx: &Db, id: &str, voucher: &Value) -> Result<(), DbError> {
-    tx.execute(
-        "UPDATE orders SET voucher = $1 WHERE id = $2",
-        &[voucher.to_string().into(), id.into()],
     )
 }
 
@@ -412,4 +367,138 @@ pub fn find_idempotency_key(
     )?
     .map(|row| Ok((row.text("idempotent_request")?, row.text("id")?)))
     .transpose()
+}
+
+/// The orders one batch of events (or one request) reads and changes: read in one
+/// statement ([`OrderSet::load`]), changed in memory, written back in two
+/// ([`OrderSet::save`]: the rows, and the history entries of the status changes), so that a
+/// batch holds the write lock for a few host calls whatever its size.
+#[derive(Default)]
+pub struct OrderSet {
+    orders: HashMap<String, OrderRecord>,
+    /// Each loaded order's last history entry.
+    last_seq: HashMap<String, i64>,
+    changed: BTreeSet<String>,
+    /// New history entries: order, seq, status, when.
+    history: Vec<(String, i64, OrderStatus, i64)>,
+}
+
+impl OrderSet {
+    /// Reads the orders with `ids` (unknown ids are left out).
+    pub fn load(db: &Db, ids: &[&str]) -> Result<OrderSet, DbError> {
+        let mut set = OrderSet::default();
+        if ids.is_empty() {
+            return Ok(set);
+        }
+        let rows = db.query(
+            &format!(
+                "SELECT {COLUMNS}, (SELECT COALESCE(MAX(seq), 0) FROM order_history h WHERE h.order_id = orders.id) \
+                 AS last_seq FROM orders WHERE id IN ({})",
+                placeholders(ids.len())
+            ),
+            &ids.iter().map(|id| (*id).into()).collect::<Vec<_>>(),
+        )?;
+        for row in &rows {
+            let order = record(row)?;
+            set.last_seq.insert(order.id.clone(), row.i64("last_seq")?);
+            set.orders.insert(order.id.clone(), order);
+        }
+        Ok(set)
+    }
+
+    /// The order with `id` as this set has it now.
+    pub fn get(&self, id: &str) -> Option<&OrderRecord> {
+        self.orders.get(id)
+    }
+
+    fn change(&mut self, id: &str) -> Option<&mut OrderRecord> {
+        let order = self.orders.get_mut(id)?;
+        self.changed.insert(id.to_owned());
+        Some(order)
+    }
+
+    /// Records a checker's answer ("held" or "rejected").
+    pub fn set_check(&mut self, id: &str, check: Check, answer: &str) {
+        if let Some(order) = self.change(id) {
+            let column = match check {
+                Check::Balance => &mut order.balance_check,
+                Check::Stock => &mut order.stock_check,
+            };
+            *column = Some(answer.to_owned());
+        }
+    }
+
+    /// Moves an order to `status` (with `reason` for rejections) and records it in the
+    /// history, at `now`.
+    pub fn set_status(&mut self, id: &str, status: OrderStatus, reason: Option<&str>, now: i64) {
+        let Some(order) = self.change(id) else {
+            return;
+        };
+        order.status = status;
+        if let Some(reason) = reason {
+            order.reason = Some(reason.to_owned());
+        }
+        let seq = self.last_seq.entry(id.to_owned()).or_default();
+        *seq += 1;
+        self.history.push((id.to_owned(), *seq, status, now));
+    }
+
+    /// Attaches the issued voucher.
+    pub fn set_voucher(&mut self, id: &str, voucher: &Value) {
+        if let Some(order) = self.change(id) {
+            order.voucher = Some(voucher.to_string());
+        }
+    }
+
+    /// Writes the changed orders (one statement) and their new history entries (one more).
+    pub fn save(&self, tx: &Db, now: i64) -> Result<(), DbError> {
+        if !self.changed.is_empty() {
+            let mut params: Vec<SqlValue> = Vec::with_capacity(self.changed.len() * 6 + 1);
+            params.push(now.into());
+            for id in &self.changed {
+                let order = &self.orders[id];
+                params.extend([
+                    id.as_str().into(),
+                    order.status.as_str().into(),
+                    order.reason.clone().into(),
+                    order.balance_check.clone().into(),
+                    order.stock_check.clone().into(),
+                    order.voucher.clone().into(),
+                ]);
+            }
+            tx.execute(
+                &format!(
+                    "UPDATE orders SET status = changed.status, reason = changed.reason, \
+                     balance_check = changed.balance_check, stock_check = changed.stock_check, \
+                     voucher = changed.voucher, updated_at = $1 FROM (SELECT column1 AS id, column2 AS status, \
+                     column3 AS reason, column4 AS balance_check, column5 AS stock_check, column6 AS voucher \
+                     FROM (VALUES {}) AS v) AS changed WHERE orders.id = changed.id",
+                    typed_value_rows(2, self.changed.len(), &["TEXT"; 6])
+                ),
+                &params,
+            )?;
+        }
+        if !self.history.is_empty() {
+            let params: Vec<SqlValue> = self
+                .history
+                .iter()
+                .flat_map(|(id, seq, status, at)| {
+                    [
+                        id.as_str().into(),
+                        (*seq).into(),
+                        status.as_str().into(),
+                        (*at).into(),
+                    ]
+                })
+                .collect();
+            tx.execute(
+                &format!(
+                    "INSERT INTO order_history (order_id, seq, status, at) VALUES {}",
+                    value_rows(self.history.len(), 4)
+                ),
+                &params,
+            )?;
+        }
+        Ok(())
+    }
 }

@@ -1,7 +1,11 @@
 //! Reads and writes of products and stock holds.
 
+use std::collections::{BTreeMap, HashMap};
+
 use serde::{Deserialize, Serialize};
+use service_kit::SqlValue;
 use service_kit::db::{Db, DbError, Row};
+use service_kit::sql_text::{placeholders, typed_value_rows, value_rows};
 
 /// A product as the API shows it.
 #[derive(Debug, Serialize)]
@@ -76,22 +80,8 @@ pub fn upsert(
     )
 }
 
-/// Moves `quantity` units: `stock += free_delta`, `reserved += reserved_delta`, `sold += sold_delta`.
-pub fn adjust(
-    tx: &Db,
-    sku: &str,
-    free_delta: i64,
-    reserved_delta: i64,
-    sold_delta: i64,
-    now: i64,
-) -> Result<(), DbError> {
-    tx.execute(
-        "UPDATE products SET stock = stock + $1, reserved = reserved + $2, sold = sold + $3, updated_at = $4 WHERE sku = $5",
-        &[free_delta.into(), reserved_delta.into(), sold_delta.into(), now.into(), sku.into()],
-    )
-}
-
 /// The stock held for one order.
+#[derive(Debug, Clone)]
 pub struct StockHold {
     /// The lines held ("held", "committed"); none for other states.
     pub lines: Vec<HeldLine>,
@@ -101,34 +91,164 @@ pub struct StockHold {
     pub reason: Option<String>,
 }
 
-/// The hold of `order_id`.
-pub fn hold(db: &Db, order_id: &str) -> Result<Option<StockHold>, DbError> {
-    db.query_opt(
-        "SELECT items, state, reason FROM stock_holds WHERE order_id = $1",
-        &[order_id.into()],
-    )?
-    .map(|row| {
-        Ok(StockHold {
-            lines: serde_json::from_str(&row.text("items")?).map_err(|e| DbError(e.to_string()))?,
-            state: row.text("state")?,
-            reason: row.opt_text("reason")?,
-        })
-    })
-    .transpose()
+/// How one batch moves a product's units: free, reserved and sold.
+#[derive(Debug, Clone, Copy, Default)]
+struct Moved {
+    free: i64,
+    reserved: i64,
+    sold: i64,
 }
 
-/// Writes the hold of `order_id` (its lines and reason only when it is new).
-pub fn save_hold(tx: &Db, order_id: &str, hold: &StockHold, now: i64) -> Result<(), DbError> {
-    let items = serde_json::to_string(&hold.lines).map_err(|e| DbError(e.to_string()))?;
-    tx.execute(
-        "INSERT INTO stock_holds (order_id, items, state, reason, updated_at) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (order_id) DO UPDATE SET state = $3, updated_at = $5",
-        &[
-            order_id.into(),
-            items.into(),
-            hold.state.as_str().into(),
-            hold.reason.clone().into(),
-            now.into(),
-        ],
-    )
+/// The holds and free stock one batch of events reads and changes: read in two statements
+/// ([`Stockroom::load`]), changed in memory, written back in two ([`Stockroom::save`]), so
+/// that a batch holds the write lock for a few host calls whatever its size.
+#[derive(Default)]
+pub struct Stockroom {
+    holds: HashMap<String, StockHold>,
+    changed_holds: BTreeMap<String, StockHold>,
+    /// Free units per sku as read; a sku without a product has none.
+    free: HashMap<String, i64>,
+    moved: BTreeMap<String, Moved>,
+}
+
+impl Stockroom {
+    /// Reads the holds of `order_ids`, and the free stock of `skus` and of those holds' lines.
+    pub fn load(db: &Db, order_ids: &[&str], skus: &[&str]) -> Result<Stockroom, DbError> {
+        let holds: HashMap<String, StockHold> = if order_ids.is_empty() {
+            HashMap::new()
+        } else {
+            db.query(
+                &format!(
+                    "SELECT order_id, items, state, reason FROM stock_holds WHERE order_id IN ({})",
+                    placeholders(order_ids.len())
+                ),
+                &order_ids.iter().map(|id| (*id).into()).collect::<Vec<_>>(),
+            )?
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.text("order_id")?,
+                    StockHold {
+                        lines: serde_json::from_str(&row.text("items")?)
+                            .map_err(|e| DbError(e.to_string()))?,
+                        state: row.text("state")?,
+                        reason: row.opt_text("reason")?,
+                    },
+                ))
+            })
+            .collect::<Result<_, DbError>>()?
+        };
+        let mut wanted: Vec<String> = skus.iter().map(|sku| (*sku).to_owned()).collect();
+        wanted.extend(
+            holds
+                .values()
+                .flat_map(|hold| hold.lines.iter().map(|l| l.sku.clone())),
+        );
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut stockroom = Stockroom {
+            holds,
+            ..Stockroom::default()
+        };
+        stockroom.read_free(db, &wanted.iter().map(String::as_str).collect::<Vec<_>>())?;
+        Ok(stockroom)
+    }
+
+    fn read_free(&mut self, db: &Db, skus: &[&str]) -> Result<(), DbError> {
+        if skus.is_empty() {
+            return Ok(());
+        }
+        for sku in skus {
+            self.free.insert((*sku).to_owned(), 0);
+        }
+        for row in db.query(
+            &format!(
+                "SELECT sku, stock FROM products WHERE sku IN ({})",
+                placeholders(skus.len())
+            ),
+            &skus.iter().map(|sku| (*sku).into()).collect::<Vec<_>>(),
+        )? {
+            self.free.insert(row.text("sku")?, row.i64("stock")?);
+        }
+        Ok(())
+    }
+
+    /// The hold of `order_id`, if the order was seen.
+    pub fn hold(&self, order_id: &str) -> Option<StockHold> {
+        self.changed_holds
+            .get(order_id)
+            .or_else(|| self.holds.get(order_id))
+            .cloned()
+    }
+
+    /// Changes the hold of `order_id` (its lines and reason are kept only when it is new).
+    pub fn set_hold(&mut self, order_id: &str, hold: StockHold) {
+        self.changed_holds.insert(order_id.to_owned(), hold);
+    }
+
+    /// Units of `sku` free now (read now if [`Stockroom::load`] did not).
+    pub fn free(&mut self, db: &Db, sku: &str) -> Result<i64, DbError> {
+        if !self.free.contains_key(sku) {
+            self.read_free(db, &[sku])?;
+        }
+        let moved = self.moved.get(sku).map_or(0, |m| m.free);
+        Ok(self.free[sku] + moved)
+    }
+
+    /// Moves units of `sku`: `free`, `reserved` and `sold` change by these amounts.
+    pub fn adjust(&mut self, sku: &str, free: i64, reserved: i64, sold: i64) {
+        let moved = self.moved.entry(sku.to_owned()).or_default();
+        moved.free += free;
+        moved.reserved += reserved;
+        moved.sold += sold;
+    }
+
+    /// Writes every moved product and changed hold: one statement each.
+    pub fn save(&self, tx: &Db, now: i64) -> Result<(), DbError> {
+        if !self.moved.is_empty() {
+            let params: Vec<SqlValue> = std::iter::once(now.into())
+                .chain(self.moved.iter().flat_map(|(sku, moved)| {
+                    [
+                        sku.as_str().into(),
+                        moved.free.into(),
+                        moved.reserved.into(),
+                        moved.sold.into(),
+                    ]
+                }))
+                .collect();
+            tx.execute(
+                &format!(
+                    "UPDATE products SET stock = products.stock + moved.free, \
+                     reserved = products.reserved + moved.reserved, sold = products.sold + moved.sold, \
+                     updated_at = $1 FROM (SELECT column1 AS sku, column2 AS free, column3 AS reserved, \
+                     column4 AS sold FROM (VALUES {}) AS v) AS moved WHERE products.sku = moved.sku",
+                    typed_value_rows(2, self.moved.len(), &["TEXT", "BIGINT", "BIGINT", "BIGINT"])
+                ),
+                &params,
+            )?;
+        }
+        if !self.changed_holds.is_empty() {
+            let mut params: Vec<SqlValue> = Vec::with_capacity(self.changed_holds.len() * 5);
+            for (order_id, hold) in &self.changed_holds {
+                let items =
+                    serde_json::to_string(&hold.lines).map_err(|e| DbError(e.to_string()))?;
+                params.extend([
+                    order_id.as_str().into(),
+                    items.into(),
+                    hold.state.as_str().into(),
+                    hold.reason.clone().into(),
+                    now.into(),
+                ]);
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO stock_holds (order_id, items, state, reason, updated_at) VALUES {} \
+                     ON CONFLICT (order_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                    value_rows(self.changed_holds.len(), 5)
+                ),
+                &params,
+            )?;
+        }
+        Ok(())
+    }
 }
