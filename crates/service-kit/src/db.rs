@@ -35,7 +35,7 @@ const SQLITE_BUSY: &str = "database is locked";
 
 /// How long a SQLite connection waits for the write lock unless told otherwise: rusqlite's
 /// default busy timeout, which Spin 4.0.2 and the test host keep.
-const DEFAULT_LOCK_WAIT_MS: u32 = 5_000;
+pub const DEFAULT_LOCK_WAIT_MS: u32 = 5_000;
 
 impl From<crate::ports::PortError> for DbError {
     fn from(e: crate::ports::PortError) -> Self {
@@ -201,7 +201,7 @@ impl<'a> Db<'a> {
 
     /// Sets how long this SQLite connection waits for a lock.
     fn set_lock_wait(&self, ms: u32) -> Result<(), DbError> {
-        self.execute(&format!("PRAGMA busy_timeout = {ms}"), &[])
+        Ok(self.sql.set_lock_wait(ms)?)
     }
 
     /// Runs `work` inside a write transaction: committed when it returns `Ok`, rolled

@@ -92,6 +92,14 @@ pub trait Sql {
     /// service, a timer); the next statement takes one again. Never called inside a
     /// transaction.
     fn release(&self) {}
+
+    /// Sets how long this SQLite connection's statements wait for a lock. A connection
+    /// may put it off until its next statement, so that a wait set back after some work
+    /// costs nothing when no statement follows (an instance ends with its request).
+    fn set_lock_wait(&self, ms: u32) -> Result<(), PortError> {
+        self.execute(&format!("PRAGMA busy_timeout = {ms}"), &[])
+            .map(drop)
+    }
 }
 
 /// An HTTP request to another service or host.

@@ -18,7 +18,7 @@
 //! certificate against the system's roots, or against the PEM in the `database_ca_cert`
 //! variable when it is set.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use service_kit::ports::{Dialect, Rows};
 use service_kit::sql_text::returns_rows;
@@ -46,6 +46,12 @@ pub struct SpinSql {
     sqlite_label: &'static str,
     postgres: Option<PostgresAddress>,
     connection: RefCell<Option<Connection>>,
+    /// The SQLite lock wait asked for ([`Sql::set_lock_wait`]) and not yet set: set before
+    /// the next statement, so that setting it back after a request's last statement costs
+    /// no host call.
+    lock_wait: Cell<Option<u32>>,
+    /// The lock wait the connection has now (SQLite's default when it opened).
+    lock_wait_set: Cell<u32>,
 }
 
 /// Where the Postgres database is: the URL, and the CA certificate (PEM) that signs the
@@ -80,6 +86,8 @@ impl SpinSql {
                 },
             ),
             connection: RefCell::new(None),
+            lock_wait: Cell::new(None),
+            lock_wait_set: Cell::new(service_kit::db::DEFAULT_LOCK_WAIT_MS),
         }
     }
 
@@ -116,6 +124,14 @@ impl Sql for SpinSql {
         };
         match connection {
             Connection::Sqlite(connection) => {
+                if let Some(ms) = self.lock_wait.take()
+                    && ms != self.lock_wait_set.get()
+                {
+                    connection
+                        .execute(&format!("PRAGMA busy_timeout = {ms}"), &[])
+                        .map_err(|e| PortError(format!("sqlite: {e:?}")))?;
+                    self.lock_wait_set.set(ms);
+                }
                 let params: Vec<sqlite::Value> = params.iter().map(to_sqlite).collect();
                 let result = connection
                     .execute(statement, &params)
@@ -165,6 +181,12 @@ impl Sql for SpinSql {
         if matches!(*slot, Some(Connection::Postgres(_))) {
             *slot = None;
         }
+    }
+
+    /// Put off until the next SQLite statement (see [`SpinSql::lock_wait`]).
+    fn set_lock_wait(&self, ms: u32) -> Result<(), PortError> {
+        self.lock_wait.set(Some(ms));
+        Ok(())
     }
 
     fn dialect(&self) -> Dialect {
