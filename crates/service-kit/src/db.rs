@@ -138,6 +138,18 @@ impl<'a> Db<'a> {
         self.sql.dialect()
     }
 
+    /// Runs `select`, which ends in `IN`, for `keys` (`... IN ($1, $2, ...)`): the rows of
+    /// many keys in one statement. No keys, no statement and no rows.
+    pub fn query_in(&self, select: &str, keys: &[&str]) -> Result<Vec<Row>, DbError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.query(
+            &format!("{select} ({})", crate::sql_text::placeholders(keys.len())),
+            &keys.iter().map(|key| (*key).into()).collect::<Vec<_>>(),
+        )
+    }
+
     /// Lets go of a pooled connection while the request waits on something else
     /// ([`Sql::release`]). Outside transactions only.
     pub fn release(&self) {

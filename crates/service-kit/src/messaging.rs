@@ -291,6 +291,15 @@ impl<'a> Messaging<'a> {
         }
     }
 
+    /// How long applying a delivery waits for SQLite's write lock: as long as a client's
+    /// write (`client_lock_wait_ms`), and not again. A delivery that does not get it is
+    /// answered 503 and sent again after the retry backoff, so that under load delivering
+    /// instances (each holding a slot of the host's instance pool) end instead of piling up
+    /// asleep in the busy handler.
+    fn lock_wait_ms(&self) -> u32 {
+        crate::settings::client_lock_wait_ms(self.config)
+    }
+
     /// The secret that signs and verifies this service's events.
     fn secret(&self) -> Vec<u8> {
         crate::settings::event_secret(self.config)
@@ -799,17 +808,16 @@ impl<'a> Messaging<'a> {
         valid: &[(usize, Envelope)],
         handler: &mut impl FnMut(&Db, &[&Envelope]) -> Result<(), HandlerError>,
     ) -> Result<Vec<Outcome>, BatchError> {
-        self.db.transaction(|tx| {
+        self.db.client_transaction(self.lock_wait_ms(), |tx| {
             self.take_events_lock(tx)?;
             let ids: Vec<&str> = valid.iter().map(|(_, e)| e.id.as_str()).collect();
             let mut seen: HashSet<String> = tx
-                .query(
+                .query_in(
                     &format!(
-                        "SELECT event_id FROM {}_inbox WHERE event_id IN ({})",
-                        self.prefix,
-                        placeholders(ids.len())
+                        "SELECT event_id FROM {}_inbox WHERE event_id IN",
+                        self.prefix
                     ),
-                    &ids.iter().map(|id| (*id).into()).collect::<Vec<_>>(),
+                    &ids,
                 )?
                 .iter()
                 .map(|row| row.text("event_id"))
@@ -861,7 +869,7 @@ impl<'a> Messaging<'a> {
         envelope: &Envelope,
         handler: &mut impl FnMut(&Db, &[&Envelope]) -> Result<(), HandlerError>,
     ) -> EnvelopeResult {
-        let outcome = self.db.transaction(|tx| {
+        let outcome = self.db.client_transaction(self.lock_wait_ms(), |tx| {
             self.take_events_lock(tx)?;
             let seen = tx.query_opt(
                 &format!(

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use service_kit::SqlValue;
 use service_kit::db::{Db, DbError, Row};
-use service_kit::sql_text::{placeholders, value_rows};
+use service_kit::sql_text::value_rows;
 
 /// A customer's credit as the API shows it.
 #[derive(Debug, Serialize)]
@@ -51,16 +51,10 @@ pub fn account(db: &Db, customer: &str) -> Result<Account, DbError> {
 
 /// The accounts of `customers` that have a row, by customer.
 fn accounts(db: &Db, customers: &[&str]) -> Result<HashMap<String, Account>, DbError> {
-    if customers.is_empty() {
-        return Ok(HashMap::new());
-    }
-    db.query(
-        &format!(
-            "SELECT customer, balance_cents, held_cents, spent_cents, credited_cents FROM accounts \
-             WHERE customer IN ({})",
-            placeholders(customers.len())
-        ),
-        &customers.iter().map(|c| (*c).into()).collect::<Vec<_>>(),
+    db.query_in(
+        "SELECT customer, balance_cents, held_cents, spent_cents, credited_cents FROM accounts \
+         WHERE customer IN",
+        customers,
     )?
     .iter()
     .map(|row| Ok((row.text("customer")?, account_of(row)?)))
@@ -90,15 +84,10 @@ pub struct Ledger {
 impl Ledger {
     /// Reads the holds of `order_ids`, and the accounts of `customers` and of those holds.
     pub fn load(db: &Db, order_ids: &[&str], customers: &[&str]) -> Result<Ledger, DbError> {
-        let holds: HashMap<String, Hold> = if order_ids.is_empty() {
-            HashMap::new()
-        } else {
-            db.query(
-                &format!(
-                    "SELECT order_id, customer, amount_cents, state FROM credit_holds WHERE order_id IN ({})",
-                    placeholders(order_ids.len())
-                ),
-                &order_ids.iter().map(|id| (*id).into()).collect::<Vec<_>>(),
+        let holds: HashMap<String, Hold> = db
+            .query_in(
+                "SELECT order_id, customer, amount_cents, state FROM credit_holds WHERE order_id IN",
+                order_ids,
             )?
             .iter()
             .map(|row| {
@@ -111,8 +100,7 @@ impl Ledger {
                     },
                 ))
             })
-            .collect::<Result<_, DbError>>()?
-        };
+            .collect::<Result<_, DbError>>()?;
         let mut wanted: Vec<&str> = customers.to_vec();
         wanted.extend(holds.values().map(|hold| hold.customer.as_str()));
         wanted.sort_unstable();

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 use service_kit::SqlValue;
 use service_kit::db::{Db, DbError, Row};
-use service_kit::sql_text::{placeholders, typed_value_rows, value_rows};
+use service_kit::sql_text::{typed_value_rows, value_rows};
 use shop_domain::envelope::Envelope;
 use shop_domain::order::OrderStatus;
 use shop_domain::time::rfc3339_from_millis;
@@ -387,16 +387,12 @@ impl OrderSet {
     /// Reads the orders with `ids` (unknown ids are left out).
     pub fn load(db: &Db, ids: &[&str]) -> Result<OrderSet, DbError> {
         let mut set = OrderSet::default();
-        if ids.is_empty() {
-            return Ok(set);
-        }
-        let rows = db.query(
+        let rows = db.query_in(
             &format!(
                 "SELECT {COLUMNS}, (SELECT COALESCE(MAX(seq), 0) FROM order_history h WHERE h.order_id = orders.id) \
-                 AS last_seq FROM orders WHERE id IN ({})",
-                placeholders(ids.len())
+                 AS last_seq FROM orders WHERE id IN"
             ),
-            &ids.iter().map(|id| (*id).into()).collect::<Vec<_>>(),
+            ids,
         )?;
         for row in &rows {
             let order = record(row)?;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use service_kit::SqlValue;
 use service_kit::db::{Db, DbError, Row};
-use service_kit::sql_text::{placeholders, typed_value_rows, value_rows};
+use service_kit::sql_text::{typed_value_rows, value_rows};
 
 /// A product as the API shows it.
 #[derive(Debug, Serialize)]
@@ -114,15 +114,10 @@ pub struct Stockroom {
 impl Stockroom {
     /// Reads the holds of `order_ids`, and the free stock of `skus` and of those holds' lines.
     pub fn load(db: &Db, order_ids: &[&str], skus: &[&str]) -> Result<Stockroom, DbError> {
-        let holds: HashMap<String, StockHold> = if order_ids.is_empty() {
-            HashMap::new()
-        } else {
-            db.query(
-                &format!(
-                    "SELECT order_id, items, state, reason FROM stock_holds WHERE order_id IN ({})",
-                    placeholders(order_ids.len())
-                ),
-                &order_ids.iter().map(|id| (*id).into()).collect::<Vec<_>>(),
+        let holds: HashMap<String, StockHold> = db
+            .query_in(
+                "SELECT order_id, items, state, reason FROM stock_holds WHERE order_id IN",
+                order_ids,
             )?
             .iter()
             .map(|row| {
@@ -136,8 +131,7 @@ impl Stockroom {
                     },
                 ))
             })
-            .collect::<Result<_, DbError>>()?
-        };
+            .collect::<Result<_, DbError>>()?;
         let mut wanted: Vec<String> = skus.iter().map(|sku| (*sku).to_owned()).collect();
         wanted.extend(
             holds
@@ -155,19 +149,10 @@ impl Stockroom {
     }
 
     fn read_free(&mut self, db: &Db, skus: &[&str]) -> Result<(), DbError> {
-        if skus.is_empty() {
-            return Ok(());
-        }
         for sku in skus {
             self.free.insert((*sku).to_owned(), 0);
         }
-        for row in db.query(
-            &format!(
-                "SELECT sku, stock FROM products WHERE sku IN ({})",
-                placeholders(skus.len())
-            ),
-            &skus.iter().map(|sku| (*sku).into()).collect::<Vec<_>>(),
-        )? {
+        for row in db.query_in("SELECT sku, stock FROM products WHERE sku IN", skus)? {
             self.free.insert(row.text("sku")?, row.i64("stock")?);
         }
         Ok(())
