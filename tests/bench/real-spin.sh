@@ -15,7 +15,9 @@ dir=$(mktemp -d /tmp/shop-bench-spin.XXXXXX)
 # Spin takes the runtime config's relative SQLite paths from its working directory.
 # In a session of its own: spin up serves from a child (spin trigger http), which must stop
 # with it.
-(cd "$dir" && exec setsid spin up --from "$OLDPWD/spin.toml" --listen "127.0.0.1:$port" \
+# The instance pool sized for the 512-connection runs (Spin's default holds about 125
+# composed gateway instances; README.md, "Overload").
+(cd "$dir" && SPIN_MAX_INSTANCE_COUNT=${SPIN_MAX_INSTANCE_COUNT:-6000} exec setsid spin up --from "$OLDPWD/spin.toml" --listen "127.0.0.1:$port" \
   --state-dir "$dir/.spin" --runtime-config-file "$OLDPWD/infra/spin/runtime-config.toml" \
   --variable rate_limit_per_minute=0 >"$dir/spin.log" 2>&1) &
 spin_pid=$!

@@ -4,20 +4,27 @@
 //! `/healthz` and the browser dashboards (`/`, `/customer`, `/staff`, `/admin`, `/assets/*`)
 //! need no token.
 
+mod admission;
 mod auth;
 mod rate_limit;
 mod routes;
 mod web;
 
+use std::cell::RefCell;
+
 use service_kit::Env;
 use service_kit::Service;
 use service_kit::http::{CORRELATION_HEADER, Request, Response};
 use service_kit::ids::new_id;
+use service_kit::slots::Slot;
 use service_kit::stream::Streamed;
 
-/// The gateway service.
+/// The gateway service, for one request.
 #[derive(Default)]
-pub struct Gateway;
+pub struct Gateway {
+    /// The slot of the requests in flight this request holds ([`admission`]).
+    in_flight: RefCell<Option<Slot>>,
+}
 
 host_bindings::export_gateway!(Gateway);
 
@@ -28,7 +35,7 @@ impl Service for Gateway {
 
     fn handle(&self, request: Request, env: &Env) -> Response {
         let (request, correlation_id) = with_correlation_id(request);
-        let mut response = routes::route(&request, env);
+        let mut response = routes::route(&request, env, &self.in_flight);
         response
             .headers
             .retain(|(name, _)| name != CORRELATION_HEADER);
@@ -45,9 +52,12 @@ impl Service for Gateway {
         Some(streamed.with_header(CORRELATION_HEADER, &correlation_id))
     }
 
-    /// The services called for this request deliver what the calls wrote, now that the
-    /// client has its answer.
+    /// The request is no longer in flight; the services it called deliver what the calls
+    /// wrote, now that the client has its answer.
     fn after_response(&self, env: &Env) {
+        if let Some(slot) = self.in_flight.take() {
+            admission::release(env, slot);
+        }
         env.services.finish();
     }
 }

@@ -1,5 +1,7 @@
 //! The public API (see `openapi.yaml`) and where each call goes.
 
+use std::cell::RefCell;
+
 use serde_json::{Value, json};
 use service_kit::http::{
     ACTOR_HEADER, CORRELATION_HEADER, ROLE_HEADER, Request, Response, method_not_allowed,
@@ -7,6 +9,7 @@ use service_kit::http::{
 };
 use service_kit::ids::{new_id, now_ms};
 use service_kit::ports::{OutboundRequest, ResponseStream};
+use service_kit::slots::Slot;
 use service_kit::stream::{BodyStream, ChunkSink, Streamed};
 use service_kit::{Env, caller};
 use shop_domain::auth::{Claims, Role};
@@ -48,6 +51,7 @@ fn relay(service: &str, answer: Result<Response, service_kit::PortError>) -> Ans
                 "location",
                 "idempotent-replayed",
                 "retry-after",
+                "retry-after-ms",
             ];
             let headers = response
                 .headers
@@ -119,8 +123,8 @@ pub fn stream(request: &Request, env: &Env, feed: Feed) -> Streamed {
     }
 }
 
-/// Answers one public request.
-pub fn route(request: &Request, env: &Env) -> Response {
+/// Answers one public request; an admitted API request's slot is left in `in_flight`.
+pub fn route(request: &Request, env: &Env, in_flight: &RefCell<Option<Slot>>) -> Response {
     let segments = request.segments();
     if segments.as_slice() == ["healthz"] {
         return if request.method == "GET" {
@@ -136,6 +140,10 @@ pub fn route(request: &Request, env: &Env) -> Response {
         Ok(claims) => claims,
         Err(problem) => return problem,
     };
+    match crate::admission::admit(request, env) {
+        Ok(slot) => *in_flight.borrow_mut() = slot,
+        Err(shed) => return shed,
+    }
     if let Err(problem) = crate::rate_limit::check(request, &claims, env) {
         return problem;
     }

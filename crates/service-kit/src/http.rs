@@ -174,6 +174,22 @@ impl Response {
         Response::problem_with(status, kind, title, detail, &[])
     }
 
+    /// 503 `overloaded`: the work was shed before anything was done (`detail` says what
+    /// was full). The client may send it again after `retry_after_ms`, given in the
+    /// problem's `retry_after_ms`, in `Retry-After-Ms`, and in `Retry-After` (whole seconds,
+    /// as HTTP has it).
+    pub fn overloaded(detail: &str, retry_after_ms: u64) -> Response {
+        Response::problem_with(
+            503,
+            "overloaded",
+            "Service overloaded",
+            detail,
+            &[("retry_after_ms", retry_after_ms.into())],
+        )
+        .with_header("retry-after", &retry_after_ms.div_ceil(1000).to_string())
+        .with_header("retry-after-ms", &retry_after_ms.to_string())
+    }
+
     /// 422: an `Idempotency-Key` sent again with a different request than its first.
     pub fn idempotency_key_reused() -> Response {
         Response::problem(
@@ -230,12 +246,14 @@ impl Response {
 
     /// This response as a client may see it: a 5xx problem's `detail` (a database driver's
     /// or a host's error text) is logged for `service` with the request's correlation id
-    /// and replaced by [`SERVER_ERROR_DETAIL`]. Every other response is returned as it is.
+    /// and replaced by [`SERVER_ERROR_DETAIL`]. Every other response is returned as it is,
+    /// shed load too ([`Response::overloaded`], known by its `Retry-After-Ms`): its detail
+    /// tells nothing internal, and under load there are thousands a second to log.
     pub fn without_internals(self, service: &str, correlation_id: Option<&str>) -> Response {
         let is_problem = self
             .header("content-type")
             .is_some_and(|t| t.starts_with("application/problem+json"));
-        if self.status < 500 || !is_problem {
+        if self.status < 500 || !is_problem || self.header("retry-after-ms").is_some() {
             return self;
         }
         let Ok(mut body) = serde_json::from_slice::<Value>(&self.body) else {

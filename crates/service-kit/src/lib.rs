@@ -15,6 +15,7 @@ pub mod messaging;
 pub mod optimistic;
 pub mod ports;
 pub mod settings;
+pub mod slots;
 pub mod sql_text;
 pub mod stream;
 pub mod worker;

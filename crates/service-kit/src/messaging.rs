@@ -35,8 +35,10 @@ pub const EVENTS_PATH: &str = "/internal/events";
 /// `{ACKS_PATH}/<destination>` with an [`Acknowledgement`] body (hosts whose transport
 /// answers with [`Delivery::Sent`]).
 pub const ACKS_PATH: &str = "/internal/acks";
-/// How many due messages one claim takes at most.
-const PUMP_BATCH: i64 = 50;
+/// How many due messages one claim takes at most: with few relays in flight (see the
+/// gateway's `max_relays_in_flight`), a busy shop's backlog goes in few big batches. A
+/// batch of 200 envelopes is about 150 KB, well under NATS's 1 MB message limit.
+const PUMP_BATCH: i64 = 200;
 
 thread_local! {
     /// Table prefixes of the services whose outbox this instance wrote to, so that

@@ -154,20 +154,12 @@ impl<W: Worker> Service for WorkerService<W> {
 }
 
 /// 503 for a database failure (the caller may retry). A write lock not had in time
-/// ([`DbError::is_busy`]) is load shed: the answer says when to come back, in
-/// `Retry-After` (whole seconds, as HTTP has it) and `retry_after_ms`.
+/// ([`DbError::is_busy`]) is load shed ([`Response::overloaded`]).
 pub fn unavailable(error: &DbError) -> Response {
     if error.is_busy() {
-        return Response::problem_with(
-            503,
-            "overloaded",
-            "Service overloaded",
+        return Response::overloaded(
             "more writes are waiting than the database can take; nothing was done",
-            &[("retry_after_ms", SHED_RETRY_AFTER_MS.into())],
-        )
-        .with_header(
-            "retry-after",
-            &SHED_RETRY_AFTER_MS.div_ceil(1000).to_string(),
+            SHED_RETRY_AFTER_MS,
         );
     }
     Response::problem(

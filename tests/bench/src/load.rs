@@ -1,6 +1,8 @@
 //! The load generator: N keep-alive HTTP/1.1 connections, each sending its request again
 //! as soon as the previous answer is read, for a fixed time or a fixed count. Every
-//! request's latency is kept, so percentiles are exact.
+//! request's latency is kept, so percentiles are exact. A connection whose request was
+//! shed (503) waits as the answer's `Retry-After-Ms` asks before sending again, as a
+//! well-behaved client does.
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -214,8 +216,13 @@ async fn connection(
                 .send_request(request.body(Full::new(workload.body.clone()))?)
                 .await?;
             let status = response.status();
+            let retry_after = response
+                .headers()
+                .get("retry-after-ms")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .map(Duration::from_millis);
             let body = response.into_body().collect().await?.to_bytes();
-            anyhow::Ok((status, body))
+            anyhow::Ok((status, retry_after, body))
         }
         .await;
         let finished = Instant::now();
@@ -225,18 +232,21 @@ async fn connection(
         let recorded =
             finished >= record_from && deadline.is_none_or(|deadline| finished <= deadline);
         match outcome {
-            Ok((status, _)) if status == workload.expect => {
+            Ok((status, _, _)) if status == workload.expect => {
                 if recorded {
                     record.ok += 1;
                     record.latencies.push(latency);
                 }
             }
-            Ok((StatusCode::SERVICE_UNAVAILABLE, _)) => {
+            Ok((StatusCode::SERVICE_UNAVAILABLE, retry_after, _)) => {
                 if recorded {
                     record.shed.push(latency);
                 }
+                if let Some(wait) = retry_after {
+                    tokio::time::sleep(wait).await;
+                }
             }
-            Ok((status, body)) => {
+            Ok((status, _, body)) => {
                 if recorded {
                     record.errors += 1;
                 }

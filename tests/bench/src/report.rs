@@ -19,6 +19,16 @@ const END_TO_END_TARGET: f64 = 1_000.0;
 const TARGET_CONNECTIONS: usize = 32;
 /// Write transactions per order the whole saga may take, amortised (issue 13).
 const WRITES_PER_ORDER_TARGET: f64 = 3.0;
+/// Target: order accept at these connection counts keeps this share of its throughput at
+/// [`TARGET_CONNECTIONS`], with p99 under [`OVERLOAD_P99_TARGET`] and every shed request
+/// answered within [`SHED_TARGET`].
+const OVERLOAD_CONNECTIONS: [usize; 2] = [128, 512];
+/// See [`OVERLOAD_CONNECTIONS`].
+const OVERLOAD_SHARE_TARGET: f64 = 0.80;
+/// See [`OVERLOAD_CONNECTIONS`].
+const OVERLOAD_P99_TARGET: Duration = Duration::from_millis(100);
+/// See [`OVERLOAD_CONNECTIONS`].
+const SHED_TARGET: Duration = Duration::from_millis(5);
 
 /// Milliseconds with fractions.
 pub fn millis(duration: Duration) -> f64 {
@@ -378,6 +388,35 @@ impl Report {
                 yes_no(accept.ok > 0 && p99 < ACCEPT_P99_TARGET),
                 accept_p99_ceiling
             );
+        }
+        if let Some(at_target) = Self::at(&self.order_accept, TARGET_CONNECTIONS) {
+            for connections in OVERLOAD_CONNECTIONS {
+                let Some(run) = Self::at(&self.order_accept, connections) else {
+                    continue;
+                };
+                let share = run.throughput() / at_target.throughput().max(f64::MIN_POSITIVE);
+                let p99 = run.percentile(0.99);
+                let slowest_shed = run.shed.last().copied().unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "| order accept at {connections} connections: ≥ {:.0}% of the {TARGET_CONNECTIONS}-connection throughput, p99 < {} ms, every 503 within {} ms, no other error | {:.0}% ({:.0} req/s), p99 {:.2} ms, {} shed (slowest {:.2} ms), {} errors | {} | — |",
+                    OVERLOAD_SHARE_TARGET * 100.0,
+                    OVERLOAD_P99_TARGET.as_millis(),
+                    SHED_TARGET.as_millis(),
+                    share * 100.0,
+                    run.throughput(),
+                    millis(p99),
+                    run.shed.len(),
+                    millis(slowest_shed),
+                    run.errors,
+                    yes_no(
+                        share >= OVERLOAD_SHARE_TARGET
+                            && p99 < OVERLOAD_P99_TARGET
+                            && slowest_shed <= SHED_TARGET
+                            && run.errors == 0
+                    ),
+                );
+            }
         }
         if let Some(e2e) = &self.end_to_end {
             let _ = writeln!(

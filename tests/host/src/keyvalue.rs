@@ -2,7 +2,9 @@
 //! open only the stores listed in its `key_value_stores`; Spin provides `default` on an
 //! embedded SQLite file (`<data_dir>/sqlite_key_value.db`), and a runtime configuration file
 //! can put it on Redis (`[key_value_store.default] type = "redis"`, `url = ...`), which is how
-//! many Spin processes share one store. Counters are decimal text, as Redis keeps them.
+//! many Spin processes share one store, or in memory (`type = "spin"` without a `path`:
+//! gone when the process ends). Counters are kept as Spin keeps them: eight little-endian
+//! bytes in SQLite, decimal text on Redis.
 
 use crate::bindings::wasi::keyvalue::atomics::{self, CasError};
 use crate::bindings::wasi::keyvalue::store::{self, Error, KeyResponse};
@@ -35,6 +37,16 @@ impl KeyValueBackend {
         let path = data_dir.join("sqlite_key_value.db");
         let connection = rusqlite::Connection::open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
+        Self::sqlite_on(connection)
+    }
+
+    /// An SQLite store in memory, as Spin makes a `type = "spin"` store with no `path`.
+    fn sqlite_in_memory() -> Result<Self> {
+        Self::sqlite_on(rusqlite::Connection::open_in_memory()?)
+    }
+
+    /// The store on `connection`, its table created.
+    fn sqlite_on(connection: rusqlite::Connection) -> Result<Self> {
         connection.execute_batch(
             "CREATE TABLE IF NOT EXISTS spin_key_value (store TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (store, key))",
         )?;
@@ -64,7 +76,10 @@ impl KeyValueBackend {
                     connection: OnceCell::new(),
                 })
             }
-            Some("spin") | None => Self::sqlite(data_dir),
+            Some("spin") | None => match store.get("path") {
+                None => Self::sqlite_in_memory(),
+                Some(_) => bail!("key_value_store.default: a `path` is not supported here"),
+            },
             Some(other) => bail!("key_value_store.default: type {other:?} is not supported here"),
         }
     }
@@ -159,19 +174,16 @@ impl KeyValueBackend {
                 let tx = c.unchecked_transaction()?;
                 let current = match read(&tx, key)? {
                     None => 0,
-                    Some(bytes) => String::from_utf8_lossy(&bytes)
-                        .trim()
-                        .parse::<i64>()
-                        .map_err(|_| {
-                            rusqlite::Error::InvalidParameterName(format!(
-                                "{key} does not hold a number"
-                            ))
-                        })?,
+                    Some(bytes) => bytes.try_into().map(i64::from_le_bytes).map_err(|_| {
+                        rusqlite::Error::InvalidParameterName(format!(
+                            "{key} does not hold a counter (eight bytes)"
+                        ))
+                    })?,
                 };
                 let next = current.checked_add(delta).ok_or_else(|| {
                     rusqlite::Error::InvalidParameterName(format!("{key} would overflow"))
                 })?;
-                write(&tx, key, next.to_string().as_bytes())?;
+                write(&tx, key, &next.to_le_bytes())?;
                 tx.commit()?;
                 Ok(next)
             }),

@@ -27,8 +27,9 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-/// Concurrent component instances the pool holds: Spin's default
-/// (`SPIN_WASMTIME_INSTANCE_COUNT`, read as Spin reads it). Requests, chained calls and open
+/// Concurrent component instances the pool holds: Spin's default (`SPIN_MAX_INSTANCE_COUNT`,
+/// from which the pool's other totals follow, and `SPIN_WASMTIME_*` for each total, read
+/// as Spin reads them). Requests, chained calls and open
 /// event streams each hold one; beyond the limit (or the pool's memories or tables) a
 /// request fails with 500, as on Spin.
 const POOL_INSTANCES: u32 = 1000;
@@ -81,12 +82,15 @@ pub(crate) fn engine() -> Result<Engine> {
             .and_then(|value| value.parse().ok())
             .unwrap_or(default)
     };
-    let instances = limit("SPIN_WASMTIME_INSTANCE_COUNT", POOL_INSTANCES);
-    pool.total_component_instances(instances)
-        .total_core_instances(limit("SPIN_WASMTIME_TOTAL_CORE_INSTANCES", 4 * instances))
-        .total_memories(limit("SPIN_WASMTIME_TOTAL_MEMORIES", instances))
-        .total_tables(limit("SPIN_WASMTIME_TOTAL_TABLES", 2 * instances))
-        .total_stacks(limit("SPIN_WASMTIME_TOTAL_STACKS", instances))
+    let max_instances = limit("SPIN_MAX_INSTANCE_COUNT", POOL_INSTANCES);
+    pool.total_component_instances(limit("SPIN_WASMTIME_INSTANCE_COUNT", max_instances))
+        .total_core_instances(limit(
+            "SPIN_WASMTIME_TOTAL_CORE_INSTANCES",
+            4 * max_instances,
+        ))
+        .total_memories(limit("SPIN_WASMTIME_TOTAL_MEMORIES", max_instances))
+        .total_tables(limit("SPIN_WASMTIME_TOTAL_TABLES", 2 * max_instances))
+        .total_stacks(limit("SPIN_WASMTIME_TOTAL_STACKS", max_instances))
         .max_component_instance_size(MAX_INSTANCE_SIZE)
         .max_core_instance_size(MAX_INSTANCE_SIZE)
         .max_core_instances_per_component(limit("SPIN_WASMTIME_CORE_INSTANCE_COUNT", 200))

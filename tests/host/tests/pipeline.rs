@@ -34,6 +34,7 @@ scenarios!(
         a_forged_signature_is_never_applied,
         checks_that_never_answer_time_the_order_out,
         lost_answers_are_recovered_by_asking_the_checkers_again,
+        requests_beyond_the_bound_in_flight_are_shed_at_once,
     ],
 );
 
@@ -942,6 +943,73 @@ async fn placements_are_shed_while_orders_write_lock_stays_taken(flavour: Flavou
     app.place(&order).await;
 }
 
+/// With `max_requests_in_flight` at 2, a burst of 32 placements at once is served two at
+/// a time and the rest shed before they do anything: every answer is 202 or 503
+/// `overloaded` saying when to come back (`Retry-After-Ms`, `retry_after_ms`,
+/// `Retry-After`), none is a 500, and the orders stored are exactly the accepted ones.
+/// Sent again after the wait, every shed placement is accepted.
+async fn requests_beyond_the_bound_in_flight_are_shed_at_once(flavour: Flavour) {
+    let app = start_with(
+        flavour,
+        &[
+            ("max_requests_in_flight", "2"),
+            ("rate_limit_per_minute", "0"),
+        ],
+    )
+    .await;
+    let buyer = customer("burst");
+    app.product("BURST-1", 100, 1_000).await;
+    app.credit(&buyer, 1_000_000).await;
+    let order = json!({"customer": buyer, "items": [{"sku": "BURST-1", "quantity": 1}]});
+    let token = token(&buyer, Role::Customer);
+
+    let mut accepted = 0;
+    let mut shed = Vec::new();
+    for _burst in 0..5 {
+        let answers = futures_util::future::join_all(
+            (0..32).map(|_| app.post("/api/v1/orders", &token, &order)),
+        )
+        .await;
+        for answer in answers {
+            match answer.status {
+                202 => accepted += 1,
+                503 => shed.push(answer),
+                _ => panic!("neither accepted nor shed: {answer:?}"),
+            }
+        }
+        if !shed.is_empty() {
+            break;
+        }
+    }
+    assert!(!shed.is_empty(), "no placement of 5 bursts of 32 was shed");
+    for answer in &shed {
+        assert_eq!(
+            answer.body["type"], "https://shop.example/problems/overloaded",
+            "{answer:?}"
+        );
+        assert_eq!(answer.body["retry_after_ms"], 500, "{answer:?}");
+        assert_eq!(answer.header("retry-after-ms"), Some("500"));
+        assert_eq!(answer.header("retry-after"), Some("1"));
+    }
+    let stored = app.count("orders", "SELECT COUNT(*) FROM orders").await;
+    assert_eq!(stored, accepted, "the orders stored are the accepted ones");
+
+    for _ in &shed {
+        let mut tries = 0;
+        loop {
+            let answer = app.post("/api/v1/orders", &token, &order).await;
+            if answer.status == 202 {
+                break;
+            }
+            tries += 1;
+            assert!(tries < 100, "still shed after {tries} tries: {answer:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let stored = app.count("orders", "SELECT COUNT(*) FROM orders").await;
+    assert_eq!(stored, accepted + shed.len() as i64);
+}
+
 /// The instances started since `before`, per component that started any.
 fn started_since(
     before: &std::collections::BTreeMap<String, u64>,
@@ -1022,6 +1090,15 @@ async fn spin_placements_are_shed_while_orders_write_lock_stays_taken() {
 #[ignore = "needs a real Spin 4.x on PATH: make real-spin-test"]
 async fn real_spin_sqlite_placements_are_shed_while_orders_write_lock_stays_taken() {
     placements_are_shed_while_orders_write_lock_stays_taken(Flavour::RealSpin(
+        support::ServedDatabase::Sqlite,
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real Spin 4.x on PATH: make real-spin-test"]
+async fn real_spin_sqlite_requests_beyond_the_bound_in_flight_are_shed_at_once() {
+    requests_beyond_the_bound_in_flight_are_shed_at_once(Flavour::RealSpin(
         support::ServedDatabase::Sqlite,
     ))
     .await;

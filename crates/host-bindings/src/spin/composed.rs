@@ -9,16 +9,26 @@
 //! `POST /internal/acks/<destination>`; the destinations it called are asked in turn, so a
 //! placed order can run its whole saga in the request that placed it. Event streams still
 //! go by local service chaining: a function returns once.
+//!
+//! At most `max_relays_in_flight` requests relay at once (default 2, counted in the
+//! key-value store, see [`Slots`]): a relay takes every due batch, so a few relays carry a
+//! busy shop's events in big batches, and a request that finds them all running ends with
+//! its response, its events left due for them (or the next tick). A tick always relays:
+//! the batches its pump took are leased to it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use service_kit::caller;
 use service_kit::http::{CORRELATION_HEADER, Response};
+use service_kit::ids::now_ms;
 use service_kit::messaging::{ACKS_PATH, Acknowledgement, EVENTS_PATH};
 use service_kit::ports::{OutboundRequest, ResponseStream};
+use service_kit::settings;
+use service_kit::slots::Slots;
 use service_kit::{PortError, Services};
 
 use super::config::SpinConfig;
+use super::kv::SpinKeyValue;
 use super::transport::Taken;
 use crate::bindings::shop;
 use crate::http::HttpServices;
@@ -28,11 +38,19 @@ use crate::http::HttpServices;
 /// bound is reached stays due for the next request's relay or the tick.
 const MAX_RELAY_ROUNDS: usize = 16;
 
+/// How many requests relay at once when `max_relays_in_flight` is not set.
+const DEFAULT_MAX_RELAYS: i64 = 2;
+
+/// The path of a service's tick (its pump hands over batches already leased).
+const TICK_PATH: &str = "/internal/tick";
+
 /// Calls the services composed with the gateway, remembers which were called, and relays
 /// the events those calls caused ([`Services::finish`]).
 #[derive(Default)]
 pub struct ComposedServices {
     called: RefCell<Vec<&'static str>>,
+    /// Whether a service was ticked: its pump's batches must be relayed.
+    ticked: Cell<bool>,
 }
 
 /// Calls `$module::call` with `$request` converted to that package's record type.
@@ -99,6 +117,22 @@ fn finish_service(service: &'static str) -> Vec<Taken> {
 }
 
 impl ComposedServices {
+    /// Relays what the services called hand over, then what the services those batches
+    /// went to hand over, for at most [`MAX_RELAY_ROUNDS`] rounds.
+    fn relay_rounds(&self) {
+        for _ in 0..MAX_RELAY_ROUNDS {
+            let called = self.called.take();
+            if called.is_empty() {
+                return;
+            }
+            for sender in called {
+                for delivery in finish_service(sender) {
+                    self.relay(sender, delivery);
+                }
+            }
+        }
+    }
+
     /// Delivers `delivery`, handed over by `sender`, to its destination and answers the
     /// sender with the destination's answer. A destination that is not composed fails every
     /// envelope (the sender retries, then dead-letters them).
@@ -137,6 +171,9 @@ impl ComposedServices {
 
 impl Services for ComposedServices {
     fn call(&self, service: &str, request: OutboundRequest) -> Result<Response, PortError> {
+        if request.url == TICK_PATH {
+            self.ticked.set(true);
+        }
         let (name, answer) = call_service(service, request)?;
         let mut called = self.called.borrow_mut();
         if !called.contains(&name) {
@@ -157,16 +194,24 @@ impl Services for ComposedServices {
     }
 
     fn finish(&self) {
-        for _ in 0..MAX_RELAY_ROUNDS {
-            let called = self.called.take();
-            if called.is_empty() {
-                return;
-            }
-            for sender in called {
-                for delivery in finish_service(sender) {
-                    self.relay(sender, delivery);
-                }
-            }
+        if self.called.borrow().is_empty() {
+            return;
+        }
+        let kv = SpinKeyValue::default();
+        let relays = Slots::new(
+            &kv,
+            "relays",
+            settings::number(&SpinConfig, "max_relays_in_flight", DEFAULT_MAX_RELAYS),
+        );
+        let slot = match relays.take(now_ms()) {
+            Ok(Some(slot)) => Some(slot),
+            Ok(None) if !self.ticked.get() => return,
+            // A tick, or a store that failed: relay uncounted.
+            Ok(None) | Err(_) => None,
+        };
+        self.relay_rounds();
+        if let Some(slot) = slot {
+            relays.release(slot);
         }
     }
 }

@@ -5,7 +5,9 @@
 //! Postgres (`spin:postgres/postgres@4.1.0`)
 //! so that many instances share one database.
 //!
-//! Every SQLite connection runs `PRAGMA synchronous = NORMAL` (see [`SQLITE_SYNCHRONOUS`]).
+//! Every SQLite connection that writes runs `PRAGMA synchronous = NORMAL` first (see
+//! [`SQLITE_SYNCHRONOUS`]); one that only reads (say, the prices an order is placed at)
+//! spares that host call.
 //!
 //! On Postgres, Spin 4.0.2's `query` never returns when a statement yields no rows (its
 //! host keeps the sender of the column list alive while it waits for it; see
@@ -52,6 +54,9 @@ pub struct SpinSql {
     lock_wait: Cell<Option<u32>>,
     /// The lock wait the connection has now (SQLite's default when it opened).
     lock_wait_set: Cell<u32>,
+    /// Whether the connection has yet to run [`SQLITE_SYNCHRONOUS`]: before its first
+    /// statement that is not a `SELECT`.
+    synchronous_pending: Cell<bool>,
 }
 
 /// Where the Postgres database is: the URL, and the CA certificate (PEM) that signs the
@@ -88,6 +93,7 @@ impl SpinSql {
             connection: RefCell::new(None),
             lock_wait: Cell::new(None),
             lock_wait_set: Cell::new(service_kit::db::DEFAULT_LOCK_WAIT_MS),
+            synchronous_pending: Cell::new(false),
         }
     }
 
@@ -103,14 +109,12 @@ impl SpinSql {
                     Connection::Postgres(connection)
                 })
                 .map_err(|e| PortError(format!("postgres open: {}", pg_error(&e)))),
-            None => sqlite::Connection::open(self.sqlite_label)
-                .map_err(|e| PortError(format!("sqlite open: {e:?}")))
-                .and_then(|connection| {
-                    connection
-                        .execute(SQLITE_SYNCHRONOUS, &[])
-                        .map_err(|e| PortError(format!("sqlite: {e:?}")))?;
-                    Ok(Connection::Sqlite(connection))
-                }),
+            None => {
+                let connection = sqlite::Connection::open(self.sqlite_label)
+                    .map_err(|e| PortError(format!("sqlite open: {e:?}")))?;
+                self.synchronous_pending.set(true);
+                Ok(Connection::Sqlite(connection))
+            }
         }
     }
 }
@@ -124,6 +128,12 @@ impl Sql for SpinSql {
         };
         match connection {
             Connection::Sqlite(connection) => {
+                if self.synchronous_pending.get() && !is_select(statement) {
+                    connection
+                        .execute(SQLITE_SYNCHRONOUS, &[])
+                        .map_err(|e| PortError(format!("sqlite: {e:?}")))?;
+                    self.synchronous_pending.set(false);
+                }
                 if let Some(ms) = self.lock_wait.take()
                     && ms != self.lock_wait_set.get()
                 {
@@ -196,6 +206,14 @@ impl Sql for SpinSql {
             Dialect::Sqlite
         }
     }
+}
+
+/// Whether `statement` is a `SELECT`, which writes nothing.
+fn is_select(statement: &str) -> bool {
+    statement
+        .trim_start()
+        .get(..6)
+        .is_some_and(|word| word.eq_ignore_ascii_case("select"))
 }
 
 /// Opens a Postgres connection, trusting `ca_cert` besides the system's roots when given.
