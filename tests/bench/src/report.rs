@@ -333,7 +333,7 @@ impl Report {
     }
 
     fn render_targets(&self, out: &mut String) {
-        let _ = writeln!(out, "## Targets (issue 5)\n");
+        let _ = writeln!(out, "## Targets (issues 5 and 13)\n");
         let _ = writeln!(
             out,
             "| target | measured | | the topology's ceiling (hello chain, no work) |\n| --- | --- | --- | --- |"
@@ -451,10 +451,14 @@ impl Report {
              (`spin.toml`, `rate_limit_per_minute=0`, the admin tick every second): one instance, the \
              gateway composed with the services, verifies the token, reads the prices from \
              stock-checker and calls orders, which validates and stores the order in one statement (a \
-             trigger writes its first history entry and its `order.placed` outbox rows). After its \
-             response the instance relays the events the call caused, so each order runs through the \
-             pipeline in the background while the run goes on; the next run starts once every order \
-             is settled.\n"
+             trigger writes its first history entry and its `order.placed` outbox rows). At most 32 \
+             such requests are served at once (`max_requests_in_flight`), the next answered 503 at \
+             once, and a connection so refused waits as its `Retry-After-Ms` asks (500 ms) before \
+             sending again. After its response an instance relays every due event, if fewer than 2 \
+             others are relaying (`max_relays_in_flight`), so the orders run through the pipeline in \
+             the background while the run goes on; the next run starts once every order is settled. \
+             The servers' instance pool is sized for 512 connections (`SPIN_MAX_INSTANCE_COUNT=6000`; \
+             Spin's default holds about 125 of the composed gateway).\n"
         );
         let _ = writeln!(
             out,
@@ -556,10 +560,11 @@ impl Report {
              accepted; the figure is orders accepted divided by the time from the first request until \
              the last of them is `confirmed` (the bench polls the `orders` table every 10 ms). Each \
              order takes the whole saga: orders stores it with its outbox rows in one statement; after \
-             the response the accepting instance relays `order.placed` to balance-checker and \
-             stock-checker (function calls into the composed services), each holds credit or stock in \
-             one transaction per batch and answers with an event, and orders confirms, then tells both \
-             checkers to deduct. What a relay leaves is sent by the next request's relay or the tick.\n",
+             its response an accepting instance (at most 2 at once) relays the due `order.placed` \
+             events to balance-checker and stock-checker (function calls into the composed services), \
+             each holds credit or stock in one transaction per batch and answers with an event, and \
+             orders confirms, then tells both checkers to deduct. What the relays leave is sent by \
+             the next relaying request or the tick.\n",
             e2e.connections, e2e.orders
         );
         self.render_end_to_end_table(out, e2e);
