@@ -30,7 +30,8 @@ fn requests<'a>(env: &Env<'a>) -> Slots<'a> {
     )
 }
 
-/// A slot for `request` (hold it until the response is sent, then [`release`] it), `None`
+/// A slot for `request` (hold it until the response is sent, then give it back to
+/// `env.kv` with [`Slot::release`]), `None`
 /// when the store failed, or the 503 answer when every slot is taken.
 pub fn admit(request: &Request, env: &Env) -> Result<Option<Slot>, Response> {
     match requests(env).take(now_ms()) {
@@ -49,9 +50,4 @@ pub fn admit(request: &Request, env: &Env) -> Result<Option<Slot>, Response> {
             Ok(None)
         }
     }
-}
-
-/// Gives back the slot [`admit`] took.
-pub fn release(env: &Env, slot: Slot) {
-    requests(env).release(slot);
 }

@@ -56,7 +56,7 @@ impl Service for Gateway {
     /// wrote, now that the client has its answer.
     fn after_response(&self, env: &Env) {
         if let Some(slot) = self.in_flight.take() {
-            admission::release(env, slot);
+            slot.release(env.kv);
         }
         env.services.finish();
     }

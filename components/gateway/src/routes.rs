@@ -8,6 +8,7 @@ use service_kit::http::{
     not_found, percent_encode,
 };
 use service_kit::ids::{new_id, now_ms};
+use service_kit::messaging::TICK_PATH;
 use service_kit::ports::{OutboundRequest, ResponseStream};
 use service_kit::slots::Slot;
 use service_kit::stream::{BodyStream, ChunkSink, Streamed};
@@ -624,7 +625,7 @@ impl Call<'_> {
     fn tick(&self) -> Answer {
         let mut reports = serde_json::Map::new();
         for service in MESSAGING_SERVICES {
-            let answer = self.forward(service, "POST", "/internal/tick", Vec::new())?;
+            let answer = self.forward(service, "POST", TICK_PATH, Vec::new())?;
             reports.insert(
                 service.to_owned(),
                 answer.json_body().unwrap_or(Value::Null),

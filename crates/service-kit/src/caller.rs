@@ -10,7 +10,7 @@ use shop_domain::internal_call::InternalCall;
 
 use crate::http::{ACTOR_HEADER, ROLE_HEADER, Request, Response};
 use crate::ids::now_ms;
-use crate::messaging::EVENTS_PATH;
+use crate::messaging::{EVENTS_PATH, TICK_PATH};
 use crate::ports::{Config, OutboundRequest};
 use crate::settings::event_secret;
 
@@ -21,7 +21,7 @@ pub const SIGNATURE_HEADER: &str = "x-shop-signature";
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 /// The routes that need no signature: they act for nobody.
-const UNSIGNED_PATHS: [&str; 2] = [EVENTS_PATH, "/internal/tick"];
+const UNSIGNED_PATHS: [&str; 2] = [EVENTS_PATH, TICK_PATH];
 
 /// `request` with its signature added, for a call made now.
 pub fn signed(mut request: OutboundRequest, config: &dyn Config) -> OutboundRequest {

@@ -35,6 +35,9 @@ pub const EVENTS_PATH: &str = "/internal/events";
 /// `{ACKS_PATH}/<destination>` with an [`Acknowledgement`] body (hosts whose transport
 /// answers with [`Delivery::Sent`]).
 pub const ACKS_PATH: &str = "/internal/acks";
+/// The path of every service's tick: retries and other work that is due
+/// ([`Messaging::pump`]).
+pub const TICK_PATH: &str = "/internal/tick";
 /// How many due messages one claim takes at most: with few relays in flight (see the
 /// gateway's `max_relays_in_flight`), a busy shop's backlog goes in few big batches. A
 /// batch of 200 envelopes is about 150 KB, well under NATS's 1 MB message limit.

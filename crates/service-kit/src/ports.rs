@@ -97,7 +97,7 @@ pub trait Sql {
     /// may put it off until its next statement, so that a wait set back after some work
     /// costs nothing when no statement follows (an instance ends with its request).
     fn set_lock_wait(&self, ms: u32) -> Result<(), PortError> {
-        self.execute(&format!("PRAGMA busy_timeout = {ms}"), &[])
+        self.execute(&crate::sql_text::busy_timeout(ms), &[])
             .map(drop)
     }
 }

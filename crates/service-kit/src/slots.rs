@@ -22,7 +22,7 @@ pub struct Slots<'a> {
     limit: i64,
 }
 
-/// A slot taken by [`Slots::take`]; give it back with [`Slots::release`].
+/// A slot taken by [`Slots::take`]; give it back with [`Slot::release`].
 #[derive(Debug, PartialEq, Eq)]
 pub struct Slot {
     key: String,
@@ -55,23 +55,26 @@ impl<'a> Slots<'a> {
         let given = self.kv.increment(&format!("{key}_given"), 0)?;
         let slot = Slot { key };
         if taken - given > self.limit {
-            self.release(slot);
+            slot.release(self.kv);
             return Ok(None);
         }
         Ok(Some(slot))
-    }
-
-    /// Gives `slot` back. A store that fails keeps it taken until its window ends.
-    pub fn release(&self, slot: Slot) {
-        if !slot.key.is_empty() {
-            let _ = self.kv.increment(&format!("{}_given", slot.key), 1);
-        }
     }
 
     /// The counters' key of `window`, without its `_taken` / `_given` suffix. Only
     /// characters every store accepts in a key (NATS key-value allows `[-/_=.a-zA-Z0-9]`).
     fn key(&self, window: i64) -> String {
         format!("slots_{}_{window}", self.name)
+    }
+}
+
+impl Slot {
+    /// Gives the slot back to the store `kv` it was taken in (no limit needed). A store
+    /// that fails keeps it taken until its window ends.
+    pub fn release(self, kv: &dyn KeyValue) {
+        if !self.key.is_empty() {
+            let _ = kv.increment(&format!("{}_given", self.key), 1);
+        }
     }
 }
 
@@ -112,7 +115,7 @@ mod tests {
             None,
             "a refusal gives its count back"
         );
-        slots.release(first);
+        first.release(&kv);
         assert!(slots.take(4).unwrap().is_some());
         let counters = kv.0.borrow();
         assert_eq!(
@@ -128,7 +131,7 @@ mod tests {
         let _leaked = slots.take(0).unwrap().unwrap();
         assert_eq!(slots.take(WINDOW_MS - 1).unwrap(), None);
         let next = slots.take(WINDOW_MS).unwrap().unwrap();
-        slots.release(next);
+        next.release(&kv);
         let _ = slots.take(2 * WINDOW_MS).unwrap().unwrap();
         assert!(
             !kv.0

@@ -13,6 +13,11 @@ pub fn first_keyword(statement: &str) -> String {
         .to_ascii_uppercase()
 }
 
+/// The SQLite statement that makes a connection wait up to `ms` for a lock.
+pub fn busy_timeout(ms: u32) -> String {
+    format!("PRAGMA busy_timeout = {ms}")
+}
+
 /// True when `keyword` occurs as a whole word outside string literals.
 pub fn contains_keyword(statement: &str, keyword: &str) -> bool {
     outside_literals(statement)

@@ -21,7 +21,7 @@ use std::cell::{Cell, RefCell};
 use service_kit::caller;
 use service_kit::http::{CORRELATION_HEADER, Response};
 use service_kit::ids::now_ms;
-use service_kit::messaging::{ACKS_PATH, Acknowledgement, EVENTS_PATH};
+use service_kit::messaging::{ACKS_PATH, Acknowledgement, EVENTS_PATH, TICK_PATH};
 use service_kit::ports::{OutboundRequest, ResponseStream};
 use service_kit::settings;
 use service_kit::slots::Slots;
@@ -40,9 +40,6 @@ const MAX_RELAY_ROUNDS: usize = 16;
 
 /// How many requests relay at once when `max_relays_in_flight` is not set.
 const DEFAULT_MAX_RELAYS: i64 = 2;
-
-/// The path of a service's tick (its pump hands over batches already leased).
-const TICK_PATH: &str = "/internal/tick";
 
 /// Calls the services composed with the gateway, remembers which were called, and relays
 /// the events those calls caused ([`Services::finish`]).
@@ -211,7 +208,7 @@ impl Services for ComposedServices {
         };
         self.relay_rounds();
         if let Some(slot) = slot {
-            relays.release(slot);
+            slot.release(&kv);
         }
     }
 }

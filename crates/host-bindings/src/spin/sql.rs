@@ -23,7 +23,7 @@
 use std::cell::{Cell, RefCell};
 
 use service_kit::ports::{Dialect, Rows};
-use service_kit::sql_text::returns_rows;
+use service_kit::sql_text::{busy_timeout, first_keyword, returns_rows};
 use service_kit::{Config, PortError, Sql, SqlValue};
 
 use crate::bindings::spin::postgres::postgres as pg;
@@ -128,7 +128,7 @@ impl Sql for SpinSql {
         };
         match connection {
             Connection::Sqlite(connection) => {
-                if self.synchronous_pending.get() && !is_select(statement) {
+                if self.synchronous_pending.get() && first_keyword(statement) != "SELECT" {
                     connection
                         .execute(SQLITE_SYNCHRONOUS, &[])
                         .map_err(|e| PortError(format!("sqlite: {e:?}")))?;
@@ -138,7 +138,7 @@ impl Sql for SpinSql {
                     && ms != self.lock_wait_set.get()
                 {
                     connection
-                        .execute(&format!("PRAGMA busy_timeout = {ms}"), &[])
+                        .execute(&busy_timeout(ms), &[])
                         .map_err(|e| PortError(format!("sqlite: {e:?}")))?;
                     self.lock_wait_set.set(ms);
                 }
@@ -206,14 +206,6 @@ impl Sql for SpinSql {
             Dialect::Sqlite
         }
     }
-}
-
-/// Whether `statement` is a `SELECT`, which writes nothing.
-fn is_select(statement: &str) -> bool {
-    statement
-        .trim_start()
-        .get(..6)
-        .is_some_and(|word| word.eq_ignore_ascii_case("select"))
 }
 
 /// Opens a Postgres connection, trusting `ca_cert` besides the system's roots when given.
