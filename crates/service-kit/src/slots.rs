@@ -52,8 +52,16 @@ impl<'a> Slots<'a> {
             let _ = self.kv.delete(&format!("{old}_taken"));
             let _ = self.kv.delete(&format!("{old}_given"));
         }
-        let given = self.kv.increment(&format!("{key}_given"), 0)?;
         let slot = Slot { key };
+        let given = match self.kv.increment(&format!("{}_given", slot.key), 0) {
+            Ok(given) => given,
+            Err(e) => {
+                // Counted as taken but not handed out: give it back, or it stays taken
+                // until its window ends.
+                slot.release(self.kv);
+                return Err(e);
+            }
+        };
         if taken - given > self.limit {
             slot.release(self.kv);
             return Ok(None);
@@ -139,6 +147,35 @@ mod tests {
                 .keys()
                 .any(|key| key.starts_with("slots_work_0_")),
             "the counter two windows back is removed"
+        );
+    }
+
+    /// A store whose increments of the given-back counter by 0 fail (keyvalue-nats gives
+    /// up after five compare-and-swap attempts on a busy key).
+    struct FailingReads(MemoryKeyValue);
+
+    impl KeyValue for FailingReads {
+        fn increment(&self, key: &str, delta: i64) -> Result<i64, PortError> {
+            if delta == 0 {
+                return Err(PortError("busy".into()));
+            }
+            self.0.increment(key, delta)
+        }
+
+        fn delete(&self, key: &str) -> Result<(), PortError> {
+            self.0.delete(key)
+        }
+    }
+
+    #[test]
+    fn a_slot_counted_but_not_handed_out_is_given_back() {
+        let kv = FailingReads(MemoryKeyValue::default());
+        let slots = Slots::new(&kv, "work", 1);
+        assert!(slots.take(0).is_err());
+        let counters = kv.0.0.borrow();
+        assert_eq!(
+            counters["slots_work_0_taken"],
+            counters["slots_work_0_given"]
         );
     }
 
